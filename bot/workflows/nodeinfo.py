@@ -1,0 +1,164 @@
+"""Reading ComfyUI's `/object_info` node definitions.
+
+`/object_info` maps each node class to its definition. An input definition is a list
+`[TYPE, options]` where TYPE is a widget type (`INT`, `FLOAT`, `STRING`, `BOOLEAN`,
+`COMBO`), a list of allowed values (an older way to write `COMBO`), or the type of a
+socket (`MODEL`, `CONDITIONING`...) that must be linked to another node's output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+ObjectInfo = Mapping[str, Any]
+"""The parsed JSON of ComfyUI's `GET /object_info`."""
+
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+
+# Enum inputs that name a model file, and the word a user would use for them.
+MODEL_INPUTS: Mapping[str, str] = {
+    "ckpt_name": "checkpoint",
+    "lora_name": "LoRA",
+    "vae_name": "VAE",
+    "clip_name": "CLIP model",
+    "clip_name1": "CLIP model",
+    "clip_name2": "CLIP model",
+    "clip_name3": "CLIP model",
+    "unet_name": "diffusion model",
+    "control_net_name": "ControlNet model",
+    "style_model_name": "style model",
+    "gligen_name": "GLIGEN model",
+    "hypernetwork_name": "hypernetwork",
+    "model_name": "model",
+    "upscale_model_name": "upscale model",
+    "photomaker_model_name": "PhotoMaker model",
+}
+
+
+@dataclass(frozen=True)
+class InputDef:
+    """One input of a node class, as `/object_info` describes it.
+
+    Attributes:
+        name: the input's name.
+        type: `INT`, `FLOAT`, `STRING`, `BOOLEAN`, `COMBO` or a socket type such as `MODEL`.
+        options: the options mapping (default, min, max, tooltip...).
+        choices: the allowed values of a `COMBO`, or None when unknown.
+        required: whether the input is in the `required` section.
+    """
+
+    name: str
+    type: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    choices: tuple[Any, ...] | None = None
+    required: bool = False
+
+    @property
+    def is_widget(self) -> bool:
+        """Whether the UI shows this input as a widget holding a value."""
+        return self.type in WIDGET_TYPES and not self.options.get("forceInput", False)
+
+    @property
+    def minimum(self) -> float | None:
+        """The smallest value ComfyUI accepts, if any."""
+        value = self.options.get("min")
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    @property
+    def maximum(self) -> float | None:
+        """The largest value ComfyUI accepts, if any."""
+        value = self.options.get("max")
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    @property
+    def has_control_widget(self) -> bool:
+        """Whether the UI adds a `control_after_generate` widget after this one."""
+        if self.options.get("control_after_generate"):
+            return True
+        return self.type == "INT" and self.name in ("seed", "noise_seed")
+
+    @property
+    def model_kind(self) -> str | None:
+        """The kind of model file this enum names ("checkpoint", "LoRA"...), if any."""
+        if self.type != "COMBO":
+            return None
+        return MODEL_INPUTS.get(self.name)
+
+
+def _parse_input(name: str, raw: Any, *, required: bool) -> InputDef:
+    if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
+        return InputDef(name=name, type="*", required=required)
+    kind = raw[0]
+    options = raw[1] if len(raw) > 1 and isinstance(raw[1], Mapping) else {}
+    if isinstance(kind, Sequence) and not isinstance(kind, str):
+        return InputDef(name, "COMBO", options, tuple(kind), required)
+    if kind == "COMBO":
+        listed = options.get("options")
+        choices = (
+            tuple(listed) if isinstance(listed, Sequence) and not isinstance(listed, str) else None
+        )
+        return InputDef(name, "COMBO", options, choices, required)
+    return InputDef(name, str(kind), options, None, required)
+
+
+def node_def(object_info: ObjectInfo, class_type: str) -> Mapping[str, Any] | None:
+    """Return the definition of a node class, or None if ComfyUI doesn't know it."""
+    found = object_info.get(class_type)
+    return found if isinstance(found, Mapping) else None
+
+
+def input_defs(object_info: ObjectInfo, class_type: str) -> list[InputDef]:
+    """Return the required then optional inputs of a node class, in widget order.
+
+    Hidden inputs (filled in by ComfyUI itself) are left out. An unknown class has none.
+    """
+    definition = node_def(object_info, class_type)
+    if definition is None:
+        return []
+    sections = definition.get("input")
+    if not isinstance(sections, Mapping):
+        return []
+    order = definition.get("input_order")
+    result: list[InputDef] = []
+    for section in ("required", "optional"):
+        items = sections.get(section)
+        if not isinstance(items, Mapping):
+            continue
+        names: list[str] = list(items)
+        if isinstance(order, Mapping) and isinstance(order.get(section), list):
+            listed = [n for n in order[section] if n in items]
+            names = listed + [n for n in items if n not in listed]
+        result.extend(_parse_input(n, items[n], required=section == "required") for n in names)
+    return result
+
+
+def input_def(object_info: ObjectInfo, class_type: str, name: str) -> InputDef | None:
+    """Return one input of a node class, or None if the class has no such input."""
+    for item in input_defs(object_info, class_type):
+        if item.name == name:
+            return item
+    return None
+
+
+def output_types(object_info: ObjectInfo, class_type: str) -> list[str]:
+    """Return the types of a node class's outputs, by slot (empty for an unknown class)."""
+    definition = node_def(object_info, class_type)
+    outputs = definition.get("output") if definition is not None else None
+    if not isinstance(outputs, Sequence) or isinstance(outputs, str):
+        return []
+    return [o if isinstance(o, str) else "COMBO" for o in outputs]
+
+
+def is_output_node(object_info: ObjectInfo, class_type: str) -> bool:
+    """Whether ComfyUI treats the class as an output (a node it runs the graph for)."""
+    definition = node_def(object_info, class_type)
+    return bool(definition is not None and definition.get("output_node"))
+
+
+def display_name(object_info: ObjectInfo, class_type: str) -> str:
+    """Return the name the UI shows for a node class (its default title)."""
+    definition = node_def(object_info, class_type)
+    name = definition.get("display_name") if definition is not None else None
+    return name if isinstance(name, str) and name else class_type
