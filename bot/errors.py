@@ -1,19 +1,19 @@
 """Errors comfycord raises, and which of them a user may see.
 
-    ComfycordError
-    ├── UserError                 message is safe to show to a Discord member as is
-    │   ├── ConfigError           settings file or environment is wrong (names file and key)
-    │   ├── WorkflowError         a workflow pack (YAML or graph) is wrong (names file and key)
-    │   ├── InvalidValue          a parameter value is out of range / unknown (names the param)
-    │   ├── NotAllowed            policy, permissions, limits, banned words
-    │   ├── NotFound              unknown workflow, job...
-    │   └── ComfyError            anything that went wrong on the ComfyUI side
-    │       ├── BackendUnavailable    ComfyUI is unreachable or answered 5xx
-    │       ├── PromptRejected        400 from /prompt (node_errors explained)
-    │       ├── ExecutionFailed       execution_error during the run
-    │       ├── Interrupted           the run was interrupted or cancelled
-    │       └── OutputMissing         history/view never gave the outputs
-    └── (anything else is a bug: logged with its traceback, users see a job id)
+ComfycordError
+├── UserError                 message is safe to show to a Discord member as is
+│   ├── ConfigError           settings file or environment is wrong (names file and key)
+│   ├── WorkflowError         a workflow pack (YAML or graph) is wrong (names file and key)
+│   ├── InvalidValue          a parameter value is out of range / unknown (names the param)
+│   ├── NotAllowed            policy, permissions, limits, banned words
+│   ├── NotFound              unknown workflow, job...
+│   └── ComfyError            anything that went wrong on the ComfyUI side
+│       ├── BackendUnavailable    ComfyUI is unreachable or answered 5xx
+│       ├── PromptRejected        400 from /prompt (node_errors explained)
+│       ├── ExecutionFailed       execution_error during the run
+│       ├── Interrupted           the run was interrupted or cancelled
+│       └── OutputMissing         history/view never gave the outputs
+└── (anything else is a bug: logged with its traceback, users see a job id)
 """
 
 from __future__ import annotations

@@ -1,0 +1,299 @@
+"""The command line: `comfycord run | check | generate | workflows | sync`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+
+from bot.errors import ComfycordError, ComfyError, ConfigError, UserError
+from bot.jobs.model import JobState
+from bot.jobs.runner import JobUpdate
+from bot.jobs.store import Store
+from bot.settings import Settings, load_settings
+from bot.workflows import Workflow, load_workflows
+from bot.workflows.validate import check_workflow
+
+log = logging.getLogger("comfycord")
+
+TOKEN_HELP = """\
+DISCORD_TOKEN is not set, so the bot cannot log in.
+  1. Open https://discord.com/developers/applications, create an application, open "Bot"
+     and press "Reset Token" to get the token.
+  2. export DISCORD_TOKEN='<the token>'   (never put it in a file that is committed)
+  3. Run this command again. See README.md ("Set up the Discord bot") for inviting it.
+"""
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    logging.getLogger("discord.gateway").setLevel(logging.WARNING)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="comfycord", description=__doc__)
+    parser.add_argument("--config", type=Path, help="settings file (config/comfycord.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the Discord bot")
+    check = sub.add_parser("check", help="validate the settings and every workflow")
+    check.add_argument("--offline", action="store_true", help="do not ask ComfyUI")
+    gen = sub.add_parser("generate", help="run one workflow on ComfyUI and save the images")
+    gen.add_argument("workflow")
+    gen.add_argument("--prompt", "-p", help="the prompt text")
+    gen.add_argument(
+        "--set", "-s", action="append", default=[], metavar="NAME=VALUE", help="a parameter"
+    )
+    gen.add_argument(
+        "--image", action="append", default=[], metavar="NAME=FILE", help="an image parameter"
+    )
+    gen.add_argument("--count", type=int, default=1, help="how many images (seeds)")
+    gen.add_argument("--out", type=Path, default=Path("out"), help="where to write the images")
+    sub.add_parser("workflows", help="list the workflows and their parameters")
+    sync = sub.add_parser("sync", help="register the slash commands with Discord")
+    sync.add_argument("--guild", type=int, help="sync to this server only (instant)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `comfycord` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    try:
+        if args.command == "check":
+            return asyncio.run(check(settings, offline=args.offline))
+        if args.command == "workflows":
+            return list_workflows(settings)
+        if args.command == "generate":
+            return asyncio.run(generate(settings, args))
+        if args.command in ("run", "sync"):
+            if not settings.discord_token:
+                print(TOKEN_HELP, file=sys.stderr)
+                return 2
+            from bot.app import run_bot, sync_commands
+
+            if args.command == "sync":
+                return asyncio.run(sync_commands(settings, args.guild))
+            return asyncio.run(run_bot(settings))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+# check ---------------------------------------------------------------------------------------
+async def check(settings: Settings, *, offline: bool = False, out: TextIO = sys.stdout) -> int:
+    """Validate settings and workflows (and against ComfyUI's /object_info when reachable)."""
+    problems: list[str] = []
+    object_info: dict[str, Any] | None = None
+    if not offline:
+        object_info = await _fetch_object_info(settings, out)
+    workflows, load_problems = load_workflows(settings.workflows.dir, object_info)
+    problems += [str(p) for p in load_problems]
+    if object_info is not None:
+        for workflow in workflows.values():
+            problems += [str(p) for p in check_workflow(workflow, object_info)]
+    if settings.workflows.default not in workflows:
+        problems.append(
+            f"settings: workflows.default: no workflow called '{settings.workflows.default}'"
+            f" in {settings.workflows.dir}"
+        )
+    for name in sorted(workflows):
+        print(f"ok: workflow {name} ({len(workflows[name].params)} parameters)", file=out)
+    for problem in problems:
+        print(f"problem: {problem}", file=out)
+    print(f"{len(workflows)} workflow(s), {len(problems)} problem(s)", file=out)
+    return 1 if problems else 0
+
+
+async def _fetch_object_info(settings: Settings, out: TextIO) -> dict[str, Any] | None:
+    from bot.comfy.client import ComfyClient
+
+    timeout = aiohttp.ClientTimeout(total=min(10.0, settings.comfyui.request_timeout))
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        client = ComfyClient(session, settings.comfyui.url, request_timeout=10.0)
+        try:
+            info = await client.object_info()
+        except ComfyError as exc:
+            print(f"note: {exc}; checked without ComfyUI's node list", file=out)
+            return None
+        finally:
+            await client.close()
+    print(f"ok: ComfyUI at {settings.comfyui.url} ({len(info)} node types)", file=out)
+    return info
+
+
+# workflows -----------------------------------------------------------------------------------
+def list_workflows(settings: Settings, out: TextIO = sys.stdout) -> int:
+    workflows, problems = load_workflows(settings.workflows.dir)
+    for name in sorted(workflows):
+        out.write(describe_workflow(workflows[name]))
+    for problem in problems:
+        print(f"problem: {problem}", file=out)
+    return 1 if problems else 0
+
+
+def describe_workflow(workflow: Workflow) -> str:
+    spec = workflow.spec
+    lines = [f"{workflow.name}: {spec.title}" + (f"  (/{spec.command})" if spec.command else "")]
+    for param in workflow.params:
+        bits: list[str] = [param.type]
+        if param.min is not None or param.max is not None:
+            bits.append(f"{param.min if param.min is not None else ''}..{param.max or ''}")
+        if param.choices:
+            bits.append("one of " + ", ".join(str(c) for c in param.choices))
+        if param.default is not None and param.default != "":
+            bits.append(f"default {param.default}")
+        if param.required:
+            bits.append("required")
+        lines.append(f"  {param.name}: {'; '.join(bits)}")
+    return "\n".join(lines) + "\n"
+
+
+# generate ------------------------------------------------------------------------------------
+def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"{what} '{item}' must look like NAME=VALUE")
+        values[name.strip()] = value
+    return values
+
+
+async def generate(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stderr) -> int:
+    """Run one job through the engine with a live progress bar; write its images to --out."""
+    from bot.engine import Engine, ImageInput, JobRequest
+
+    values: dict[str, Any] = parse_assignments(args.set, "--set")
+    if args.prompt is not None:
+        values["prompt"] = args.prompt
+    images = {}
+    for name, file in parse_assignments(args.image, "--image").items():
+        path = Path(file)
+        if not path.is_file():
+            raise UserError(f"--image {name}: no such file: {file}")
+        images[name] = ImageInput(path.name, path.read_bytes())
+
+    with tempfile.TemporaryDirectory(prefix="comfycord-") as tmp:
+        cli_settings = settings.model_copy(update={"storage": replace_storage(settings, Path(tmp))})
+        store = Store(":memory:")
+        async with aiohttp.ClientSession() as session:
+            engine = Engine(session, cli_settings, store=store)
+            bar = ProgressBar(out)
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            ids: set[str] = set()
+            finished: dict[str, Any] = {}
+
+            def on_update(update: JobUpdate) -> None:
+                if update.job.id not in ids:
+                    return
+                bar.show(update)
+                if update.kind == "finished":
+                    finished[update.job.id] = update.job
+                    if len(finished) == len(ids) and not done.done():
+                        done.set_result(None)
+
+            engine.listen(on_update)
+            await engine.start()
+            try:
+                request = JobRequest(
+                    args.workflow, values, owner_id="cli", owner_name="cli", images=images
+                )
+                jobs = await engine.submit(request, count=args.count, exempt=True)
+                ids.update(j.id for j in jobs)
+                await done
+            finally:
+                await engine.stop()
+                store.close()
+        bar.close()
+        args.out.mkdir(parents=True, exist_ok=True)
+        status = 0
+        for job in finished.values():
+            if job.state is not JobState.DONE:
+                print(f"job {job.id} {job.state.value}: {job.error}", file=sys.stderr)
+                status = 1
+                continue
+            for output in job.outputs:
+                target = args.out / f"{job.workflow}-{job.id}-{output.filename}"
+                shutil.copyfile(output.path, target)
+                print(target)
+        return status
+
+
+def replace_storage(settings: Settings, folder: Path) -> Any:
+    return settings.storage.model_copy(update={"outputs": folder / "outputs"})
+
+
+class ProgressBar:
+    """One line of progress on a terminal, or a line per change elsewhere."""
+
+    def __init__(self, out: TextIO, width: int = 24) -> None:
+        self.out = out
+        self.width = width
+        self.tty = out.isatty()
+        self.last = ""
+        self.last_time = 0.0
+
+    def show(self, update: JobUpdate) -> None:
+        line = self.render(update)
+        if line == self.last:
+            return
+        now = time.monotonic()
+        if not self.tty and update.kind == "progress" and now - self.last_time < 0.5:
+            return
+        self.last, self.last_time = line, now
+        if self.tty:
+            self.out.write("\r\033[K" + line)
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def render(self, update: JobUpdate) -> str:
+        job = update.job
+        if update.kind in ("queued", "position"):
+            return f"[{job.id}] queued (position {update.position})"
+        if update.kind == "finished":
+            return f"[{job.id}] {job.state.value}" + (f": {job.error}" if job.error else "")
+        if update.kind in ("progress", "preview") and update.steps:
+            filled = int(self.width * update.step / max(1, update.steps))
+            bar = "#" * filled + "." * (self.width - filled)
+            node = f" {update.node_title}" if update.node_title else ""
+            return (
+                f"[{job.id}] [{bar}] step {update.step}/{update.steps}"
+                f" · node {update.node_index}/{update.node_count}{node}"
+            )
+        if update.kind == "progress":
+            return f"[{job.id}] node {update.node_index}/{update.node_count} {update.node_title}"
+        return f"[{job.id}] {update.kind}"
+
+    def close(self) -> None:
+        if self.tty and self.last:
+            self.out.write("\n")
+            self.out.flush()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ComfycordError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,133 @@
+"""The discord.py bot: wires the engine and the cogs, syncs commands, handles errors.
+
+This module and `cogs/` are the only places that import discord.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.engine import Engine
+from bot.errors import UserError
+from bot.policy import Policy
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+COGS: tuple[str, ...] = ("cogs.imagine", "cogs.workflows", "cogs.queue", "cogs.admin")
+
+
+class ComfyBot(commands.Bot):
+    """The bot. The engine is built outside and injected (it owns the aiohttp session)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        cogs: Sequence[str] = COGS,
+        start_engine: bool = True,
+        **options: Any,
+    ) -> None:
+        options.setdefault("intents", discord.Intents.default())
+        options.setdefault(
+            "allowed_mentions", discord.AllowedMentions(users=True, roles=False, everyone=False)
+        )
+        super().__init__(command_prefix=commands.when_mentioned, **options)
+        self.engine = engine
+        self.settings = settings
+        self.policy = Policy(engine.store, settings, lambda: engine.workflows)
+        engine.set_limits_source(lambda job: self.policy.limits(job.guild_id))
+        self.cog_names = tuple(cogs)
+        self.start_engine = start_engine
+        self.tree.error(self.on_app_command_error)
+
+    async def setup_hook(self) -> None:
+        if not self.engine.workflows:
+            self.engine.reload_workflows()
+        for name in self.cog_names:
+            try:
+                await self.load_extension(name)
+            except Exception:
+                log.exception("could not load cog %s", name)
+        if self.start_engine:
+            await self.engine.start()
+        dev_guild = self.settings.discord.dev_guild
+        if dev_guild is not None:
+            guild = discord.Object(id=dev_guild)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to the dev guild %s", len(synced), dev_guild)
+        elif self.settings.discord.sync_on_start:
+            synced = await self.tree.sync()
+            log.info("synced %d global commands", len(synced))
+
+    async def close(self) -> None:
+        try:
+            if self.start_engine:
+                await self.engine.stop()
+        finally:
+            await super().close()
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """One error handler: user errors are shown as is, anything else gets a reference."""
+        original = getattr(error, "original", error)
+        if isinstance(original, UserError):
+            message = original.message
+        elif isinstance(error, app_commands.CheckFailure):
+            message = str(error) or "You are not allowed to use this command here."
+        else:
+            ref = secrets.token_hex(3)
+            log.error("command failed (ref %s)", ref, exc_info=original)
+            message = f"Something went wrong (ref {ref}). The bot's owner can find it in the log."
+        await send_error(interaction, message)
+
+
+async def send_error(interaction: discord.Interaction, message: str) -> None:
+    """Tell the member what went wrong, ephemeral when still possible; never raises."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(message[:2000], ephemeral=True)
+        else:
+            await interaction.response.send_message(message[:2000], ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not tell the member about an error: %s", message)
+
+
+async def run_bot(settings: Settings) -> int:
+    """Run the bot until it is stopped."""
+    assert settings.discord_token
+    async with aiohttp.ClientSession() as session:
+        engine = Engine(session, settings)
+        async with ComfyBot(engine, settings) as bot:
+            await bot.start(settings.discord_token)
+    return 0
+
+
+async def sync_commands(settings: Settings, guild_id: int | None) -> int:
+    """Register the slash commands (globally, or to one server) and exit."""
+    assert settings.discord_token
+    async with aiohttp.ClientSession() as session:
+        engine = Engine(session, settings)
+        bot = ComfyBot(engine, settings, start_engine=False)
+        async with bot:
+            await bot.login(settings.discord_token)  # runs setup_hook: loads the cogs
+            if guild_id is not None:
+                guild = discord.Object(id=guild_id)
+                bot.tree.copy_global_to(guild=guild)
+                synced = await bot.tree.sync(guild=guild)
+            else:
+                synced = await bot.tree.sync()
+        engine.close_store()
+    print(f"synced {len(synced)} commands" + (f" to server {guild_id}" if guild_id else ""))
+    return 0

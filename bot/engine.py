@@ -1,0 +1,311 @@
+"""The engine: workflows + ComfyUI client + store + fair queue + runner, behind one object.
+
+Discord (`bot/app.py`, `cogs/`) and the CLI are thin layers over this; nothing here imports
+discord. Typical use:
+
+    async with aiohttp.ClientSession() as session:
+        engine = Engine(session, settings)
+        await engine.start()
+        jobs = await engine.submit(JobRequest("sd15-txt2img", {"prompt": "a cat"}, owner_id="1"))
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot.comfy.client import ComfyClient
+from bot.errors import ComfyError, InvalidValue, NotAllowed, NotFound
+from bot.jobs.model import Job, JobState, new_job_id
+from bot.jobs.runner import JobUpdate, Runner
+from bot.jobs.scheduler import FairQueue
+from bot.jobs.store import Store
+from bot.settings import LimitSettings, Settings
+from bot.workflows import Workflow, load_workflows
+from bot.workflows.patch import apply, coerce_values
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[JobUpdate], None]
+SAFE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image a member attached for an `image` parameter."""
+
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a member asked for. `values` are raw (validated and completed by `submit`)."""
+
+    workflow: str
+    values: Mapping[str, Any]
+    owner_id: str
+    owner_name: str = ""
+    guild_id: str | None = None
+    channel_id: str | None = None
+    images: Mapping[str, ImageInput] = field(default_factory=dict)
+    priority: int = 0
+    remix_of: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    job: Job
+    position: int  # 0: running; 1..: waiting, in fair order
+
+
+class Engine:
+    """Everything below Discord. Start it once, submit jobs, listen to their updates."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        *,
+        client: ComfyClient | None = None,
+        store: Store | None = None,
+        workflows: Mapping[str, Workflow] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client or ComfyClient(
+            session,
+            settings.comfyui.url,
+            heartbeat=settings.comfyui.heartbeat,
+            request_timeout=settings.comfyui.request_timeout,
+        )
+        self.store = store or Store(settings.storage.path)
+        self.workflows: dict[str, Workflow] = dict(workflows or {})
+        self.workflow_problems: list[str] = []
+        self.object_info: dict[str, Any] | None = None
+        self.queue = FairQueue()
+        self._listeners: list[Listener] = []
+        self.runner = Runner(
+            self.client,
+            self.store,
+            self.queue,
+            self._build_prompt,
+            Path(settings.storage.outputs),
+            self._emit,
+            max_in_flight=settings.comfyui.max_in_flight,
+            running_limit=self._running_limit,
+            submit_retry_seconds=settings.comfyui.submit_retry_seconds,
+        )
+        self._limits_for: Callable[[Job], LimitSettings] = lambda job: settings.limits
+        self._started = False
+
+    # lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load workflows (unless given), connect to ComfyUI, resume unfinished jobs."""
+        if not self.workflows:
+            self.reload_workflows()
+        await self.client.start()
+        try:
+            self.object_info = await self.client.object_info()
+        except ComfyError as exc:
+            log.warning("ComfyUI not reachable at start (%s); will keep trying", exc)
+        await self.runner.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        await self.runner.stop()
+        await self.client.close()
+        self._started = False
+
+    def close_store(self) -> None:
+        self.store.close()
+
+    def reload_workflows(self) -> None:
+        workflows, problems = load_workflows(self.settings.workflows.dir)
+        self.workflows = dict(workflows)
+        self.workflow_problems = [str(p) for p in problems]
+        for problem in self.workflow_problems:
+            log.warning("%s", problem)
+
+    # listeners ------------------------------------------------------------------------------
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` with every JobUpdate. Returns a function that stops listening."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, update: JobUpdate) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(update)
+            except Exception:
+                log.exception("job listener failed on %s", update.kind)
+
+    # workflows ------------------------------------------------------------------------------
+    def workflow(self, name: str) -> Workflow:
+        """The workflow called `name`.
+
+        Raises:
+            NotFound: no such workflow (the message lists the ones there are).
+        """
+        try:
+            return self.workflows[name]
+        except KeyError:
+            known = ", ".join(sorted(self.workflows)) or "none"
+            raise NotFound(f"There is no workflow called `{name}`. Available: {known}") from None
+
+    def set_limits_source(self, source: Callable[[Job], LimitSettings]) -> None:
+        """Per-server limits (moderators can change them); the settings' limits by default."""
+        self._limits_for = source
+
+    def _running_limit(self, job: Job) -> int | None:
+        if job.meta.get("exempt"):
+            return None
+        return self._limits_for(job).max_running_per_member
+
+    # jobs -----------------------------------------------------------------------------------
+    async def submit(
+        self, request: JobRequest, *, count: int = 1, exempt: bool = False
+    ) -> list[Job]:
+        """Validate a request and queue it as `count` jobs (one group, consecutive seeds).
+
+        Raises:
+            NotFound: unknown workflow.
+            InvalidValue: a value is wrong (names the parameter).
+            NotAllowed: the member is over a limit or in cooldown.
+        """
+        workflow = self.workflow(request.workflow)
+        raw = dict(request.values)
+        for name, image in request.images.items():
+            raw[name] = image.filename or "upload.png"
+        values = coerce_values(workflow, raw, object_info=self.object_info)
+        probe = Job("", request.workflow, values, request.owner_id, guild_id=request.guild_id)
+        limits = self._limits_for(probe)
+        if count < 1 or count > limits.max_count:
+            raise InvalidValue("count", f"must be between 1 and {limits.max_count}")
+        if not exempt:
+            self._check_limits(request, limits, count)
+
+        group_id = new_job_id() if count > 1 else None
+        seed_param = workflow.seed_param
+        jobs = []
+        for index in range(count):
+            job_values = dict(values)
+            if seed_param is not None and index:
+                job_values[seed_param.name] = (int(values[seed_param.name]) + index) % 2**32
+            job = Job(
+                id=new_job_id(),
+                workflow=request.workflow,
+                values=job_values,
+                owner_id=request.owner_id,
+                owner_name=request.owner_name,
+                guild_id=request.guild_id,
+                channel_id=request.channel_id,
+                priority=request.priority,
+                group_id=group_id,
+                remix_of=request.remix_of,
+                meta={**request.meta, "exempt": exempt, "index": index, "count": count},
+            )
+            if request.images:
+                inputs = self._save_inputs(job.id, request.images)
+                job = job.evolve(meta={**job.meta, "inputs": inputs})
+            jobs.append(self.runner.enqueue(job))
+        return jobs
+
+    def _check_limits(self, request: JobRequest, limits: LimitSettings, count: int) -> None:
+        owner = request.owner_id
+        waiting = sum(1 for j in self.queue.order() if j.owner_id == owner)
+        running = self.runner.running_count(owner)
+        if waiting + running + count > limits.max_queued_per_member + limits.max_running_per_member:
+            raise NotAllowed(
+                f"You already have {waiting + running} job(s) queued or running; the limit is "
+                f"{limits.max_queued_per_member} waiting and {limits.max_running_per_member} "
+                "running. Wait for one to finish or cancel one with /cancel."
+            )
+        if limits.cooldown_seconds > 0:
+            last = self.store.last_created(owner, request.guild_id)
+            if last is not None:
+                left = limits.cooldown_seconds - (time.time() - last)
+                if left > 0:
+                    raise NotAllowed(f"Cooldown: you can start another job in {left:.0f} s.")
+
+    def _save_inputs(self, job_id: str, images: Mapping[str, ImageInput]) -> dict[str, str]:
+        folder = Path(self.settings.storage.outputs).parent / "inputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = {}
+        for param, image in images.items():
+            suffix = Path(image.filename).suffix.lower()
+            suffix = suffix if suffix in SAFE_SUFFIXES else ".png"
+            path = folder / f"{job_id}-{param}{suffix}"
+            path.write_bytes(image.data)
+            saved[param] = str(path)
+        return saved
+
+    async def _build_prompt(self, job: Job) -> dict[str, Any]:
+        workflow = self.workflow(job.workflow)
+        values = dict(job.values)
+        for param, path in job.meta.get("inputs", {}).items():
+            data = Path(path).read_bytes()
+            values[param] = await self.client.upload_image(data, Path(path).name)
+        return apply(workflow, values)
+
+    async def cancel(self, job_id: str, by: str) -> Job:
+        """Cancel a queued or running job.
+
+        Raises:
+            NotFound: no such job.
+            NotAllowed: the job has already finished.
+        """
+        job = self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"There is no job `{job_id}`.")
+        if job.state.finished:
+            raise NotAllowed(f"Job `{job_id}` has already finished ({job.state.value}).")
+        result = await self.runner.cancel(job_id, by)
+        return result or job
+
+    def get_job(self, job_id: str) -> Job | None:
+        active = {j.id: j for j in self.runner.active_jobs()}
+        return active.get(job_id) or self.store.get(job_id)
+
+    def queue_entries(self) -> list[QueueEntry]:
+        """Running jobs (position 0) then waiting ones in fair order."""
+        entries = [QueueEntry(j, 0) for j in self.runner.active_jobs()]
+        entries += [QueueEntry(j, i) for i, j in enumerate(self.queue.order(), start=1)]
+        return entries
+
+    def position(self, job_id: str) -> int | None:
+        return self.runner.position(job_id)
+
+    def recent(
+        self, *, owner_id: str | None = None, guild_id: str | None = None, limit: int = 10
+    ) -> list[Job]:
+        return self.store.recent(owner_id=owner_id, guild_id=guild_id, limit=limit)
+
+    def update_meta(self, job_id: str, **meta: Any) -> Job | None:
+        job = self.get_job(job_id)
+        if job is None:
+            return None
+        job = job.evolve(meta={**job.meta, **meta})
+        self.runner.replace(job)
+        return job
+
+    def mark_delivered(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        if job is not None and not job.delivered:
+            self.store.save(job.evolve(delivered=True))
+
+    def undelivered(self) -> list[Job]:
+        return self.store.undelivered()
+
+    def random_seed(self) -> int:
+        return random.randrange(2**32)
+
+
+__all__ = ["Engine", "ImageInput", "JobRequest", "JobState", "JobUpdate", "QueueEntry"]

@@ -1,0 +1,1 @@
+"""Jobs: what members asked for, durable in SQLite, ordered fairly, driven on ComfyUI."""

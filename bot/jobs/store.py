@@ -1,0 +1,179 @@
+"""Durable storage in one SQLite file: jobs, per-server settings and the audit log.
+
+Writes are small and synchronous (WAL mode), so a job is on disk before the call returns:
+a crash right after `save()` loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.jobs.model import Job, JobState
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    owner_id TEXT NOT NULL,
+    guild_id TEXT,
+    channel_id TEXT,
+    group_id TEXT,
+    created_at REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner_id, created_at);
+CREATE INDEX IF NOT EXISTS jobs_group ON jobs(group_id);
+CREATE TABLE IF NOT EXISTS kv (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    guild_id TEXT NOT NULL,
+    actor_id TEXT NOT NULL,
+    actor_name TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_guild ON audit(guild_id, at);
+"""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    guild_id: str
+    actor_id: str
+    actor_name: str
+    action: str
+    detail: str
+    at: float
+
+
+class Store:
+    """The SQLite store. `":memory:"` gives a throwaway one (tests)."""
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # jobs -----------------------------------------------------------------------------------
+    def save(self, job: Job) -> None:
+        self._db.execute(
+            "INSERT INTO jobs (id, state, owner_id, guild_id, channel_id, group_id, created_at,"
+            " data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET state=excluded.state,"
+            " data=excluded.data",
+            (
+                job.id,
+                job.state.value,
+                job.owner_id,
+                job.guild_id,
+                job.channel_id,
+                job.group_id,
+                job.created_at,
+                json.dumps(job.to_dict()),
+            ),
+        )
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job.from_dict(json.loads(row["data"])) if row else None
+
+    def _query(self, where: str, params: Iterable[Any], limit: int | None = None) -> list[Job]:
+        sql = f"SELECT data FROM jobs WHERE {where} ORDER BY created_at"
+        if limit is not None:
+            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY created_at"
+        return [Job.from_dict(json.loads(r["data"])) for r in self._db.execute(sql, tuple(params))]
+
+    def unfinished(self) -> list[Job]:
+        states = [s.value for s in JobState if s.active]
+        marks = ",".join("?" * len(states))
+        return self._query(f"state IN ({marks})", states)
+
+    def undelivered(self) -> list[Job]:
+        states = [s.value for s in JobState if s.finished]
+        marks = ",".join("?" * len(states))
+        jobs = self._query(f"state IN ({marks})", states)
+        return [j for j in jobs if not j.delivered]
+
+    def group(self, group_id: str) -> list[Job]:
+        return self._query("group_id = ?", [group_id])
+
+    def recent(
+        self, *, owner_id: str | None = None, guild_id: str | None = None, limit: int = 10
+    ) -> list[Job]:
+        clauses, params = ["1=1"], []
+        if owner_id is not None:
+            clauses.append("owner_id = ?")
+            params.append(owner_id)
+        if guild_id is not None:
+            clauses.append("guild_id = ?")
+            params.append(guild_id)
+        return list(reversed(self._query(" AND ".join(clauses), params, limit=limit)))
+
+    def last_created(self, owner_id: str, guild_id: str | None) -> float | None:
+        row = self._db.execute(
+            "SELECT MAX(created_at) AS t FROM jobs WHERE owner_id = ? AND guild_id IS ?",
+            (owner_id, guild_id),
+        ).fetchone()
+        return float(row["t"]) if row and row["t"] is not None else None
+
+    # settings -------------------------------------------------------------------------------
+    def get_setting(self, scope: str, key: str, default: Any = None) -> Any:
+        row = self._db.execute(
+            "SELECT value FROM kv WHERE scope = ? AND key = ?", (scope, key)
+        ).fetchone()
+        return json.loads(row["value"]) if row else default
+
+    def set_setting(self, scope: str, key: str, value: Any) -> None:
+        if value is None:
+            self._db.execute("DELETE FROM kv WHERE scope = ? AND key = ?", (scope, key))
+            return
+        self._db.execute(
+            "INSERT INTO kv (scope, key, value) VALUES (?, ?, ?)"
+            " ON CONFLICT(scope, key) DO UPDATE SET value = excluded.value",
+            (scope, key, json.dumps(value)),
+        )
+
+    def settings_in(self, scope_prefix: str) -> dict[tuple[str, str], Any]:
+        rows = self._db.execute(
+            "SELECT scope, key, value FROM kv WHERE scope LIKE ?", (scope_prefix + "%",)
+        )
+        return {(r["scope"], r["key"]): json.loads(r["value"]) for r in rows}
+
+    # audit ----------------------------------------------------------------------------------
+    def audit(
+        self, guild_id: str, actor_id: str, actor_name: str, action: str, detail: str
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO audit (guild_id, actor_id, actor_name, action, detail, at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (guild_id, actor_id, actor_name, action, detail, time.time()),
+        )
+
+    def audit_log(self, guild_id: str, limit: int = 20) -> list[AuditEntry]:
+        rows = self._db.execute(
+            "SELECT guild_id, actor_id, actor_name, action, detail, at FROM audit"
+            " WHERE guild_id = ? ORDER BY id DESC LIMIT ?",
+            (guild_id, limit),
+        )
+        return [AuditEntry(**dict(r)) for r in rows]

@@ -1,0 +1,250 @@
+"""What each server and channel may generate, decided by its moderators, kept in the store.
+
+Resolution of "is workflow W allowed in channel C of server G":
+a channel setting for W wins, then the server setting for W, else allowed. Workflows marked
+`nsfw: true` are only ever allowed in age-restricted channels. Every change is audited.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bot.errors import InvalidValue, NotAllowed, NotFound
+from bot.jobs.store import AuditEntry, Store
+from bot.settings import LimitSettings, Settings
+from bot.workflows import Workflow
+
+LIMIT_KEYS = (
+    "max_queued_per_member",
+    "max_running_per_member",
+    "cooldown_seconds",
+    "max_count",
+    "moderators_exempt",
+    "moderators_first",
+)
+
+
+def _g(guild_id: str) -> str:
+    return f"guild:{guild_id}"
+
+
+def _c(channel_id: str) -> str:
+    return f"channel:{channel_id}"
+
+
+class Policy:
+    """Per-server and per-channel workflow policy, limits, caps and banned words."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        workflows: Callable[[], Mapping[str, Workflow]],
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self._workflows = workflows
+
+    # workflows ------------------------------------------------------------------------------
+    def is_allowed(
+        self, name: str, guild_id: str | None, channel_id: str | None, *, nsfw_channel: bool
+    ) -> bool:
+        workflow = self._workflows().get(name)
+        if workflow is None:
+            return False
+        if workflow.spec.nsfw and not nsfw_channel:
+            return False
+        if guild_id is None:
+            return True
+        if channel_id is not None:
+            value = self.store.get_setting(_c(channel_id), f"wf:{name}")
+            if value is not None:
+                return bool(value)
+        value = self.store.get_setting(_g(guild_id), f"wf:{name}")
+        return True if value is None else bool(value)
+
+    def allowed(
+        self, guild_id: str | None, channel_id: str | None, *, nsfw_channel: bool
+    ) -> list[str]:
+        return [
+            name
+            for name in sorted(self._workflows())
+            if self.is_allowed(name, guild_id, channel_id, nsfw_channel=nsfw_channel)
+        ]
+
+    def check_allowed(
+        self, name: str, guild_id: str | None, channel_id: str | None, *, nsfw_channel: bool
+    ) -> Workflow:
+        """The workflow, if this channel may use it.
+
+        Raises:
+            NotFound: no such workflow.
+            NotAllowed: moderators disabled it here, or it is NSFW outside an age-restricted
+                channel.
+        """
+        workflow = self._workflows().get(name)
+        if workflow is None:
+            allowed = ", ".join(self.allowed(guild_id, channel_id, nsfw_channel=nsfw_channel))
+            raise NotFound(f"There is no workflow called `{name}`. Try one of: {allowed or 'none'}")
+        if workflow.spec.nsfw and not nsfw_channel:
+            raise NotAllowed(f"`{name}` is marked NSFW: use it in an age-restricted channel.")
+        if not self.is_allowed(name, guild_id, channel_id, nsfw_channel=nsfw_channel):
+            raise NotAllowed(f"`{name}` is not enabled in this channel by the moderators.")
+        return workflow
+
+    def set_enabled(
+        self,
+        guild_id: str,
+        channel_id: str | None,
+        name: str,
+        enabled: bool,
+        actor: tuple[str, str],
+    ) -> None:
+        if name not in self._workflows():
+            raise NotFound(f"There is no workflow called `{name}`.")
+        scope = _c(channel_id) if channel_id else _g(guild_id)
+        self.store.set_setting(scope, f"wf:{name}", enabled)
+        where = f"in <#{channel_id}>" if channel_id else "server-wide"
+        self._audit(guild_id, actor, "enable" if enabled else "disable", f"{name} {where}")
+
+    def default_workflow(self, guild_id: str | None, channel_id: str | None) -> str:
+        if channel_id is not None:
+            value = self.store.get_setting(_c(channel_id), "default")
+            if value:
+                return str(value)
+        if guild_id is not None:
+            value = self.store.get_setting(_g(guild_id), "default")
+            if value:
+                return str(value)
+        return self.settings.workflows.default
+
+    def set_default(
+        self, guild_id: str, channel_id: str | None, name: str, actor: tuple[str, str]
+    ) -> None:
+        if name not in self._workflows():
+            raise NotFound(f"There is no workflow called `{name}`.")
+        scope = _c(channel_id) if channel_id else _g(guild_id)
+        self.store.set_setting(scope, "default", name)
+        where = f"in <#{channel_id}>" if channel_id else "server-wide"
+        self._audit(guild_id, actor, "default", f"{name} {where}")
+
+    # moderators -----------------------------------------------------------------------------
+    def moderator_roles(self, guild_id: str) -> list[str]:
+        return [str(r) for r in self.store.get_setting(_g(guild_id), "moderator_roles", [])]
+
+    def set_moderator_role(
+        self, guild_id: str, role_id: str, add: bool, actor: tuple[str, str]
+    ) -> None:
+        roles = self.moderator_roles(guild_id)
+        if add and role_id not in roles:
+            roles.append(role_id)
+        elif not add and role_id in roles:
+            roles.remove(role_id)
+        self.store.set_setting(_g(guild_id), "moderator_roles", roles)
+        self._audit(
+            guild_id, actor, "moderators add" if add else "moderators remove", f"<@&{role_id}>"
+        )
+
+    # limits ---------------------------------------------------------------------------------
+    def limits(self, guild_id: str | None) -> LimitSettings:
+        if guild_id is None:
+            return self.settings.limits
+        overrides = self.store.get_setting(_g(guild_id), "limits", {})
+        return self.settings.limits.model_copy(update=overrides)
+
+    def set_limit(self, guild_id: str, key: str, value: Any, actor: tuple[str, str]) -> None:
+        if key not in LIMIT_KEYS:
+            raise InvalidValue("limit", f"unknown limit '{key}'; one of {', '.join(LIMIT_KEYS)}")
+        current = LimitSettings.model_fields[key].annotation
+        try:
+            checked = LimitSettings.model_validate(
+                {**self.limits(guild_id).model_dump(), key: value}
+            )
+        except Exception:
+            raise InvalidValue(
+                key, f"'{value}' is not a valid {getattr(current, '__name__', 'value')}"
+            ) from None
+        overrides = dict(self.store.get_setting(_g(guild_id), "limits", {}))
+        overrides[key] = getattr(checked, key)
+        self.store.set_setting(_g(guild_id), "limits", overrides)
+        self._audit(guild_id, actor, "limit", f"{key} = {overrides[key]}")
+
+    def caps(self, guild_id: str | None) -> dict[str, dict[str, Any]]:
+        if guild_id is None:
+            return {}
+        return dict(self.store.get_setting(_g(guild_id), "caps", {}))
+
+    def set_cap(
+        self,
+        guild_id: str,
+        param: str,
+        *,
+        maximum: float | None = None,
+        choices: list[str] | None = None,
+        actor: tuple[str, str],
+    ) -> None:
+        caps = self.caps(guild_id)
+        cap: dict[str, Any] = {}
+        if maximum is not None:
+            cap["max"] = maximum
+        if choices:
+            cap["choices"] = choices
+        if cap:
+            caps[param] = cap
+        else:
+            caps.pop(param, None)
+        self.store.set_setting(_g(guild_id), "caps", caps)
+        detail = f"{param}: " + (", ".join(f"{k}={v}" for k, v in cap.items()) or "removed")
+        self._audit(guild_id, actor, "cap", detail)
+
+    def check_caps(self, guild_id: str | None, values: Mapping[str, Any]) -> None:
+        """Raises InvalidValue when a value is over this server's caps."""
+        for param, cap in self.caps(guild_id).items():
+            if param not in values or values[param] is None:
+                continue
+            value = values[param]
+            if "max" in cap and isinstance(value, int | float) and value > cap["max"]:
+                raise InvalidValue(param, f"this server allows at most {cap['max']:g}")
+            if "choices" in cap and str(value) not in cap["choices"]:
+                raise InvalidValue(param, "this server allows only " + ", ".join(cap["choices"]))
+
+    # banned words ---------------------------------------------------------------------------
+    def banned_words(self, guild_id: str | None) -> list[str]:
+        if guild_id is None:
+            return []
+        return [str(w) for w in self.store.get_setting(_g(guild_id), "banned_words", [])]
+
+    def set_banned_word(self, guild_id: str, word: str, add: bool, actor: tuple[str, str]) -> None:
+        word = word.strip().lower()
+        if not word:
+            raise InvalidValue("word", "must not be empty")
+        words = self.banned_words(guild_id)
+        if add and word not in words:
+            words.append(word)
+        elif not add and word in words:
+            words.remove(word)
+        self.store.set_setting(_g(guild_id), "banned_words", words)
+        self._audit(guild_id, actor, "banned add" if add else "banned remove", "one word")
+
+    def check_prompt(self, guild_id: str | None, texts: Mapping[str, str]) -> None:
+        """Raises NotAllowed when a text value contains a word this server bans."""
+        words = self.banned_words(guild_id)
+        if not words:
+            return
+        for param, text in texts.items():
+            lowered = text.lower()
+            for word in words:
+                if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered):
+                    raise NotAllowed(
+                        f"Your `{param}` contains a word this server does not allow. "
+                        "Please rephrase it."
+                    )
+
+    # audit ----------------------------------------------------------------------------------
+    def _audit(self, guild_id: str, actor: tuple[str, str], action: str, detail: str) -> None:
+        self.store.audit(guild_id, actor[0], actor[1], action, detail)
+
+    def audit_log(self, guild_id: str, limit: int = 20) -> list[AuditEntry]:
+        return self.store.audit_log(guild_id, limit)

@@ -1,0 +1,60 @@
+"""Helpers shared by the cogs: who is a moderator, where a command runs, how errors look."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.errors import NotAllowed
+
+if TYPE_CHECKING:
+    from bot.app import ComfyBot
+
+
+def bot_of(interaction: discord.Interaction) -> ComfyBot:
+    from bot.app import ComfyBot
+
+    client = interaction.client
+    assert isinstance(client, ComfyBot)
+    return client
+
+
+def is_moderator(interaction: discord.Interaction) -> bool:
+    """Manage Server, or one of the roles the server made moderators."""
+    member = interaction.user
+    if not isinstance(member, discord.Member) or interaction.guild_id is None:
+        return False
+    if member.guild_permissions.manage_guild or member.guild_permissions.administrator:
+        return True
+    roles = set(bot_of(interaction).policy.moderator_roles(str(interaction.guild_id)))
+    return any(str(role.id) in roles for role in member.roles)
+
+
+def require_moderator(interaction: discord.Interaction) -> None:
+    """Raises NotAllowed for members who may not change this server's settings."""
+    if not is_moderator(interaction):
+        raise NotAllowed(
+            "Only moderators (Manage Server, or a role set with `/workflows moderators add`) "
+            "can do that."
+        )
+
+
+def is_nsfw_channel(interaction: discord.Interaction) -> bool:
+    channel = interaction.channel
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+def actor(interaction: discord.Interaction) -> tuple[str, str]:
+    return (str(interaction.user.id), interaction.user.display_name)
+
+
+def ids(interaction: discord.Interaction) -> tuple[str | None, str | None]:
+    guild = str(interaction.guild_id) if interaction.guild_id is not None else None
+    channel = str(interaction.channel_id) if interaction.channel_id is not None else None
+    return guild, channel
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

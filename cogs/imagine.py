@@ -1,0 +1,867 @@
+"""/imagine, one command per workflow that asks for it, live progress, results and their buttons.
+
+The flow of one request: validate (policy, caps, banned words, values) -> submit to the engine ->
+defer publicly -> the engine's updates edit the reply (coalesced) -> the final edit attaches the
+images. When the interaction token can no longer be used (15 minutes, or a bot restart) the
+result goes to the channel as a reply that mentions the member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.app import ComfyBot, send_error
+from bot.delivery import Coalescer, fit_image, progress_bar
+from bot.engine import ImageInput, JobRequest
+from bot.errors import InvalidValue, NotAllowed, NotFound, UserError
+from bot.jobs.model import Job, JobState
+from bot.jobs.runner import JobUpdate
+from bot.tasks import spawn
+from bot.workflows import Param, Workflow
+from cogs._common import bot_of, clip, ids, is_moderator, is_nsfw_channel
+
+log = logging.getLogger(__name__)
+
+TOKEN_LIFETIME = 15 * 60
+TOKEN_MARGIN = 30  # stop using an interaction token this long before it expires
+MAX_ATTACHMENT_INPUT = 25 * 1024 * 1024
+MAX_FILES = 10
+JOB_RE = r"[0-9a-f]{8}"
+
+
+# building the commands -------------------------------------------------------------------------
+@dataclass
+class Option:
+    name: str
+    annotation: Any
+    description: str
+    required: bool = False
+    min_value: float | None = None
+    max_value: float | None = None
+    choices: list[str] = field(default_factory=list)
+    autocomplete: bool = False
+
+
+def _param_option(param: Param, *, required: bool | None = None) -> Option:
+    description = clip(param.description or f"{param.type} parameter", 100)
+    option = Option(param.name, str, description, param.required if required is None else required)
+    if param.type == "text":
+        option.max_value = param.max_length or 6000
+    elif param.type in ("int", "seed"):
+        option.annotation = int
+        option.min_value = (
+            param.min if param.min is not None else (0 if param.type == "seed" else None)
+        )
+        option.max_value = (
+            param.max if param.max is not None else (2**32 - 1 if param.type == "seed" else None)
+        )
+    elif param.type == "float":
+        option.annotation = float
+        option.min_value, option.max_value = param.min, param.max
+    elif param.type == "bool":
+        option.annotation = bool
+    elif param.type == "image":
+        option.annotation = discord.Attachment
+    elif param.type in ("choice", "enum"):
+        labels = [str(c) for c in (param.choices or ())]
+        if labels and len(labels) <= 25 and param.type == "choice":
+            option.choices = labels
+        else:
+            option.autocomplete = True
+    return option
+
+
+def _signature(options: list[Option]) -> inspect.Signature:
+    params = [
+        inspect.Parameter(
+            "interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction
+        )
+    ]
+    for opt in options:
+        params.append(
+            inspect.Parameter(
+                opt.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=opt.annotation,
+                default=inspect.Parameter.empty if opt.required else None,
+            )
+        )
+    return inspect.Signature(params)
+
+
+def build_command(
+    name: str,
+    description: str,
+    options: list[Option],
+    handler: Any,
+    autocompleter: Any,
+) -> app_commands.Command[Any, ..., None]:
+    """A slash command whose options are only known at run time (from the workflows)."""
+
+    async def callback(interaction: discord.Interaction, **values: Any) -> None:
+        await handler(interaction, values)
+
+    callback.__signature__ = _signature(options)  # type: ignore[attr-defined]
+    callback.__discord_app_commands_param_description__ = {  # type: ignore[attr-defined]
+        o.name: o.description for o in options
+    }
+    command: app_commands.Command[Any, ..., None] = app_commands.Command(
+        name=name, description=clip(description, 100), callback=callback
+    )
+    for opt in options:
+        param = command._params[opt.name]
+        if opt.min_value is not None:
+            param.min_value = opt.min_value
+        if opt.max_value is not None:
+            param.max_value = opt.max_value
+        if opt.choices:
+            param.choices = [app_commands.Choice(name=c[:100], value=c) for c in opt.choices]
+        if opt.autocomplete:
+            command.autocomplete(opt.name)(_completer(autocompleter, opt.name))
+    return command
+
+
+def _completer(autocompleter: Any, name: str) -> Any:
+    async def complete(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        choices: list[app_commands.Choice[str]] = await autocompleter(interaction, name, current)
+        return choices
+
+    return complete
+
+
+def imagine_options(workflows: dict[str, Workflow], default: str, max_count: int) -> list[Option]:
+    """`prompt`, `workflow`, `count`, then every other parameter of every workflow (first wins)."""
+    options = [
+        Option("prompt", str, "What to generate", required=True, max_value=6000),
+        Option("workflow", str, "Which workflow (default: the channel's)", autocomplete=True),
+        Option("count", int, "How many images (one seed each)", min_value=1, max_value=max_count),
+    ]
+    seen = {o.name for o in options}
+    ordered = sorted(workflows.values(), key=lambda w: (w.name != default, w.name))
+    for workflow in ordered:
+        prompt = workflow.prompt_param
+        for param in workflow.params:
+            if param.name in seen or (prompt is not None and param.name == prompt.name):
+                continue
+            if len(options) >= 25:
+                log.warning("/imagine has 25 options; `%s` is left out", param.name)
+                continue
+            option = _param_option(param, required=False)
+            # other workflows may take other ranges and choices: validate per workflow instead
+            shared = [w.param(param.name) for w in workflows.values() if w.param(param.name)]
+            if any(_bounds(p) != _bounds(param) for p in shared if p is not None):
+                option.min_value = option.max_value = None
+                if option.choices:
+                    option.choices, option.autocomplete = [], True
+            seen.add(param.name)
+            options.append(option)
+    return options
+
+
+def _bounds(param: Param) -> tuple[Any, ...]:
+    return (param.type, param.min, param.max, tuple(param.choices or ()))
+
+
+# the reply of one request ------------------------------------------------------------------------
+@dataclass
+class Reply:
+    """The message that shows one request (a job or a group) from queue to result."""
+
+    key: str
+    job_ids: list[str]
+    channel_id: int
+    owner_id: int
+    interaction: discord.Interaction | None = None
+    message_id: int | None = None
+    token_at: float = 0.0
+    size_limit: int = 10 * 1024 * 1024
+    latest: dict[str, JobUpdate] = field(default_factory=dict)
+    preview: tuple[bytes, str] | None = None
+    coalescer: Coalescer[None] | None = None
+    finalizing: bool = False
+
+    def token_usable(self) -> bool:
+        return (
+            self.interaction is not None
+            and time.time() - self.token_at < TOKEN_LIFETIME - TOKEN_MARGIN
+        )
+
+
+class CancelButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"cc:cancel:(?P<key>{JOB_RE})"
+):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Cancel", style=discord.ButtonStyle.danger, custom_id=f"cc:cancel:{key}"
+            )
+        )
+        self.key = key
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
+    ) -> CancelButton:
+        return cls(match["key"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _cog(interaction).cancel_from_button(interaction, self.key)
+
+
+class RerollButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"cc:reroll:(?P<job>{JOB_RE})"
+):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Reroll",
+                emoji="🎲",
+                style=discord.ButtonStyle.primary,
+                custom_id=f"cc:reroll:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
+    ) -> RerollButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _cog(interaction).remix(interaction, self.job_id, variations=False)
+
+
+class VariationsButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"cc:var:(?P<job>{JOB_RE}):(?P<n>\d+)"
+):
+    def __init__(self, job_id: str, number: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=f"Variations {number}" if number else "Variations",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"cc:var:{job_id}:{number}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
+    ) -> VariationsButton:
+        return cls(match["job"], int(match["n"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _cog(interaction).remix(interaction, self.job_id, variations=True)
+
+
+def _cog(interaction: discord.Interaction) -> Imagine:
+    cog = bot_of(interaction).get_cog("Imagine")
+    assert isinstance(cog, Imagine)
+    return cog
+
+
+# the cog ------------------------------------------------------------------------------------------
+class Imagine(commands.Cog):
+    """/imagine and the per-workflow commands; renders progress and delivers results."""
+
+    def __init__(self, bot: ComfyBot) -> None:
+        self.bot = bot
+        self.engine = bot.engine
+        self.policy = bot.policy
+        self.replies: dict[str, Reply] = {}
+        self._by_job: dict[str, str] = {}
+        self._commands: list[str] = []
+        self._unlisten: Any = None
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(CancelButton, RerollButton, VariationsButton)
+        self._unlisten = self.engine.listen(self._on_update)
+        self._register_commands()
+        spawn(self._deliver_pending(), name="comfycord-redeliver")
+
+    async def cog_unload(self) -> None:
+        if self._unlisten:
+            self._unlisten()
+        for name in self._commands:
+            self.bot.tree.remove_command(name)
+        self.bot.remove_dynamic_items(CancelButton, RerollButton, VariationsButton)
+
+    # commands -------------------------------------------------------------------------------
+    def _register_commands(self) -> None:
+        workflows = self.engine.workflows
+        max_count = self.bot.settings.limits.max_count
+        default = self.bot.settings.workflows.default
+        imagine = build_command(
+            "imagine",
+            "Generate images from a prompt",
+            imagine_options(workflows, default, max_count),
+            self._imagine,
+            self._autocomplete,
+        )
+        self.bot.tree.add_command(imagine, override=True)
+        self._commands.append("imagine")
+        for workflow in workflows.values():
+            name = workflow.spec.command
+            if not name or name in self._commands:
+                continue
+            options = [_param_option(p) for p in workflow.params][:24]
+            options.append(
+                Option(
+                    "count",
+                    int,
+                    "How many images (one seed each)",
+                    min_value=1,
+                    max_value=max_count,
+                )
+            )
+
+            async def handler(
+                interaction: discord.Interaction, values: dict[str, Any], _wf: str = workflow.name
+            ) -> None:
+                await self._request(interaction, _wf, values)
+
+            command = build_command(
+                name,
+                workflow.spec.description or workflow.spec.title,
+                options,
+                handler,
+                self._autocomplete_for(workflow.name),
+            )
+            self.bot.tree.add_command(command, override=True)
+            self._commands.append(name)
+
+    async def _imagine(self, interaction: discord.Interaction, values: dict[str, Any]) -> None:
+        workflow = values.pop("workflow", None)
+        await self._request(interaction, workflow, values)
+
+    def _autocomplete_for(self, workflow: str) -> Any:
+        async def complete(
+            interaction: discord.Interaction, name: str, current: str
+        ) -> list[app_commands.Choice[str]]:
+            return self._param_choices(self.engine.workflows.get(workflow), name, current)
+
+        return complete
+
+    async def _autocomplete(
+        self, interaction: discord.Interaction, name: str, current: str
+    ) -> list[app_commands.Choice[str]]:
+        """Answers from memory only (never asks ComfyUI per keystroke)."""
+        guild, channel = ids(interaction)
+        if name == "workflow":
+            allowed = self.policy.allowed(guild, channel, nsfw_channel=is_nsfw_channel(interaction))
+            needle = current.lower()
+            choices = []
+            for wf_name in allowed:
+                wf = self.engine.workflows[wf_name]
+                label = f"{wf_name} — {wf.spec.title}"
+                if needle in label.lower():
+                    choices.append(app_commands.Choice(name=clip(label, 100), value=wf_name))
+            return choices[:25]
+        chosen = getattr(interaction.namespace, "workflow", None) or self.policy.default_workflow(
+            guild, channel
+        )
+        return self._param_choices(self.engine.workflows.get(chosen), name, current)
+
+    def _param_choices(
+        self, workflow: Workflow | None, name: str, current: str
+    ) -> list[app_commands.Choice[str]]:
+        if workflow is None:
+            return []
+        param = workflow.param(name)
+        if param is None:
+            return []
+        values = [str(c) for c in self._choices_of(workflow, param)]
+        needle = current.lower()
+        return [
+            app_commands.Choice(name=clip(v, 100), value=v[:100])
+            for v in values
+            if needle in v.lower()
+        ][:25]
+
+    def _choices_of(self, workflow: Workflow, param: Param) -> list[Any]:
+        if param.choices:
+            return list(param.choices)
+        info = self.engine.object_info or {}
+        for node_id, input_name in param.targets:
+            class_type = workflow.graph.get(node_id, {}).get("class_type")
+            spec = info.get(class_type or "", {}).get("input", {})
+            for section in ("required", "optional"):
+                entry = spec.get(section, {}).get(input_name)
+                if entry and isinstance(entry[0], list):
+                    return list(entry[0])
+        return []
+
+    # requests -------------------------------------------------------------------------------
+    async def _request(
+        self, interaction: discord.Interaction, workflow_name: str | None, values: dict[str, Any]
+    ) -> None:
+        guild, channel = ids(interaction)
+        nsfw = is_nsfw_channel(interaction)
+        name = workflow_name or self.policy.default_workflow(guild, channel)
+        workflow = self.policy.check_allowed(name, guild, channel, nsfw_channel=nsfw)
+        count = int(values.pop("count", None) or 1)
+        given = {k: v for k, v in values.items() if v is not None}
+        attachments = {k: v for k, v in given.items() if isinstance(v, discord.Attachment)}
+        raw = {k: v for k, v in given.items() if k not in attachments}
+        for key in given:
+            if workflow.param(key) is None:
+                takes = ", ".join(p.name for p in workflow.params)
+                raise InvalidValue(
+                    key, f"the workflow `{name}` has no such option (it takes {takes})"
+                )
+        prompt_param = workflow.prompt_param
+        if prompt_param is not None and "prompt" in raw and prompt_param.name != "prompt":
+            raw[prompt_param.name] = raw.pop("prompt")
+        for key, attachment in attachments.items():
+            if not (attachment.content_type or "").startswith("image/"):
+                raise InvalidValue(key, "must be an image (PNG, JPEG or WebP)")
+            if attachment.size > MAX_ATTACHMENT_INPUT:
+                raise InvalidValue(key, "is too large (25 MiB at most)")
+        texts = {
+            p.name: str(raw[p.name]) for p in workflow.params if p.type == "text" and p.name in raw
+        }
+        self.policy.check_prompt(guild, texts)
+        self.policy.check_caps(guild, raw)
+        limits = self.policy.limits(guild)
+        moderator = is_moderator(interaction)
+        if count > limits.max_count:
+            raise InvalidValue("count", f"must be between 1 and {limits.max_count}")
+
+        images: dict[str, ImageInput] = {}
+        if attachments:
+            await interaction.response.defer(thinking=True)
+            for key, attachment in attachments.items():
+                images[key] = ImageInput(attachment.filename, await attachment.read())
+        request = JobRequest(
+            workflow=name,
+            values=raw,
+            owner_id=str(interaction.user.id),
+            owner_name=interaction.user.display_name,
+            guild_id=guild,
+            channel_id=channel,
+            images=images,
+            priority=1 if moderator and limits.moderators_first else 0,
+        )
+        jobs = await self.engine.submit(
+            request, count=count, exempt=moderator and limits.moderators_exempt
+        )
+        await self._start_reply(interaction, jobs)
+
+    async def _start_reply(self, interaction: discord.Interaction, jobs: list[Job]) -> None:
+        """Acknowledge (if not yet), remember where the reply is, show the first state."""
+        message_id: int | None = None
+        if not interaction.response.is_done():
+            response = await interaction.response.defer(thinking=True)
+            message_id = response.message_id if response is not None else None
+        first = jobs[0]
+        key = first.group_id or first.id
+        reply = Reply(
+            key=key,
+            job_ids=[j.id for j in jobs],
+            channel_id=interaction.channel_id or 0,
+            owner_id=interaction.user.id,
+            interaction=interaction,
+            message_id=message_id,
+            token_at=time.time(),
+            size_limit=interaction.filesize_limit,
+        )
+        reply.coalescer = Coalescer(
+            lambda _: self._render_progress(reply), self.bot.settings.discord.progress_interval
+        )
+        self.replies[key] = reply
+        for job in jobs:
+            self._by_job[job.id] = key
+            self.engine.update_meta(
+                job.id,
+                reply={
+                    "key": key,
+                    "channel_id": reply.channel_id,
+                    "message_id": message_id,
+                    "owner_id": reply.owner_id,
+                    "token_at": reply.token_at,
+                    "size_limit": reply.size_limit,
+                },
+            )
+        for job in jobs:
+            current = self.engine.get_job(job.id) or job
+            reply.latest.setdefault(
+                job.id, JobUpdate(current, "position", position=self.engine.position(job.id))
+            )
+        reply.coalescer.push(None)
+        if all((self.engine.get_job(j) or first).state.finished for j in reply.job_ids):
+            self._schedule_final(reply)
+
+    # updates from the engine ----------------------------------------------------------------
+    def _on_update(self, update: JobUpdate) -> None:
+        key = self._by_job.get(update.job.id)
+        reply = self.replies.get(key) if key else None
+        if reply is None:
+            if update.kind == "finished" and update.job.meta.get("reply"):
+                self._deliver_orphan(update.job)
+            return
+        reply.latest[update.job.id] = update
+        if update.kind == "preview" and update.preview:
+            reply.preview = (update.preview, update.preview_mime or "image/jpeg")
+        if update.kind == "finished" and all(self._state(reply, j).finished for j in reply.job_ids):
+            self._schedule_final(reply)
+            return
+        if reply.coalescer is not None and reply.token_usable():
+            reply.coalescer.push(None)
+
+    def _state(self, reply: Reply, job_id: str) -> JobState:
+        update = reply.latest.get(job_id)
+        if update is not None:
+            return update.job.state
+        job = self.engine.get_job(job_id)
+        return job.state if job else JobState.QUEUED
+
+    def _schedule_final(self, reply: Reply) -> None:
+        if reply.finalizing:
+            return
+        reply.finalizing = True
+        spawn(self._finalize(reply), name=f"deliver-{reply.key}")
+
+    # progress ---------------------------------------------------------------------------------
+    def _progress_text(self, reply: Reply) -> str:
+        lines = []
+        multi = len(reply.job_ids) > 1
+        for index, job_id in enumerate(reply.job_ids, start=1):
+            update = reply.latest.get(job_id)
+            job = update.job if update else self.engine.get_job(job_id)
+            if job is None:
+                continue
+            prefix = f"`{index}` " if multi else ""
+            lines.append(prefix + _status_line(job, update, self.engine.position(job_id)))
+        first = self.engine.get_job(reply.job_ids[0])
+        head = ""
+        if first is not None:
+            head = f"**{first.workflow}** · job `{reply.key}`\n"
+        return clip(head + "\n".join(lines), 2000)
+
+    async def _render_progress(self, reply: Reply) -> None:
+        if not reply.token_usable() or reply.finalizing or reply.interaction is None:
+            return
+        view = discord.ui.View(timeout=None)
+        view.add_item(CancelButton(reply.key))
+        attachments: list[discord.File] = []
+        embed = None
+        if reply.preview is not None:
+            data, mime = reply.preview
+            ext = "png" if "png" in mime else "jpg"
+            attachments.append(discord.File(io.BytesIO(data), filename=f"preview.{ext}"))
+            embed = discord.Embed().set_image(url=f"attachment://preview.{ext}")
+        try:
+            await reply.interaction.edit_original_response(
+                content=self._progress_text(reply),
+                embed=embed,
+                attachments=attachments,
+                view=view,
+            )
+        except discord.HTTPException as exc:
+            if exc.status == 401 or getattr(exc, "code", 0) == 50027:
+                reply.interaction = None
+            raise
+
+    # results ----------------------------------------------------------------------------------
+    async def _finalize(self, reply: Reply) -> None:
+        if reply.coalescer is not None:
+            reply.coalescer._closed = True
+        jobs = [j for j in (self.engine.get_job(i) for i in reply.job_ids) if j is not None]
+        try:
+            await self._deliver(reply, jobs)
+        except Exception:
+            log.exception("delivering %s failed; it will be tried again on restart", reply.key)
+            return
+        for job in jobs:
+            self.engine.mark_delivered(job.id)
+        self.replies.pop(reply.key, None)
+        for job_id in reply.job_ids:
+            self._by_job.pop(job_id, None)
+
+    async def _deliver(self, reply: Reply, jobs: list[Job]) -> None:
+        files, notes = self._result_files(jobs, reply.size_limit)
+        content, embed, view = self._result_message(jobs, notes)
+        first_batch, rest = files[:MAX_FILES], files[MAX_FILES:]
+        delivered = False
+        if reply.token_usable() and reply.interaction is not None:
+            try:
+                if reply.coalescer is not None:
+                    await reply.coalescer.finish(None, send=lambda _: self._noop())
+                await reply.interaction.edit_original_response(
+                    content=content, embed=embed, attachments=first_batch, view=view
+                )
+                for start in range(0, len(rest), MAX_FILES):
+                    await reply.interaction.followup.send(files=rest[start : start + MAX_FILES])
+                delivered = True
+            except discord.HTTPException as exc:
+                if exc.status not in (401, 404):
+                    raise
+                log.info(
+                    "interaction token of %s no longer works; posting to the channel", reply.key
+                )
+                files, notes = self._result_files(jobs, reply.size_limit)
+                first_batch, rest = files[:MAX_FILES], files[MAX_FILES:]
+        if not delivered:
+            await self._send_to_channel(reply, content, embed, view, first_batch, rest)
+
+    async def _noop(self) -> None:
+        return None
+
+    async def _send_to_channel(
+        self,
+        reply: Reply,
+        content: str,
+        embed: discord.Embed,
+        view: discord.ui.View,
+        first_batch: list[discord.File],
+        rest: list[discord.File],
+    ) -> None:
+        channel = self.bot.get_partial_messageable(reply.channel_id)
+        text = clip(f"<@{reply.owner_id}> {content}", 2000)
+        mentions = discord.AllowedMentions(users=[discord.Object(reply.owner_id)])
+        if reply.message_id:
+            reference = discord.MessageReference(
+                message_id=reply.message_id, channel_id=reply.channel_id, fail_if_not_exists=False
+            )
+            await channel.send(
+                content=text,
+                embed=embed,
+                files=first_batch,
+                view=view,
+                reference=reference,
+                allowed_mentions=mentions,
+            )
+        else:
+            await channel.send(
+                content=text, embed=embed, files=first_batch, view=view, allowed_mentions=mentions
+            )
+        for start in range(0, len(rest), MAX_FILES):
+            await channel.send(files=rest[start : start + MAX_FILES])
+
+    def _result_files(self, jobs: list[Job], limit: int) -> tuple[list[discord.File], list[str]]:
+        files, notes = [], []
+        for index, job in enumerate(jobs, start=1):
+            for output in job.outputs:
+                path = Path(output.path)
+                if not path.is_file():
+                    notes.append(f"image {output.filename} of job {job.id} is missing on disk")
+                    continue
+                name = f"{job.id}-{output.filename}"
+                fitted = fit_image(path.read_bytes(), name, limit)
+                if fitted.note:
+                    notes.append(f"{name} was {fitted.note} to fit Discord's upload limit")
+                files.append(discord.File(io.BytesIO(fitted.data), filename=fitted.filename))
+            del index
+        return files, notes
+
+    def _result_message(
+        self, jobs: list[Job], notes: list[str]
+    ) -> tuple[str, discord.Embed, discord.ui.View]:
+        first = jobs[0]
+        done = [j for j in jobs if j.state is JobState.DONE]
+        failed = [j for j in jobs if j.state is not JobState.DONE]
+        workflow = self.engine.workflows.get(first.workflow)
+        prompt_name = workflow.prompt_param.name if workflow and workflow.prompt_param else "prompt"
+        seed_name = workflow.seed_param.name if workflow and workflow.seed_param else None
+        view = discord.ui.View(timeout=None)
+        if not done:
+            job = failed[0]
+            verb = "was cancelled" if job.state is JobState.CANCELLED else "failed"
+            content = clip(f"❌ Job `{job.id}` {verb}: {job.error or 'no reason given'}", 2000)
+            embed = discord.Embed(title=clip(f"{first.workflow} · {verb}", 256))
+            view.add_item(RerollButton(first.id))
+            return content, embed, view
+        prompt = str(first.values.get(prompt_name, ""))
+        embed = discord.Embed(
+            title=clip(f"{first.workflow} · job {first.group_id or first.id}", 256),
+            description=clip(prompt, 4000),
+            color=discord.Color.blurple(),
+        )
+        embed.add_field(name="Workflow", value=first.workflow)
+        if seed_name:
+            seeds = ", ".join(str(j.values.get(seed_name)) for j in done)
+            embed.add_field(name="Seed" + ("s" if len(done) > 1 else ""), value=clip(seeds, 1024))
+        out = done[0].outputs[0] if done[0].outputs else None
+        if out is not None and out.width:
+            embed.add_field(name="Size", value=f"{out.width}×{out.height}")
+        if "steps" in first.values:
+            embed.add_field(name="Steps", value=str(first.values["steps"]))
+        elapsed = max((j.elapsed or 0.0) for j in jobs)
+        embed.add_field(name="Time", value=f"{elapsed:.1f} s")
+        if first.remix_of:
+            original = self.engine.get_job(first.remix_of)
+            if original is not None:
+                embed.add_field(
+                    name="Remix of", value=f"<@{original.owner_id}>'s job `{original.id}`"
+                )
+        embed.set_footer(text=f"by {first.owner_name or first.owner_id}")
+        content = f"✅ <@{first.owner_id}>, your images are ready."
+        if failed:
+            content += f"\n{len(failed)} of {len(jobs)} did not finish: {failed[0].error}"
+        if notes:
+            content += "\n" + "\n".join(f"ℹ️ {n}" for n in notes)
+        view.add_item(RerollButton(first.id))
+        if len(done) == 1:
+            view.add_item(VariationsButton(done[0].id, 0))
+        else:
+            for number, job in enumerate(done[:9], start=1):
+                view.add_item(VariationsButton(job.id, number))
+        return clip(content, 2000), embed, view
+
+    # after a restart ----------------------------------------------------------------------------
+    def _reply_from_meta(self, job: Job) -> Reply | None:
+        meta = job.meta.get("reply")
+        if not meta:
+            return None
+        key = meta["key"]
+        group = self.engine.store.group(job.group_id) if job.group_id else [job]
+        return Reply(
+            key=key,
+            job_ids=[j.id for j in group],
+            channel_id=int(meta["channel_id"]),
+            owner_id=int(meta["owner_id"]),
+            message_id=meta.get("message_id"),
+            size_limit=int(meta.get("size_limit") or 10 * 1024 * 1024),
+        )
+
+    def _deliver_orphan(self, job: Job) -> None:
+        reply = self._reply_from_meta(job)
+        if reply is None or reply.key in self.replies:
+            return
+        jobs = [self.engine.get_job(j) for j in reply.job_ids]
+        if all(j is not None and j.state.finished for j in jobs):
+            self.replies[reply.key] = reply
+            self._schedule_final(reply)
+
+    async def _deliver_pending(self) -> None:
+        await self.bot.wait_until_ready()
+        for job in self.engine.undelivered():
+            if job.meta.get("reply"):
+                self._deliver_orphan(job)
+            else:
+                self.engine.mark_delivered(job.id)
+
+    # buttons ------------------------------------------------------------------------------------
+    async def cancel_from_button(self, interaction: discord.Interaction, key: str) -> None:
+        try:
+            jobs = self._jobs_for_key(key)
+            owner = jobs[0].owner_id
+            if str(interaction.user.id) != owner and not is_moderator(interaction):
+                raise NotAllowed(
+                    "Only the member who asked for this job or a moderator can cancel it."
+                )
+            active = [j for j in jobs if not j.state.finished]
+            if not active:
+                raise NotAllowed("This job has already finished.")
+            for job in active:
+                await self.engine.cancel(job.id, by=interaction.user.display_name)
+            await interaction.response.send_message(f"Cancelling job `{key}`…", ephemeral=True)
+        except UserError as exc:
+            await send_error(interaction, exc.message)
+
+    def _jobs_for_key(self, key: str) -> list[Job]:
+        job = self.engine.get_job(key)
+        if job is not None:
+            return [job]
+        group = self.engine.store.group(key)
+        if group:
+            return [self.engine.get_job(j.id) or j for j in group]
+        raise NotFound(f"There is no job `{key}`.")
+
+    async def remix(
+        self, interaction: discord.Interaction, job_id: str, *, variations: bool
+    ) -> None:
+        """Reroll (same values, new seeds) or Variations (seeds next to this image's seed)."""
+        try:
+            original = self.engine.get_job(job_id)
+            if original is None:
+                raise NotFound(f"There is no job `{job_id}` any more.")
+            guild, channel = ids(interaction)
+            workflow = self.policy.check_allowed(
+                original.workflow, guild, channel, nsfw_channel=is_nsfw_channel(interaction)
+            )
+            values = dict(original.values)
+            seed = workflow.seed_param
+            count = int(original.meta.get("count", 1))
+            if seed is not None:
+                if variations:
+                    values[seed.name] = (int(values.get(seed.name, 0)) + 1) % 2**32
+                else:
+                    values[seed.name] = random.randrange(2**32)
+            images = {
+                name: ImageInput(Path(path).name, Path(path).read_bytes())
+                for name, path in original.meta.get("inputs", {}).items()
+                if Path(path).is_file()
+            }
+            for name in images:
+                values.pop(name, None)
+            limits = self.policy.limits(guild)
+            moderator = is_moderator(interaction)
+            request = JobRequest(
+                workflow=original.workflow,
+                values=values,
+                owner_id=str(interaction.user.id),
+                owner_name=interaction.user.display_name,
+                guild_id=guild,
+                channel_id=channel,
+                images=images,
+                priority=1 if moderator and limits.moderators_first else 0,
+                remix_of=original.id if str(interaction.user.id) != original.owner_id else None,
+            )
+            jobs = await self.engine.submit(
+                request,
+                count=min(count, limits.max_count),
+                exempt=moderator and limits.moderators_exempt,
+            )
+            await self._start_reply(interaction, jobs)
+        except UserError as exc:
+            await send_error(interaction, exc.message)
+        except Exception:
+            log.exception("remix of %s failed", job_id)
+            await send_error(interaction, f"Something went wrong (job {job_id}).")
+
+
+def _status_line(job: Job, update: JobUpdate | None, position: int | None) -> str:
+    if job.state is JobState.QUEUED:
+        where = f"#{position}" if position else "…"
+        return f"⏳ Queued · position {where}"
+    if job.state is JobState.DONE:
+        return "✅ Done"
+    if job.state is JobState.FAILED:
+        return f"❌ Failed: {job.error}"
+    if job.state is JobState.CANCELLED:
+        return f"🚫 {job.error or 'Cancelled'}"
+    if update is None or update.kind in ("submitted", "position", "queued"):
+        return "📨 Sent to ComfyUI, waiting to start…"
+    parts = ["⚙️ Running"]
+    if update.node_title:
+        parts.append(f"`{update.node_title}`")
+    if update.node_count:
+        parts.append(f"node {update.node_index}/{update.node_count}")
+    line = " · ".join(parts)
+    if update.steps:
+        line += f" · step {update.step}/{update.steps}\n{progress_bar(update.step, update.steps)}"
+    return line
+
+
+async def setup(bot: commands.Bot) -> None:
+    assert isinstance(bot, ComfyBot)
+    await bot.add_cog(Imagine(bot))
+
+
+__all__ = ["Imagine", "asyncio", "setup"]

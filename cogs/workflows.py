@@ -1,0 +1,269 @@
+"""/workflows: what this channel may use, and the moderators' controls over it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.app import ComfyBot
+from bot.errors import InvalidValue, NotAllowed
+from bot.policy import LIMIT_KEYS
+from cogs._common import actor, bot_of, clip, ids, is_nsfw_channel, require_moderator
+
+
+def _guild(interaction: discord.Interaction) -> str:
+    guild, _ = ids(interaction)
+    if guild is None:
+        raise NotAllowed("This command only works in a server.")
+    return guild
+
+
+def _describe(bot: ComfyBot, name: str) -> str:
+    workflow = bot.engine.workflows[name]
+    parts = []
+    for p in workflow.params:
+        bits: str = p.type
+        if p.min is not None or p.max is not None:
+            bits += f" {p.min if p.min is not None else ''}–{p.max if p.max is not None else ''}"
+        if p.choices and len(p.choices) <= 6:
+            bits += ": " + "/".join(str(c) for c in p.choices)
+        parts.append(f"`{p.name}` ({bits})")
+    flags = " · NSFW" if workflow.spec.nsfw else ""
+    command = f" · `/{workflow.spec.command}`" if workflow.spec.command else ""
+    return f"**{name}** — {workflow.spec.title}{flags}{command}\n" + ", ".join(parts)
+
+
+class Workflows(commands.GroupCog, group_name="workflows"):
+    """Per-server and per-channel workflow policy."""
+
+    moderators = app_commands.Group(name="moderators", description="Roles that may change policy")
+    limits = app_commands.Group(name="limits", description="Per-member limits in this server")
+    banned = app_commands.Group(name="banned", description="Words refused in prompts")
+
+    def __init__(self, bot: ComfyBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def _names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        needle = current.lower()
+        return [
+            app_commands.Choice(name=n, value=n)
+            for n in sorted(self.bot.engine.workflows)
+            if needle in n.lower()
+        ][:25]
+
+    @app_commands.command(name="list", description="Workflows this channel allows")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        guild, channel = ids(interaction)
+        policy = self.bot.policy
+        allowed = policy.allowed(guild, channel, nsfw_channel=is_nsfw_channel(interaction))
+        default = policy.default_workflow(guild, channel)
+        if not allowed:
+            text = "No workflow is enabled in this channel."
+        else:
+            lines = [
+                _describe(self.bot, n) + (" · **default**" if n == default else "") for n in allowed
+            ]
+            text = "\n\n".join(lines)
+        await interaction.response.send_message(clip(text, 2000), ephemeral=True)
+
+    @app_commands.command(name="info", description="Parameters of one workflow")
+    @app_commands.describe(name="The workflow")
+    async def info(self, interaction: discord.Interaction, name: str) -> None:
+        self.bot.engine.workflow(name)
+        guild, channel = ids(interaction)
+        allowed = self.bot.policy.is_allowed(
+            name, guild, channel, nsfw_channel=is_nsfw_channel(interaction)
+        )
+        text = _describe(self.bot, name) + (
+            "\nEnabled in this channel." if allowed else "\nNot enabled in this channel."
+        )
+        await interaction.response.send_message(clip(text, 2000), ephemeral=True)
+
+    async def _set(
+        self,
+        interaction: discord.Interaction,
+        name: str,
+        enabled: bool,
+        channel: discord.TextChannel | None,
+    ) -> None:
+        require_moderator(interaction)
+        guild = _guild(interaction)
+        channel_id = str(channel.id) if channel else None
+        self.bot.policy.set_enabled(guild, channel_id, name, enabled, actor(interaction))
+        where = channel.mention if channel else "this server"
+        verb = "enabled" if enabled else "disabled"
+        await interaction.response.send_message(
+            f"`{name}` is now {verb} in {where}.", ephemeral=True
+        )
+
+    @app_commands.command(
+        name="enable", description="Allow a workflow (server-wide or in a channel)"
+    )
+    @app_commands.describe(name="The workflow", channel="Only in this channel")
+    async def enable(
+        self,
+        interaction: discord.Interaction,
+        name: str,
+        channel: discord.TextChannel | None = None,
+    ) -> None:
+        await self._set(interaction, name, True, channel)
+
+    @app_commands.command(
+        name="disable", description="Forbid a workflow (server-wide or in a channel)"
+    )
+    @app_commands.describe(name="The workflow", channel="Only in this channel")
+    async def disable(
+        self,
+        interaction: discord.Interaction,
+        name: str,
+        channel: discord.TextChannel | None = None,
+    ) -> None:
+        await self._set(interaction, name, False, channel)
+
+    @app_commands.command(
+        name="default", description="The workflow /imagine uses when none is given"
+    )
+    @app_commands.describe(name="The workflow", channel="Only in this channel")
+    async def default(
+        self,
+        interaction: discord.Interaction,
+        name: str,
+        channel: discord.TextChannel | None = None,
+    ) -> None:
+        require_moderator(interaction)
+        guild = _guild(interaction)
+        self.bot.policy.set_default(
+            guild, str(channel.id) if channel else None, name, actor(interaction)
+        )
+        where = channel.mention if channel else "this server"
+        await interaction.response.send_message(
+            f"`{name}` is now the default workflow in {where}.", ephemeral=True
+        )
+
+    info.autocomplete("name")(_names)
+    enable.autocomplete("name")(_names)
+    disable.autocomplete("name")(_names)
+    default.autocomplete("name")(_names)
+
+    @app_commands.command(name="audit", description="Recent policy changes in this server")
+    async def audit(self, interaction: discord.Interaction) -> None:
+        require_moderator(interaction)
+        entries = self.bot.policy.audit_log(_guild(interaction), limit=20)
+        if not entries:
+            text = "No policy changes yet."
+        else:
+            lines = []
+            for e in entries:
+                when = dt.datetime.fromtimestamp(e.at, tz=dt.UTC)
+                lines.append(
+                    f"<t:{int(e.at)}:f> <@{e.actor_id}> **{e.action}** {e.detail}"
+                    f" ({when:%Y-%m-%d %H:%M} UTC)"
+                )
+            text = "\n".join(lines)
+        await interaction.response.send_message(clip(text, 2000), ephemeral=True)
+
+    # moderators ---------------------------------------------------------------------------
+    @moderators.command(name="add", description="Let a role change workflow policy")
+    async def moderators_add(self, interaction: discord.Interaction, role: discord.Role) -> None:
+        require_moderator(interaction)
+        self.bot.policy.set_moderator_role(
+            _guild(interaction), str(role.id), True, actor(interaction)
+        )
+        await interaction.response.send_message(
+            f"{role.mention} can now moderate comfycord.", ephemeral=True
+        )
+
+    @moderators.command(name="remove", description="Stop a role from changing workflow policy")
+    async def moderators_remove(self, interaction: discord.Interaction, role: discord.Role) -> None:
+        require_moderator(interaction)
+        self.bot.policy.set_moderator_role(
+            _guild(interaction), str(role.id), False, actor(interaction)
+        )
+        await interaction.response.send_message(
+            f"{role.mention} no longer moderates comfycord.", ephemeral=True
+        )
+
+    # limits -------------------------------------------------------------------------------
+    @limits.command(name="show", description="The limits in force in this server")
+    async def limits_show(self, interaction: discord.Interaction) -> None:
+        guild = _guild(interaction)
+        policy = self.bot.policy
+        current = policy.limits(guild)
+        lines = [f"`{k}` = {getattr(current, k)}" for k in LIMIT_KEYS]
+        for param, cap in policy.caps(guild).items():
+            lines.append(f"cap `{param}`: " + ", ".join(f"{k} {v}" for k, v in cap.items()))
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+    @limits.command(name="set", description="Change a per-member limit")
+    @app_commands.describe(name="Which limit", value="The new value")
+    @app_commands.choices(name=[app_commands.Choice(name=k, value=k) for k in LIMIT_KEYS])
+    async def limits_set(self, interaction: discord.Interaction, name: str, value: str) -> None:
+        require_moderator(interaction)
+        parsed: Any = value
+        if value.lower() in ("true", "yes", "on"):
+            parsed = True
+        elif value.lower() in ("false", "no", "off"):
+            parsed = False
+        self.bot.policy.set_limit(_guild(interaction), name, parsed, actor(interaction))
+        now = getattr(self.bot.policy.limits(_guild(interaction)), name)
+        await interaction.response.send_message(f"`{name}` is now {now}.", ephemeral=True)
+
+    @limits.command(name="cap", description="Cap a parameter (e.g. steps ≤ 30) or its choices")
+    @app_commands.describe(
+        param="Parameter name, e.g. steps",
+        maximum="Largest value allowed",
+        choices="Comma-separated allowed choices, e.g. square,portrait",
+    )
+    async def limits_cap(
+        self,
+        interaction: discord.Interaction,
+        param: str,
+        maximum: float | None = None,
+        choices: str | None = None,
+    ) -> None:
+        require_moderator(interaction)
+        known = {p.name for w in self.bot.engine.workflows.values() for p in w.params}
+        if param not in known:
+            raise InvalidValue("param", f"no workflow has a parameter `{param}`")
+        allowed = [c.strip() for c in choices.split(",") if c.strip()] if choices else None
+        self.bot.policy.set_cap(
+            _guild(interaction), param, maximum=maximum, choices=allowed, actor=actor(interaction)
+        )
+        await interaction.response.send_message(f"Cap on `{param}` saved.", ephemeral=True)
+
+    # banned words -------------------------------------------------------------------------
+    @banned.command(name="add", description="Refuse prompts containing this word")
+    async def banned_add(self, interaction: discord.Interaction, word: str) -> None:
+        require_moderator(interaction)
+        self.bot.policy.set_banned_word(_guild(interaction), word, True, actor(interaction))
+        await interaction.response.send_message("Word added to the banned list.", ephemeral=True)
+
+    @banned.command(name="remove", description="Allow this word again")
+    async def banned_remove(self, interaction: discord.Interaction, word: str) -> None:
+        require_moderator(interaction)
+        self.bot.policy.set_banned_word(_guild(interaction), word, False, actor(interaction))
+        await interaction.response.send_message(
+            "Word removed from the banned list.", ephemeral=True
+        )
+
+    @banned.command(name="list", description="The banned words (moderators only)")
+    async def banned_list(self, interaction: discord.Interaction) -> None:
+        require_moderator(interaction)
+        words = self.bot.policy.banned_words(_guild(interaction))
+        text = ", ".join(f"||{w}||" for w in words) if words else "No banned words."
+        await interaction.response.send_message(clip(text, 2000), ephemeral=True)
+
+
+async def setup(bot: commands.Bot) -> None:
+    assert isinstance(bot, ComfyBot)
+    await bot.add_cog(Workflows(bot))
+
+
+__all__ = ["Workflows", "bot_of", "setup"]
