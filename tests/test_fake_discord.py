@@ -52,6 +52,18 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"job:(
         await interaction.response.edit_message(content=f"job {self.job} again", view=None)
 
 
+class ImportModal(discord.ui.Modal, title="Import a workflow"):
+    url: discord.ui.TextInput[Any] = discord.ui.TextInput(label="URL", custom_id="url")
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__()
+        self.record = record
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        self.record["modal"] = self.url.value
+        await interaction.response.send_message(f"importing {self.url.value}", ephemeral=True)
+
+
 def job_view(job: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(JobButton(job))
@@ -158,7 +170,36 @@ def make_bot(record: dict[str, Any]) -> commands.Bot:
     async def think(interaction: discord.Interaction) -> None:
         await interaction.response.defer(thinking=True, ephemeral=True)
         await interaction.followup.send("thought about it")
-        record["think"] = "done"
+        record["think"] = (await interaction.original_response()).content
+
+    @bot.tree.command(description="Answers, then deletes the answer")
+    async def vanish(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("now you see me")
+        await interaction.delete_original_response()
+        try:
+            await interaction.original_response()
+        except discord.NotFound as exc:
+            record["vanish"] = exc
+
+    @bot.tree.command(description="Opens a modal")
+    async def importer(interaction: discord.Interaction) -> None:
+        await interaction.response.send_modal(ImportModal(record))
+
+    @bot.tree.command(description="Offers a select menu")
+    async def size(interaction: discord.Interaction) -> None:
+        view = discord.ui.View()
+        menu: discord.ui.Select[Any] = discord.ui.Select(
+            custom_id="size",
+            options=[discord.SelectOption(label=v) for v in ("512", "768", "1024")],
+        )
+
+        async def chosen(inner: discord.Interaction) -> None:
+            record["size"] = menu.values
+            await inner.response.edit_message(content=f"size {menu.values[0]}", view=None)
+
+        menu.callback = chosen  # type: ignore[method-assign]
+        view.add_item(menu)
+        await interaction.response.send_message("pick a size", view=view)
 
     @bot.tree.command(description="Post a persistent button")
     async def post(interaction: discord.Interaction, job: int) -> None:
@@ -446,7 +487,7 @@ async def test_first_followup_after_thinking_fills_the_deferred_message(
     fake: FakeDiscord, bot: commands.Bot, record: dict[str, Any]
 ) -> None:
     it = await fake.slash("think", {})
-    await wait_key(fake, record, "think")
+    assert await wait_key(fake, record, "think") == "thought about it"
     original = it.original
     assert original is not None and original.content == "thought about it"
     assert original.ephemeral and not original.loading
@@ -466,7 +507,37 @@ async def test_channel_messages_with_the_bot_token(
     assert (await it.wait_original()).content == "posted"
 
 
-# ---------------------------------------------------------------------- buttons, gateway
+async def test_deleting_the_original_response(
+    fake: FakeDiscord, bot: commands.Bot, record: dict[str, Any]
+) -> None:
+    it = await fake.slash("vanish", {})
+    exc = await wait_key(fake, record, "vanish")
+    assert exc.code == 10008
+    assert it.original is not None and it.original.deleted
+    assert fake.messages_in(fake.channel_id) == []
+
+
+# ---------------------------------------------------------------------- components, gateway
+
+
+async def test_select_menu_and_modal_round_trips(
+    fake: FakeDiscord, bot: commands.Bot, record: dict[str, Any]
+) -> None:
+    it = await fake.slash("size", {})
+    message = await it.wait_original()
+    with pytest.raises(FakeDiscordError, match="not options"):
+        await fake.select(message.id, "size", ["999"])
+    chosen = await fake.select(message.id, "size", ["768"])
+    await fake.wait_for(lambda: message.content == "size 768")
+    assert record["size"] == ["768"] and chosen.response_type == 7
+
+    opened = await fake.slash("importer", {})
+    assert await opened.wait_ack() == 9
+    assert opened.modal is not None and opened.modal["title"] == "Import a workflow"
+    submitted = await fake.submit_modal(opened, {"url": "https://example.com/wf.json"})
+    reply = await submitted.wait_original()
+    assert reply.content == "importing https://example.com/wf.json" and reply.ephemeral
+    assert record["modal"] == "https://example.com/wf.json"
 
 
 async def test_persistent_button_survives_a_bot_restart(

@@ -51,15 +51,24 @@ async def running_bot(
     *,
     sync: bool = True,
     timeout: float = 10.0,
+    fast_reidentify: bool = True,
 ) -> AsyncIterator[Any]:
     """Log ``bot`` in to ``fake``, connect it and wait until it is ready; close it on exit.
 
     With ``sync`` and a bot that has a ``tree`` (``commands.Bot``), global commands are copied
-    to the fake guild and synced there (as a dev-guild sync would do).
+    to the fake guild and synced there (as a dev-guild sync would do). With
+    ``fast_reidentify`` the 5 s discord.py waits before every IDENTIFY after the first (its
+    default ``before_identify_hook``) is skipped, so invalid-session tests stay fast.
 
     Raises:
         TimeoutError: the bot was not ready within ``timeout`` seconds.
     """
+    if fast_reidentify and type(bot).before_identify_hook is discord.Client.before_identify_hook:
+
+        async def no_identify_delay(shard_id: int | None, *, initial: bool = False) -> None:
+            return None
+
+        bot.before_identify_hook = no_identify_delay  # type: ignore[method-assign]
     await bot.login(fake.bot_token)
     connect = asyncio.create_task(bot.connect(), name="fake-discord-bot-connect")
     try:
