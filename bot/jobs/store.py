@@ -99,7 +99,7 @@ class Store:
         return Job.from_dict(json.loads(row["data"])) if row else None
 
     def _query(self, where: str, params: Iterable[Any], limit: int | None = None) -> list[Job]:
-        sql = f"SELECT data FROM jobs WHERE {where} ORDER BY created_at"
+        sql = f"SELECT data, created_at FROM jobs WHERE {where} ORDER BY created_at"
         if limit is not None:
             sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY created_at"
         return [Job.from_dict(json.loads(r["data"])) for r in self._db.execute(sql, tuple(params))]

@@ -154,6 +154,9 @@ class NodeCatalog:
         return bool(self._defs[class_type].get("output_node"))
 
     def wants_unique_id(self, class_type: str) -> bool:
+        """Whether the node's cache key includes its id (it has a hidden UNIQUE_ID input)."""
+        if class_type not in self._defs:
+            return False
         hidden = self._defs[class_type]["input"].get("hidden", {})
         return "UNIQUE_ID" in hidden.values()
 
@@ -216,7 +219,9 @@ def traceback_lines(exc: BaseException) -> list[str]:
 # Validation
 
 
-def _error(kind: str, message: str, details: str, extra: dict[str, Any] | None = None) -> dict:
+def _error(
+    kind: str, message: str, details: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {"type": kind, "message": message, "details": details, "extra_info": extra or {}}
 
 
@@ -531,9 +536,8 @@ def node_signatures(
             return f"missing:{node_id}"
         class_type = node.get("class_type")
         parts: list[Any] = [class_type, changed(node_id, node)]
-        if isinstance(class_type, str) and class_type in catalog:
-            if catalog.wants_unique_id(class_type):
-                parts.append(node_id)
+        if isinstance(class_type, str) and catalog.wants_unique_id(class_type):
+            parts.append(node_id)
         inputs = node.get("inputs")
         if isinstance(inputs, dict):
             for name in sorted(inputs):
@@ -705,7 +709,10 @@ class NodeContext(Protocol):
     class_type: str
     output_types: tuple[Any, ...]
     prompt: dict[str, Any]
-    previews: bool
+
+    @property
+    def previews(self) -> bool:
+        """Whether samplers send a preview image with each step."""
 
     async def step(self, value: int, total: int, preview: Image.Image | None = None) -> None:
         """One sampler step: waits, honours holds and interrupts, reports progress."""

@@ -207,6 +207,13 @@ def _api_path(path: str) -> str:
     return path
 
 
+def _lookup(body: Any, key: str, default: Any = None) -> Any:
+    """``body[key]`` after Python's ``in`` test, which ComfyUI applies to any JSON value."""
+    if key not in body:
+        return default
+    return body[key]
+
+
 def _split_annotation(name: str, default: str) -> tuple[str, str]:
     """``"x.png [output]"`` -> ``("x.png", "output")``."""
     for kind in ("input", "output", "temp"):
@@ -340,7 +347,11 @@ class FakeComfyUI:
     async def _serve(self) -> None:
         app = web.Application(
             client_max_size=self.max_upload_size,
-            middlewares=[self._origin_middleware, self._fault_middleware],
+            middlewares=[
+                self._not_found_middleware,
+                self._origin_middleware,
+                self._fault_middleware,
+            ],
         )
         self._add_routes(app)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
@@ -440,6 +451,7 @@ class FakeComfyUI:
             self._step_budget = None
         else:
             self._step_budget += count
+        self._held = None
         self._poke.set()
 
     async def wait_until_held(self, timeout: float = 5.0) -> HeldStep:
@@ -562,6 +574,15 @@ class FakeComfyUI:
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
             app.router.add_route(method, "/api" + path, handler)
+
+    @web.middleware
+    async def _not_found_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:  # unknown routes: an empty 404 as recorded
+            return web.Response(status=404, content_type="application/octet-stream")
 
     @web.middleware
     async def _origin_middleware(
@@ -772,7 +793,7 @@ class FakeComfyUI:
             number: int | float = float(body["number"])
         else:
             number = self._number
-            if "front" in body and body["front"]:
+            if _lookup(body, "front"):
                 number = -number
             self._number += 1
         if "prompt" not in body:
@@ -785,14 +806,19 @@ class FakeComfyUI:
             return web.json_response({"error": error, "node_errors": {}}, status=400)
         prompt = body["prompt"]
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
-        targets = body["partial_execution_targets"] if "partial_execution_targets" in body else None
-        checks = {"LoadImage": {"image": self._check_image}, "LoadImageMask": {"image": self._check_image}}
+        targets = _lookup(body, "partial_execution_targets")
+        checks = {
+            "LoadImage": {"image": self._check_image},
+            "LoadImageMask": {"image": self._check_image},
+        }
         result = validate_prompt(prompt, self._catalog, self._lists(), targets, checks)
-        extra_data = body["extra_data"] if "extra_data" in body else {}
+        extra_data = _lookup(body, "extra_data", {})
         if "client_id" in body:
             extra_data["client_id"] = body["client_id"]
         if not result.ok:
-            return web.json_response({"error": result.error, "node_errors": result.node_errors}, status=400)
+            return web.json_response(
+                {"error": result.error, "node_errors": result.node_errors}, status=400
+            )
         for key in SENSITIVE_EXTRA_DATA_KEYS:
             extra_data.pop(key, None)
         item = QueueItem(number, prompt_id, prompt, extra_data, result.outputs)
@@ -826,8 +852,6 @@ class FakeComfyUI:
         if kind not in ("input", "temp", "output") or not isinstance(kind, str):
             return web.Response(status=500, text=SERVER_ERROR_TEXT)
         filename = image.filename
-        if filename.startswith("/"):
-            return web.Response(status=500, text=SERVER_ERROR_TEXT)  # as recorded
         subfolder = str(post.get("subfolder", ""))
         root = os.path.abspath(self._dir(kind))
         folder = os.path.join(root, os.path.normpath(subfolder))
@@ -848,8 +872,11 @@ class FakeComfyUI:
                 path = os.path.join(folder, filename)
                 counter += 1
         if not duplicate:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_bytes(data)
+            os.makedirs(folder, exist_ok=True)
+            try:  # a folder named in the file name is not created: 500 as recorded
+                Path(path).write_bytes(data)
+            except OSError:
+                return web.Response(status=500, text=SERVER_ERROR_TEXT)
         return web.json_response({"name": filename, "subfolder": subfolder, "type": kind})
 
     async def _view(self, request: web.Request) -> web.StreamResponse:
@@ -1183,7 +1210,9 @@ class _Run:
         for key in [key for key in fake._cache if key not in used]:
             del fake._cache[key]
         cached = [node_id for node_id in item.prompt if self.signatures[node_id] in fake._cache]
-        self.add_message("execution_cached", {"nodes": cached, "prompt_id": prompt_id}, broadcast=False)
+        self.add_message(
+            "execution_cached", {"nodes": cached, "prompt_id": prompt_id}, broadcast=False
+        )
 
         def is_output(node_id: str) -> bool:
             return fake._catalog.is_output(item.prompt[node_id]["class_type"])
@@ -1282,7 +1311,12 @@ class _Run:
         self.ui_outputs[node_id] = ui
         self.to_client(
             "executed",
-            {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": self.item.prompt_id},
+            {
+                "node": node_id,
+                "display_node": node_id,
+                "output": ui,
+                "prompt_id": self.item.prompt_id,
+            },
         )
 
 

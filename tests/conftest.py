@@ -1,0 +1,96 @@
+"""Shared fixtures: a fake ComfyUI, settings pointing at it, and a running engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.engine import Engine
+from bot.jobs.runner import JobUpdate
+from bot.settings import Settings
+from tests.fakes.comfyui import FakeComfyUI
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / "workflows"
+
+
+def make_settings(tmp_path: Path, url: str, **overrides: Any) -> Settings:
+    data: dict[str, Any] = {
+        "comfyui": {"url": url, "submit_retry_seconds": 2, "heartbeat": 5},
+        "storage": {"path": str(tmp_path / "db.sqlite3"), "outputs": str(tmp_path / "outputs")},
+        "workflows": {"dir": str(WORKFLOWS), "default": "sd15-txt2img"},
+        "discord": {"progress_interval": 0.3},
+    }
+    for section, values in overrides.items():
+        data[section] = {**data.get(section, {}), **values}
+    return Settings.model_validate(data)
+
+
+@pytest.fixture
+async def comfy() -> AsyncIterator[FakeComfyUI]:
+    fake = FakeComfyUI(previews=True, step_delay=0.005)
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, comfy: FakeComfyUI) -> Settings:
+    return make_settings(tmp_path, comfy.url)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+class Recorder:
+    """Collects JobUpdates and waits for jobs to finish."""
+
+    def __init__(self) -> None:
+        self.updates: list[JobUpdate] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, update: JobUpdate) -> None:
+        self.updates.append(update)
+        self._changed.set()
+
+    def of(self, job_id: str, kind: str | None = None) -> list[JobUpdate]:
+        return [u for u in self.updates if u.job.id == job_id and (kind is None or u.kind == kind)]
+
+    async def wait(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        async def loop() -> None:
+            while not predicate():
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.05)
+
+        await asyncio.wait_for(loop(), timeout)
+
+    async def finished(self, *job_ids: str, timeout: float = 10.0) -> list[JobUpdate]:
+        await self.wait(lambda: all(self.of(j, "finished") for j in job_ids), timeout)
+        return [self.of(j, "finished")[-1] for j in job_ids]
+
+
+@pytest.fixture
+async def engine(
+    session: aiohttp.ClientSession, settings: Settings
+) -> AsyncIterator[tuple[Engine, Recorder]]:
+    engine = Engine(session, settings)
+    recorder = Recorder()
+    engine.listen(recorder)
+    await engine.start()
+    try:
+        yield engine, recorder
+    finally:
+        await engine.stop()
+        engine.close_store()
