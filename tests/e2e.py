@@ -1,0 +1,69 @@
+"""Helpers for end-to-end tests: the real discord.py bot against the fake Discord and fake ComfyUI."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import discord
+
+from bot.app import ComfyBot
+from bot.engine import Engine
+from bot.settings import Settings
+from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage
+from tests.fakes.discord_fixtures import running_bot
+
+
+@contextlib.asynccontextmanager
+async def comfybot(fake: FakeDiscord, settings: Settings) -> AsyncIterator[ComfyBot]:
+    """A ComfyBot with its own engine, logged in to the fake Discord; closed on exit."""
+    async with aiohttp.ClientSession() as session:
+        engine = Engine(session, settings)
+        bot = ComfyBot(engine, settings, guild_ready_timeout=0.1)
+        try:
+            async with running_bot(bot, fake) as ready:
+                yield ready
+        finally:
+            engine.close_store()
+
+
+def output_images(comfy: FakeComfyUI, prompt_id: str) -> list[bytes]:
+    """The bytes of every image ComfyUI saved for a prompt."""
+    outputs = comfy.history[prompt_id]["outputs"]
+    return [
+        comfy.read_output(img["filename"], img.get("subfolder", ""), img.get("type", "output"))
+        for out in outputs.values()
+        for img in out.get("images", [])
+        if img.get("type", "output") == "output"
+    ]
+
+
+def has_files(message: FakeMessage | None) -> bool:
+    return message is not None and bool(message.attachments) and "ready" in message.content
+
+
+async def wait_result(fake: FakeDiscord, it: FakeInteraction, timeout: float = 15.0) -> FakeMessage:
+    message = await it.wait_original(lambda m: has_files(m) or "❌" in m.content, timeout=timeout)
+    assert message is not None
+    return message
+
+
+def field(embed: dict[str, Any], name: str) -> str | None:
+    for f in embed.get("fields", []):
+        if f["name"] == name:
+            return str(f["value"])
+    return None
+
+
+def contents(message: FakeMessage) -> list[str]:
+    return [str(payload.get("content", "")) for _, payload in message.edits]
+
+
+def find(messages: list[FakeMessage], pred: Callable[[FakeMessage], bool]) -> FakeMessage | None:
+    return next((m for m in messages if pred(m)), None)
+
+
+__all__ = ["comfybot", "discord", "find"]
