@@ -182,7 +182,7 @@ class Engine:
         """
         workflow = self.workflow(request.workflow)
         raw = dict(request.values)
-        for name, image in request.images.items():
+        for name in request.images:
             raw[name] = "pending-upload.png"  # the real name comes from ComfyUI's upload
         values = coerce_values(workflow, raw, object_info=self.object_info)
         probe = Job("", request.workflow, values, request.owner_id, guild_id=request.guild_id)

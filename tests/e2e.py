@@ -1,4 +1,4 @@
-"""Helpers for end-to-end tests: the real discord.py bot against the fake Discord and fake ComfyUI."""
+"""Helpers for end-to-end tests: the real bot against the fake Discord and fake ComfyUI."""
 
 from __future__ import annotations
 

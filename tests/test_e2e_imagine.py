@@ -1,4 +1,4 @@
-"""End to end: /imagine through the real discord.py client, the fake Discord and the fake ComfyUI."""
+"""End to end: /imagine through the real discord.py client, fake Discord and fake ComfyUI."""
 
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ async def test_progress_shows_previews_and_queue_position(
         waiting = await second.wait_original(lambda m: "position #1" in m.content)
         assert "Queued" in waiting.content
         comfy.release_steps(1)
-        running = await first.wait_original(lambda m: bool(m.attachments) and "Running" in m.content)
+        running = await first.wait_original(
+            lambda m: bool(m.attachments) and "Running" in m.content
+        )
         assert running.attachments[0].filename.startswith("preview")
         comfy.release_steps()
         await wait_result(fake, first)
@@ -178,7 +180,9 @@ async def test_cancel_while_queued_and_while_running(
         assert refused.ephemeral
         assert "Only the member" in (await refused.wait_original()).content
         # its owner may
-        bob_click = await fake.click(waiting.id, f"cc:cancel:{queued_job.id}", user_id=queued.user_id)
+        bob_click = await fake.click(
+            waiting.id, f"cc:cancel:{queued_job.id}", user_id=queued.user_id
+        )
         await bob_click.wait_ack()
         done = await wait_result(fake, queued)
         assert "cancelled" in done.content

@@ -1,4 +1,4 @@
-"""The engine through its API, against the fake ComfyUI: jobs, errors, cancel, reconnects, restarts."""
+"""The engine through its API against the fake ComfyUI: jobs, errors, cancel, restarts."""
 
 from __future__ import annotations
 
@@ -233,9 +233,7 @@ async def test_engine_restart_resumes_queued_and_unsent_jobs(
 async def test_backend_down_gives_a_clear_error(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    settings = make_settings(
-        tmp_path, "http://127.0.0.1:9", comfyui={"submit_retry_seconds": 0.5}
-    )
+    settings = make_settings(tmp_path, "http://127.0.0.1:9", comfyui={"submit_retry_seconds": 0.5})
     eng = Engine(session, settings)
     rec = Recorder()
     eng.listen(rec)
