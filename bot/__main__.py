@@ -21,7 +21,6 @@ from bot.jobs.runner import JobUpdate
 from bot.jobs.store import Store
 from bot.settings import Settings, load_settings
 from bot.workflows import Workflow, load_workflows
-from bot.workflows.validate import check_workflow
 
 log = logging.getLogger("comfycord")
 
@@ -100,17 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # check ---------------------------------------------------------------------------------------
-async def check(settings: Settings, *, offline: bool = False, out: TextIO = sys.stdout) -> int:
+async def check(settings: Settings, *, offline: bool = False, out: TextIO | None = None) -> int:
     """Validate settings and workflows (and against ComfyUI's /object_info when reachable)."""
+    out = out or sys.stdout
     problems: list[str] = []
     object_info: dict[str, Any] | None = None
     if not offline:
         object_info = await _fetch_object_info(settings, out)
     workflows, load_problems = load_workflows(settings.workflows.dir, object_info)
-    problems += [str(p) for p in load_problems]
-    if object_info is not None:
-        for workflow in workflows.values():
-            problems += [str(p) for p in check_workflow(workflow, object_info)]
+    problems += [str(p) for p in load_problems]  # with object_info, checked against it too
     if settings.workflows.default not in workflows:
         problems.append(
             f"settings: workflows.default: no workflow called '{settings.workflows.default}'"
@@ -142,7 +139,8 @@ async def _fetch_object_info(settings: Settings, out: TextIO) -> dict[str, Any] 
 
 
 # workflows -----------------------------------------------------------------------------------
-def list_workflows(settings: Settings, out: TextIO = sys.stdout) -> int:
+def list_workflows(settings: Settings, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     workflows, problems = load_workflows(settings.workflows.dir)
     for name in sorted(workflows):
         out.write(describe_workflow(workflows[name]))
@@ -179,8 +177,9 @@ def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
     return values
 
 
-async def generate(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stderr) -> int:
+async def generate(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run one job through the engine with a live progress bar; write its images to --out."""
+    out = out or sys.stderr
     from bot.engine import Engine, ImageInput, JobRequest
 
     values: dict[str, Any] = parse_assignments(args.set, "--set")
@@ -232,6 +231,8 @@ async def generate(settings: Settings, args: argparse.Namespace, out: TextIO = s
                 print(f"job {job.id} {job.state.value}: {job.error}", file=sys.stderr)
                 status = 1
                 continue
+            for note in job.meta.get("notes", []):
+                print(f"note: {note}", file=sys.stderr)
             for output in job.outputs:
                 target = args.out / f"{job.workflow}-{job.id}-{output.filename}"
                 shutil.copyfile(output.path, target)
@@ -254,12 +255,16 @@ class ProgressBar:
         self.last_time = 0.0
 
     def show(self, update: JobUpdate) -> None:
+        if update.kind == "preview":
+            return  # a terminal shows no pictures
         line = self.render(update)
         if line == self.last:
             return
         now = time.monotonic()
-        if not self.tty and update.kind == "progress" and now - self.last_time < 0.5:
-            return
+        last_step = update.steps and update.step == update.steps
+        if not self.tty and update.kind == "progress" and not last_step:
+            if now - self.last_time < 0.5:
+                return
         self.last, self.last_time = line, now
         if self.tty:
             self.out.write("\r\033[K" + line)

@@ -28,7 +28,7 @@ from bot.jobs.runner import JobUpdate, Runner
 from bot.jobs.scheduler import FairQueue
 from bot.jobs.store import Store
 from bot.settings import LimitSettings, Settings
-from bot.workflows import Workflow, load_workflows
+from bot.workflows import Workflow, load_workflows, nodeinfo
 from bot.workflows.patch import apply, coerce_values
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,40 @@ class Engine:
         for param, path in job.meta.get("inputs", {}).items():
             data = Path(path).read_bytes()
             values[param] = await self.client.upload_image(data, Path(path).name)
-        return apply(workflow, values)
+        prompt = apply(workflow, values)
+        if self.settings.comfyui.substitute_missing_models:
+            notes = await self._substitute_models(workflow, prompt)
+            if notes:
+                self.update_meta(job.id, notes=notes)
+        return prompt
+
+    async def _substitute_models(self, workflow: Workflow, prompt: dict[str, Any]) -> list[str]:
+        """Swap a model the pack names but ComfyUI lacks for the first one it has.
+
+        Only inputs no parameter sets are touched: a member's explicit choice is never changed.
+        """
+        try:
+            info = await self.client.object_info()
+        except ComfyError:
+            return []  # submit will say what is wrong
+        set_by_params = {target for p in workflow.params for target in p.targets}
+        notes = []
+        for node_id, node in prompt.items():
+            class_type = node.get("class_type", "")
+            for name, value in list(node.get("inputs", {}).items()):
+                if (node_id, name) in set_by_params or not isinstance(value, str):
+                    continue
+                spec = nodeinfo.input_def(info, class_type, name)
+                if spec is None or spec.model_kind is None or not spec.choices:
+                    continue
+                if value not in spec.choices:
+                    node["inputs"][name] = spec.choices[0]
+                    notes.append(
+                        f"{spec.model_kind} '{value}' is not installed on ComfyUI; "
+                        f"used '{spec.choices[0]}' instead"
+                    )
+                    log.warning("job uses %s: %s", workflow.name, notes[-1])
+        return notes
 
     async def cancel(self, job_id: str, by: str) -> Job:
         """Cancel a queued or running job.

@@ -113,7 +113,7 @@ async def test_comfyui_rejection_is_shown_in_the_reply(
     fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
 ) -> None:
     comfy.checkpoints = ["something-else.safetensors"]
-    settings = make_settings(tmp_path, comfy.url)
+    settings = make_settings(tmp_path, comfy.url, comfyui={"substitute_missing_models": False})
     async with comfybot(fake, settings):
         it = await fake.slash("imagine", {"prompt": "a cat", "steps": 2})
         message = await wait_result(fake, it)

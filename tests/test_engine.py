@@ -71,15 +71,41 @@ async def test_invalid_values_are_refused_before_queueing(engine: EngineFx) -> N
 
 
 async def test_missing_checkpoint_fails_with_a_plain_message(
+    session: aiohttp.ClientSession, tmp_path: Path, comfy: FakeComfyUI
+) -> None:
+    settings = make_settings(tmp_path, comfy.url, comfyui={"substitute_missing_models": False})
+    eng = Engine(session, settings)
+    rec = Recorder()
+    eng.listen(rec)
+    await eng.start()
+    try:
+        comfy.checkpoints = ["other.safetensors"]
+        [job] = await eng.submit(request(steps=2))
+        [done] = await rec.finished(job.id)
+        assert done.job.state is JobState.FAILED
+        assert "v1-5-pruned-emaonly.safetensors" in done.job.error
+        assert "not installed" in done.job.error and "other.safetensors" in done.job.error
+    finally:
+        await eng.stop()
+        eng.close_store()
+
+
+async def test_missing_pack_model_is_replaced_by_an_installed_one(
     engine: EngineFx, comfy: FakeComfyUI
 ) -> None:
     eng, rec = engine
-    comfy.checkpoints = ["other.safetensors"]
+    comfy.checkpoints = ["tiny-random.safetensors", "zeta.safetensors"]
+    await eng.client.object_info(refresh=True)
     [job] = await eng.submit(request(steps=2))
     [done] = await rec.finished(job.id)
-    assert done.job.state is JobState.FAILED
-    assert "v1-5-pruned-emaonly.safetensors" in done.job.error
-    assert "not installed" in done.job.error and "other.safetensors" in done.job.error
+    assert done.job.state is JobState.DONE, done.job.error
+    sent = comfy.prompts_received[-1]["prompt"]
+    loader = next(n for n in sent.values() if n["class_type"] == "CheckpointLoaderSimple")
+    assert loader["inputs"]["ckpt_name"] == "tiny-random.safetensors"
+    assert done.job.meta["notes"] == [
+        "checkpoint 'v1-5-pruned-emaonly.safetensors' is not installed on ComfyUI; "
+        "used 'tiny-random.safetensors' instead"
+    ]
 
 
 async def test_execution_error_names_the_node(engine: EngineFx, comfy: FakeComfyUI) -> None:

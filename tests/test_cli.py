@@ -1,0 +1,167 @@
+"""The `comfycord` command line, run through `main()` as a user would."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bot.__main__ import main
+from tests.conftest import WORKFLOWS
+from tests.fakes.comfyui import FakeComfyUI
+
+
+def write_config(tmp_path: Path, workflows: Path = WORKFLOWS, extra: str = "") -> Path:
+    config = tmp_path / "comfycord.yaml"
+    config.write_text(
+        f"storage:\n  path: {tmp_path / 'db.sqlite3'}\n  outputs: {tmp_path / 'outputs'}\n"
+        f"workflows:\n  dir: {workflows}\n"
+        "comfyui:\n  submit_retry_seconds: 1\n" + extra
+    )
+    return config
+
+
+async def run_cli(*argv: str) -> int:
+    """main() owns its event loop, so it runs in a thread beside the test's fakes."""
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def test_generate_writes_the_images_and_shows_progress(
+    comfy: FakeComfyUI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("COMFYUI_URL", comfy.url)
+    out = tmp_path / "out"
+    config = write_config(tmp_path)
+    code = await run_cli(
+        "--config", str(config), "generate", "sd15-txt2img",
+        "--prompt", "a lighthouse at dusk", "--set", "steps=3", "--set", "seed=11",
+        "--out", str(out),
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    files = sorted(out.iterdir())
+    assert len(files) == 1
+    [prompt_id] = comfy.history
+    [image] = [i for o in comfy.history[prompt_id]["outputs"].values() for i in o["images"]]
+    assert files[0].read_bytes() == comfy.read_output(image["filename"])
+    assert str(files[0]) in captured.out
+    assert "step 3/3" in captured.err and "done" in captured.err
+    sent = comfy.prompts_received[-1]["prompt"]
+    sampler = next(n for n in sent.values() if n["class_type"] == "KSampler")
+    assert (sampler["inputs"]["steps"], sampler["inputs"]["seed"]) == (3, 11)
+
+
+async def test_generate_with_a_bad_value_names_the_parameter(
+    comfy: FakeComfyUI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("COMFYUI_URL", comfy.url)
+    config = write_config(tmp_path)
+    code = await run_cli(
+        "--config", str(config), "generate", "sd15-txt2img", "--prompt", "x", "--set", "steps=abc"
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "steps" in err and "Traceback" not in err
+    assert comfy.prompts_received == []
+
+
+async def test_generate_reports_a_comfyui_rejection(
+    comfy: FakeComfyUI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("COMFYUI_URL", comfy.url)
+    comfy.checkpoints = ["other.safetensors"]
+    config = write_config(tmp_path, extra="  substitute_missing_models: false\n")
+    code = await run_cli("--config", str(config), "generate", "sd15-txt2img", "--prompt", "x")
+    assert code == 1
+    assert "not installed on ComfyUI" in capsys.readouterr().err
+
+
+async def test_check_passes_on_the_shipped_workflows(
+    comfy: FakeComfyUI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("COMFYUI_URL", comfy.url)
+    code = await run_cli("--config", str(write_config(tmp_path)), "check")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "ok: ComfyUI at" in out and "0 problem(s)" in out
+
+
+async def test_check_lists_every_problem_with_file_and_key(
+    comfy: FakeComfyUI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("COMFYUI_URL", comfy.url)
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    shutil.copy(WORKFLOWS / "sd15-txt2img.json", packs / "broken.json")
+    (packs / "broken.yaml").write_text(
+        "title: Broken\nparams:\n"
+        "  prompt: {type: text, node: Positive, input: text, required: true}\n"
+        "  steps: {type: int, node: KSampler, input: steps, max: lots}\n"
+    )
+    shutil.copy(WORKFLOWS / "sd15-txt2img.json", packs / "missing.json")
+    (packs / "missing.yaml").write_text(
+        "title: Missing\nparams:\n"
+        "  prompt: {type: text, node: Positive, input: text, required: true}\n"
+        "  steps: {type: int, node: NoSuchNode, input: steps}\n"
+    )
+    comfy.checkpoints = ["only-this.safetensors"]
+    code = await run_cli("--config", str(write_config(tmp_path, packs)), "check")
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "broken.yaml: params.steps.max" in out
+    assert "missing.yaml: params.steps" in out and "NoSuchNode" in out
+    assert "workflows.default" in out  # sd15-txt2img is not in this folder
+
+
+async def test_check_offline_still_validates_the_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    (packs / "bad.yaml").write_text("title: [unclosed\n")
+    code = await run_cli("--config", str(write_config(tmp_path, packs)), "check", "--offline")
+    out = capsys.readouterr().out
+    assert code == 1 and "bad.yaml" in out
+
+
+def test_workflows_lists_parameters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(write_config(tmp_path)), "workflows"]) == 0
+    out = capsys.readouterr().out
+    assert "sd15-txt2img: SD 1.5 text to image" in out
+    assert "steps: int; 1..50; default 20" in out
+    assert "(/img2img)" in out
+
+
+def test_run_without_a_token_says_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    assert main(["--config", str(write_config(tmp_path)), "run"]) == 2
+    err = capsys.readouterr().err
+    assert "DISCORD_TOKEN is not set" in err and "export DISCORD_TOKEN" in err
+
+
+def test_a_bad_setting_names_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, extra="limits:\n  max_count: many\n")
+    assert main(["--config", str(config), "workflows"]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: limits.max_count:" in err
