@@ -262,9 +262,9 @@ class ProgressBar:
             return
         now = time.monotonic()
         last_step = update.steps and update.step == update.steps
-        if not self.tty and update.kind == "progress" and not last_step:
-            if now - self.last_time < 0.5:
-                return
+        throttled = not self.tty and update.kind == "progress" and not last_step
+        if throttled and now - self.last_time < 0.5:
+            return
         self.last, self.last_time = line, now
         if self.tty:
             self.out.write("\r\033[K" + line)

@@ -713,8 +713,9 @@ class Imagine(commands.Cog):
         content = f"✅ <@{first.owner_id}>, your images are ready."
         if failed:
             content += f"\n{len(failed)} of {len(jobs)} did not finish: {failed[0].error}"
+        notes = [n for j in done for n in j.meta.get("notes", [])][:3] + notes
         if notes:
-            content += "\n" + "\n".join(f"ℹ️ {n}" for n in notes)
+            content += "\n" + "\n".join(f"ℹ️ {n}" for n in dict.fromkeys(notes))
         view.add_item(RerollButton(first.id))
         if len(done) == 1:
             view.add_item(VariationsButton(done[0].id, 0))

@@ -26,7 +26,7 @@ import random
 import re
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -1058,6 +1058,7 @@ async def passthrough(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
 
 @dataclass
 class CacheEntry:
+    """What a node produced: its outputs and what it showed (``executed``'s ``output``)."""
+
     outputs: tuple[Any, ...]
     ui: dict[str, Any] | None = None
-    nodes: set[str] = field(default_factory=set)

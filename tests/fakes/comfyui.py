@@ -45,6 +45,16 @@ Fault injection and inspection (tests of the real client rely on these names):
   ``registered_clients``, ``output_files``/``read_output(filename)``, ``add_input_image()``,
   ``await wait_until_idle()``, ``await wait_for_history(prompt_id)``.
 
+Recorded behaviour reproduced on purpose: prompt messages go only to the submitting client id
+(``status`` and text frames to all; ``progress_state``, ``progress``, previews and
+``execution_interrupted`` to all when the prompt has no client id, the other messages to
+nobody); a second socket with the same client id replaces the first, and the first one closing
+unregisters the id (the newer socket stays open and gets nothing); reconnecting during a run
+gives ``executing {node}`` right after ``status``; deleting the only pending prompt sends two
+``status`` messages; history is written before ``executing node=None``; the server never pings;
+``input/example.png`` exists as in a fresh ComfyUI. ``prompts_received`` holds every parsed
+body (rejected ones too, not those refused by ``fail_next`` without ``process``).
+
 Known differences from the real server: ``ResearchSlowProgress`` waits ``step_delay`` per step
 (not its ``delay`` input); KSampler previews are small noise JPEGs; nodes without a simulator
 pass their inputs through (same-typed input, or a derived value) instantly; filename prefix
@@ -306,7 +316,9 @@ class FakeComfyUI:
         return f"http://127.0.0.1:{self._port}"
 
     async def start(self) -> str:
-        """Serve (again on the same port after a stop) and return the base URL."""
+        """Serve and return the base URL (after :meth:`stop`: a fresh server, same port)."""
+        if self._runner is not None:
+            return self.url
         if self._root is None:
             if self._given_root is not None:
                 self._root = self._given_root
@@ -321,8 +333,13 @@ class FakeComfyUI:
         return self.url
 
     async def stop(self) -> None:
-        """Stop serving and remove the temporary folder (if the fake made it)."""
+        """Stop serving, forget all state and remove the temporary folder (if the fake made it).
+
+        Raises:
+            RuntimeError: when the worker crashed (a bug in the fake) during the test.
+        """
         await self._shutdown()
+        self._reset_server_state()
         if self._root is not None and self._given_root is None:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
@@ -722,23 +739,29 @@ class FakeComfyUI:
         return web.json_response({prompt_id: entry} if entry is not None else {})
 
     async def _post_history(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if body.get("clear"):
-            self._history.clear()
-        for prompt_id in body.get("delete", []):
-            self._history.pop(prompt_id, None)
+        try:
+            body = await request.json()
+            if body.get("clear"):
+                self._history.clear()
+            for prompt_id in body.get("delete", []):
+                self._history.pop(prompt_id, None)
+        except (ValueError, AttributeError, TypeError):
+            return web.Response(status=500, text=SERVER_ERROR_TEXT)
         return web.Response(status=200)
 
     async def _get_queue(self, request: web.Request) -> web.Response:
         return web.json_response(self.queue)
 
     async def _post_queue(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if body.get("clear"):
-            self._pending.clear()
-            self._broadcast_status()
-        for prompt_id in body.get("delete", []):
-            self._delete_pending(prompt_id)
+        try:
+            body = await request.json()
+            if body.get("clear"):
+                self._pending.clear()
+                self._broadcast_status()
+            for prompt_id in body.get("delete", []):
+                self._delete_pending(prompt_id)
+        except (ValueError, AttributeError, TypeError):
+            return web.Response(status=500, text=SERVER_ERROR_TEXT)
         return web.Response(status=200)
 
     def _delete_pending(self, prompt_id: str) -> None:
@@ -1146,24 +1169,21 @@ class _Run:
         self._send_progress_state()
 
     def finish_progress(self, node_id: str) -> None:
-        if node_id not in self.progress:
-            self.start_progress_silently(node_id)
-        entry = self.progress[node_id]
+        entry = self.progress.get(node_id)
+        if entry is None:  # a cached node: finished without having started (ints, as recorded)
+            entry = self.progress[node_id] = {
+                "value": 1,
+                "max": 1,
+                "state": "finished",
+                "node_id": node_id,
+                "prompt_id": self.item.prompt_id,
+                "display_node_id": node_id,
+                "parent_node_id": None,
+                "real_node_id": node_id,
+            }
         entry["state"] = "finished"
         entry["value"] = entry["max"]
         self._send_progress_state()
-
-    def start_progress_silently(self, node_id: str) -> None:
-        self.progress[node_id] = {
-            "value": 1,
-            "max": 1,
-            "state": "running",
-            "node_id": node_id,
-            "prompt_id": self.item.prompt_id,
-            "display_node_id": node_id,
-            "parent_node_id": None,
-            "real_node_id": node_id,
-        }
 
     def report_progress(
         self, node_id: str, value: int, total: int, preview: tuple[str, bytes] | None
