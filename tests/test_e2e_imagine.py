@@ -36,6 +36,9 @@ async def test_imagine_acknowledges_shows_progress_and_attaches_the_images(
         message = await wait_result(fake, it)
         assert it.acknowledged_at is not None and it.acknowledged_at < 3.0
         assert any("step " in c and "/4" in c for c in contents(message)), contents(message)
+        progress_times = [t for t, _ in message.edits[:-1]]  # the final edit is never held back
+        gaps = [b - a for a, b in zip(progress_times, progress_times[1:], strict=False)]
+        assert all(gap >= 0.25 for gap in gaps), gaps  # coalesced: one per 0.3 s interval
         [job] = bot.engine.recent(limit=1)
         produced = output_images(comfy, job.prompt_id)
         assert [a.data for a in message.attachments] == produced

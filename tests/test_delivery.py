@@ -1,0 +1,80 @@
+"""Progress coalescing and fitting images to upload limits."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+
+from PIL import Image
+
+from bot.delivery import Coalescer, fit_image, progress_bar
+
+
+async def test_coalescer_sends_the_latest_state_at_most_once_per_interval() -> None:
+    sent: list[tuple[float, int]] = []
+
+    async def send(state: int) -> None:
+        sent.append((time.monotonic(), state))
+
+    coalescer: Coalescer[int] = Coalescer(send, interval=0.2)
+    for i in range(50):
+        coalescer.push(i)
+        await asyncio.sleep(0.01)
+    await coalescer.finish(999)
+    states = [s for _, s in sent]
+    assert states[0] == 0 and states[-1] == 999
+    assert 3 <= len(sent) <= 5  # 0.5 s of pushes at one per 0.2 s, plus the final
+    gaps = [b[0] - a[0] for a, b in zip(sent[:-1], sent[1:-1], strict=False)]
+    assert all(gap >= 0.19 for gap in gaps)
+    assert states[:-1] == sorted(states[:-1])
+
+
+async def test_final_state_is_never_dropped_even_when_a_send_fails() -> None:
+    calls: list[int] = []
+
+    async def flaky(state: int) -> None:
+        calls.append(state)
+        if state == 1:
+            raise RuntimeError("edit failed")
+
+    coalescer: Coalescer[int] = Coalescer(flaky, interval=0.05)
+    coalescer.push(1)
+    await asyncio.sleep(0.01)
+    await coalescer.finish(2)
+    coalescer.push(3)  # ignored once finished
+    await asyncio.sleep(0.1)
+    assert calls == [1, 2]
+
+
+def _noise_png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_small_images_are_left_alone() -> None:
+    data = _noise_png(32, 32)
+    fitted = fit_image(data, "a.png", 1024 * 1024)
+    assert fitted.data == data and fitted.filename == "a.png" and fitted.note is None
+
+
+def test_large_images_are_reencoded_or_downscaled_to_fit() -> None:
+    data = _noise_png(600, 600)
+    limit = 200_000
+    assert len(data) > limit
+    fitted = fit_image(data, "big.png", limit)
+    assert len(fitted.data) <= limit
+    assert fitted.note and "re-encoded" in fitted.note
+    with Image.open(io.BytesIO(fitted.data)) as img:
+        assert img.format in ("WEBP", "JPEG")
+        assert fitted.filename.endswith((".webp", ".jpg"))
+    tiny = fit_image(data, "big.png", 20_000)
+    assert len(tiny.data) <= 20_000 and tiny.note and "downscaled" in tiny.note
+
+
+def test_progress_bar() -> None:
+    assert progress_bar(0, 10, width=4) == "▱▱▱▱ 0%"
+    assert progress_bar(5, 10, width=4) == "▰▰▱▱ 50%"
+    assert progress_bar(10, 10, width=4) == "▰▰▰▰ 100%"
