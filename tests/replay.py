@@ -1,6 +1,6 @@
 """Replay one prompt of a recorded ComfyUI transcript to a real client.
 
-The transcripts in ``tests/data/comfyui/transcripts`` hold every HTTP exchange and websocket
+The recorded transcripts (see ``tests/recordings.py``) hold every HTTP exchange and websocket
 frame a real ComfyUI sent. :func:`prompt_script` cuts out what one prompt produced (its frames,
 its recorded ``/history`` entry, the requests that gated it such as ``POST /interrupt``) and
 :class:`ReplayServer` serves it from a small aiohttp app, replacing the recorded prompt id and
@@ -23,14 +23,13 @@ import json
 import struct
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
-DATA = Path(__file__).parent / "data" / "comfyui"
-TRANSCRIPTS = DATA / "transcripts"
+from tests.recordings import RECORDINGS as DATA
+from tests.recordings import TRANSCRIPTS
 
 
 def load_transcript(name: str) -> dict[str, Any]:

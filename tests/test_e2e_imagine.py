@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ async def test_imagine_acknowledges_shows_progress_and_attaches_the_images(
         assert it.acknowledged_at is not None and it.acknowledged_at < 3.0
         assert any("step " in c and "/4" in c for c in contents(message)), contents(message)
         progress_times = [t for t, _ in message.edits[:-1]]  # the final edit is never held back
-        gaps = [b - a for a, b in zip(progress_times, progress_times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(progress_times)]
         assert all(gap >= 0.25 for gap in gaps), gaps  # coalesced: one per 0.3 s interval
         [job] = bot.engine.recent(limit=1)
         produced = output_images(comfy, job.prompt_id)

@@ -19,7 +19,6 @@ import re
 import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,8 +27,8 @@ from PIL import Image
 from yarl import URL
 
 from tests.fakes.comfyui import FakeComfyUI
+from tests.recordings import TRANSCRIPTS
 
-TRANSCRIPTS = Path(__file__).parent / "data" / "comfyui" / "transcripts"
 STEP = 0.001
 TEMP_NAME = re.compile(r"ComfyUI_temp_[a-z]{5}_")
 UNCOMPARED = frozenset({"timestamp", "traceback", "current_inputs", "current_outputs"})

@@ -23,10 +23,11 @@ from bot.workflows import (
     load_workflows,
 )
 from bot.workflows.spec import json_schema_text
+from tests.recordings import OBJECT_INFO
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
-OBJECT_INFO_PATH = ROOT / "tests" / "data" / "comfyui" / "object_info.json"
+OBJECT_INFO_PATH = OBJECT_INFO
 SHIPPED_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
 
 

@@ -9,7 +9,7 @@ Life of a prompt::
         ...
     result = await tracker.result()          # success / error / interrupted / lost + outputs
 
-How no prompt is lost or stuck (see ``tests/data/comfyui/PROTOCOL.md``):
+How no prompt is lost or stuck (see the recorded protocol notes):
 
 - The socket sends ``feature_flags`` first so previews carry their prompt id, and uses a
   client-side heartbeat because ComfyUI never pings. A dropped socket is closed fully and

@@ -1,7 +1,7 @@
 """Typed ComfyUI websocket messages and their parsers.
 
 ComfyUI sends JSON text frames ``{"type": ..., "data": {...}}`` and binary frames that start with
-a 4-byte big-endian event type (see ``tests/data/comfyui/PROTOCOL.md``). :func:`parse_message` and
+a 4-byte big-endian event type (as ComfyUI sends them). :func:`parse_message` and
 :func:`parse_binary` turn either into one of the frozen dataclasses below. They never raise: a frame
 that is malformed or of a type this module doesn't know becomes :class:`Unknown`, and fields a newer
 ComfyUI adds are ignored.

@@ -1,7 +1,7 @@
 """The node side of the fake ComfyUI server (see :mod:`tests.fakes.comfyui`).
 
-Three parts, each written from the behaviour recorded in ``tests/data/comfyui`` (not from
-ComfyUI's code):
+Three parts, each written from the behaviour in the recordings (``tests/recordings.py``), not from
+ComfyUI's code:
 
 - :class:`NodeCatalog`: the recorded ``/object_info`` plus the two test custom nodes the
   recordings used (``ResearchSlowProgress``, ``ResearchRaise``), with the model and input-file
@@ -32,7 +32,9 @@ from typing import Any, Protocol
 
 from PIL import Image, ImageOps, PngImagePlugin
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "comfyui"
+from tests.recordings import RECORDINGS
+
+DATA_DIR = RECORDINGS
 
 PRIMITIVE_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN"})
 WIDGET_TYPES = PRIMITIVE_TYPES | {"COMBO"}

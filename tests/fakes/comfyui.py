@@ -1,8 +1,8 @@
 """An in-process fake ComfyUI server that behaves like the recorded real one, message for message.
 
 The fake is an aiohttp ``web.Application`` served on 127.0.0.1 (ephemeral port). It implements
-the HTTP routes and the websocket protocol described in ``tests/data/comfyui/PROTOCOL.md`` and
-reproduces the recorded transcripts (``tests/data/comfyui/transcripts``): the same JSON shapes,
+the HTTP routes and the websocket protocol described in the recorded PROTOCOL.md and
+reproduces the recorded transcripts (see ``tests/recordings.py``): the same JSON shapes,
 message order, status codes and quirks. Prompts are validated against the recorded
 ``/object_info`` (plus the transcripts' test nodes ``ResearchSlowProgress`` and ``ResearchRaise``)
 and run by a single worker in queue order, with ComfyUI's caching; nodes are simulated (samplers
