@@ -269,6 +269,7 @@ class Engine:
             info = await self.client.object_info()
         except ComfyError:
             return []  # submit will say what is wrong
+        self.object_info = info  # ComfyUI may have been down when the engine started
         set_by_params = {target for p in workflow.params for target in p.targets}
         notes = []
         for node_id, node in prompt.items():
