@@ -81,10 +81,11 @@ class Recorder:
         return [self.of(j, "finished")[-1] for j in job_ids]
 
 
-@pytest.fixture
-async def engine(
+@contextlib.asynccontextmanager
+async def running_engine(
     session: aiohttp.ClientSession, settings: Settings
 ) -> AsyncIterator[tuple[Engine, Recorder]]:
+    """A started engine and a recorder of its updates; stopped (store closed) on exit."""
     engine = Engine(session, settings)
     recorder = Recorder()
     engine.listen(recorder)
@@ -94,3 +95,11 @@ async def engine(
     finally:
         await engine.stop()
         engine.close_store()
+
+
+@pytest.fixture
+async def engine(
+    session: aiohttp.ClientSession, settings: Settings
+) -> AsyncIterator[tuple[Engine, Recorder]]:
+    async with running_engine(session, settings) as running:
+        yield running

@@ -14,7 +14,7 @@ from bot.engine import Engine, ImageInput, JobRequest
 from bot.errors import InvalidValue, NotAllowed, NotFound
 from bot.jobs.model import JobState
 from bot.settings import Settings
-from tests.conftest import Recorder, make_settings
+from tests.conftest import Recorder, make_settings, running_engine
 from tests.fakes.comfyui import FakeComfyUI
 
 EngineFx = tuple[Engine, Recorder]
@@ -74,20 +74,13 @@ async def test_missing_checkpoint_fails_with_a_plain_message(
     session: aiohttp.ClientSession, tmp_path: Path, comfy: FakeComfyUI
 ) -> None:
     settings = make_settings(tmp_path, comfy.url, comfyui={"substitute_missing_models": False})
-    eng = Engine(session, settings)
-    rec = Recorder()
-    eng.listen(rec)
-    await eng.start()
-    try:
+    async with running_engine(session, settings) as (eng, rec):
         comfy.checkpoints = ["other.safetensors"]
         [job] = await eng.submit(request(steps=2))
         [done] = await rec.finished(job.id)
         assert done.job.state is JobState.FAILED
         assert "v1-5-pruned-emaonly.safetensors" in done.job.error
         assert "not installed" in done.job.error and "other.safetensors" in done.job.error
-    finally:
-        await eng.stop()
-        eng.close_store()
 
 
 async def test_missing_pack_model_is_replaced_by_an_installed_one(
@@ -136,11 +129,7 @@ async def test_cancel_while_pending_on_comfyui(
     session: aiohttp.ClientSession, tmp_path: Path, comfy: FakeComfyUI
 ) -> None:
     settings = make_settings(tmp_path, comfy.url, comfyui={"max_in_flight": 2})
-    eng = Engine(session, settings)
-    rec = Recorder()
-    eng.listen(rec)
-    await eng.start()
-    try:
+    async with running_engine(session, settings) as (eng, rec):
         comfy.pause()
         [a] = await eng.submit(request(owner="1", steps=2))
         [b] = await eng.submit(request(owner="2", steps=2))
@@ -152,9 +141,6 @@ async def test_cancel_while_pending_on_comfyui(
         comfy.resume()
         [done_a] = await rec.finished(a.id)
         assert done_a.job.state is JobState.DONE
-    finally:
-        await eng.stop()
-        eng.close_store()
 
 
 async def test_cancel_while_running(engine: EngineFx, comfy: FakeComfyUI) -> None:
@@ -210,11 +196,7 @@ async def test_engine_restart_mid_job_collects_the_result_once(
     comfy.release_steps()
     await comfy.wait_until_idle()
 
-    second = Engine(session, settings)
-    rec2 = Recorder()
-    second.listen(rec2)
-    await second.start()
-    try:
+    async with running_engine(session, settings) as (second, rec2):
         [done] = await rec2.finished(job.id)
         assert done.job.state is JobState.DONE
         assert done.job.outputs and Path(done.job.outputs[0].path).is_file()
@@ -225,9 +207,6 @@ async def test_engine_restart_mid_job_collects_the_result_once(
         assert [j.id for j in second.undelivered()] == [job.id]
         second.mark_delivered(job.id)
         assert second.undelivered() == []
-    finally:
-        await second.stop()
-        second.close_store()
 
 
 async def test_engine_restart_resumes_queued_and_unsent_jobs(
@@ -244,34 +223,20 @@ async def test_engine_restart_resumes_queued_and_unsent_jobs(
     await comfy.restart(forget_history=True)  # and ComfyUI forgot the running one too
     comfy.release_steps()
 
-    second = Engine(session, settings)
-    rec = Recorder()
-    second.listen(rec)
-    await second.start()
-    try:
+    async with running_engine(session, settings) as (_, rec):
         done = await rec.finished(running.id, queued.id, timeout=20)
         assert [d.job.state for d in done] == [JobState.DONE, JobState.DONE]
-    finally:
-        await second.stop()
-        second.close_store()
 
 
 async def test_backend_down_gives_a_clear_error(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     settings = make_settings(tmp_path, "http://127.0.0.1:9", comfyui={"submit_retry_seconds": 0.5})
-    eng = Engine(session, settings)
-    rec = Recorder()
-    eng.listen(rec)
-    await eng.start()
-    try:
+    async with running_engine(session, settings) as (eng, rec):
         [job] = await eng.submit(request(steps=2))
         [done] = await rec.finished(job.id)
         assert done.job.state is JobState.FAILED
         assert "not reachable" in done.job.error
-    finally:
-        await eng.stop()
-        eng.close_store()
 
 
 async def test_per_member_limit_refuses_the_excess(engine: EngineFx, comfy: FakeComfyUI) -> None:
@@ -291,11 +256,7 @@ async def test_fair_order_across_members(
     session: aiohttp.ClientSession, tmp_path: Path, comfy: FakeComfyUI
 ) -> None:
     settings = make_settings(tmp_path, comfy.url, limits={"max_queued_per_member": 30})
-    eng = Engine(session, settings)
-    rec = Recorder()
-    eng.listen(rec)
-    await eng.start()
-    try:
+    async with running_engine(session, settings) as (eng, rec):
         comfy.hold_steps()
         a_jobs = [(await eng.submit(request(owner="A", steps=1)))[0] for _ in range(20)]
         await comfy.wait_until_held()
@@ -309,9 +270,6 @@ async def test_fair_order_across_members(
         assert started.index(b.id) <= 2 and started.index(c.id) <= 2
         for job in a_jobs[1:]:
             await eng.cancel(job.id, by="test")
-    finally:
-        await eng.stop()
-        eng.close_store()
 
 
 async def test_group_uses_consecutive_seeds(engine: EngineFx) -> None:
