@@ -25,7 +25,6 @@ from bot.comfy.events import (
     Executing,
     ExecutionCached,
     ExecutionStart,
-    ImageRef,
     Preview,
     Progress,
 )
@@ -416,6 +415,3 @@ def _size(data: bytes) -> tuple[int, int]:
 
 def _trim(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-__all__ = ["ImageRef", "JobUpdate", "Runner"]
