@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,23 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[JobUpdate], None]
 SAFE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+def seeds_around(seed: int, count: int, taken: Collection[int] = ()) -> list[int]:
+    """`count` seeds next to `seed` (seed+1, seed-1, seed+2, ...), none of them in `taken`.
+
+    Variations of an image use these: close to its seed, never one its group already used.
+    """
+    result: list[int] = []
+    offset = 0
+    while len(result) < count:
+        offset += 1
+        for candidate in (seed + offset, seed - offset):
+            value = candidate % 2**32
+            fresh = value != seed and value not in taken and value not in result
+            if fresh and len(result) < count:
+                result.append(value)
+    return result
 
 
 @dataclass(frozen=True)
@@ -171,9 +188,16 @@ class Engine:
 
     # jobs -----------------------------------------------------------------------------------
     async def submit(
-        self, request: JobRequest, *, count: int = 1, exempt: bool = False
+        self,
+        request: JobRequest,
+        *,
+        count: int = 1,
+        exempt: bool = False,
+        seeds: Sequence[int] | None = None,
     ) -> list[Job]:
         """Validate a request and queue it as `count` jobs (one group, consecutive seeds).
+
+        `seeds`, when given, are the seeds of the `count` jobs instead (see `seeds_around`).
 
         Raises:
             NotFound: unknown workflow.
@@ -185,19 +209,18 @@ class Engine:
         for name in request.images:
             raw[name] = "pending-upload.png"  # the real name comes from ComfyUI's upload
         values = coerce_values(workflow, raw, object_info=self.object_info)
-        probe = Job("", request.workflow, values, request.owner_id, guild_id=request.guild_id)
-        limits = self._limits_for(probe)
-        if count < 1 or count > limits.max_count:
-            raise InvalidValue("count", f"must be between 1 and {limits.max_count}")
-        if not exempt:
-            self._check_limits(request, limits, count)
+        self.check_limits(request, count=count, exempt=exempt)
+        if seeds is not None and len(seeds) != count:
+            raise InvalidValue("count", f"{len(seeds)} seeds given for {count} images")
 
         group_id = new_job_id() if count > 1 else None
         seed_param = workflow.seed_param
         jobs = []
         for index in range(count):
             job_values = dict(values)
-            if seed_param is not None and index:
+            if seed_param is not None and seeds is not None:
+                job_values[seed_param.name] = int(seeds[index]) % 2**32
+            elif seed_param is not None and index:
                 job_values[seed_param.name] = (int(values[seed_param.name]) + index) % 2**32
             job = Job(
                 id=new_job_id(),
@@ -217,6 +240,20 @@ class Engine:
                 job = job.evolve(meta={**job.meta, "inputs": inputs})
             jobs.append(self.runner.enqueue(job))
         return jobs
+
+    def check_limits(self, request: JobRequest, *, count: int = 1, exempt: bool = False) -> None:
+        """Whether the member may queue `count` more jobs now (`submit` checks this too).
+
+        Raises:
+            InvalidValue: `count` is over the limit.
+            NotAllowed: the member has too many jobs queued or running, or is in cooldown.
+        """
+        probe = Job("", request.workflow, {}, request.owner_id, guild_id=request.guild_id)
+        limits = self._limits_for(probe)
+        if count < 1 or count > limits.max_count:
+            raise InvalidValue("count", f"must be between 1 and {limits.max_count}")
+        if not exempt:
+            self._check_limits(request, limits, count)
 
     def _check_limits(self, request: JobRequest, limits: LimitSettings, count: int) -> None:
         owner = request.owner_id
@@ -342,4 +379,12 @@ class Engine:
         return random.randrange(2**32)
 
 
-__all__ = ["Engine", "ImageInput", "JobRequest", "JobState", "JobUpdate", "QueueEntry"]
+__all__ = [
+    "Engine",
+    "ImageInput",
+    "JobRequest",
+    "JobState",
+    "JobUpdate",
+    "QueueEntry",
+    "seeds_around",
+]

@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from bot.errors import InvalidValue, NotAllowed, NotFound
 from bot.jobs.store import AuditEntry, Store
 from bot.settings import LimitSettings, Settings
@@ -121,10 +123,27 @@ class Policy:
         return self.settings.workflows.default
 
     def set_default(
-        self, guild_id: str, channel_id: str | None, name: str, actor: tuple[str, str]
+        self,
+        guild_id: str,
+        channel_id: str | None,
+        name: str,
+        actor: tuple[str, str],
+        *,
+        nsfw_channel: bool = False,
     ) -> None:
-        if name not in self._workflows():
+        """Make `name` what /imagine uses without a workflow option, server-wide or in a channel.
+
+        Raises:
+            NotFound: no such workflow.
+            NotAllowed: the workflow is NSFW and the scope is not an age-restricted channel.
+        """
+        workflow = self._workflows().get(name)
+        if workflow is None:
             raise NotFound(f"There is no workflow called `{name}`.")
+        if workflow.spec.nsfw and not (channel_id and nsfw_channel):
+            raise NotAllowed(
+                f"`{name}` is marked NSFW: it can only be the default of an age-restricted channel."
+            )
         scope = _c(channel_id) if channel_id else _g(guild_id)
         self.store.set_setting(scope, "default", name)
         where = f"in <#{channel_id}>" if channel_id else "server-wide"
@@ -155,17 +174,20 @@ class Policy:
         return self.settings.limits.model_copy(update=overrides)
 
     def set_limit(self, guild_id: str, key: str, value: Any, actor: tuple[str, str]) -> None:
+        """Override one of the settings' `limits` in this server.
+
+        Raises:
+            InvalidValue: unknown limit, or a value the settings would refuse (says why).
+        """
         if key not in LIMIT_KEYS:
             raise InvalidValue("limit", f"unknown limit '{key}'; one of {', '.join(LIMIT_KEYS)}")
-        current = LimitSettings.model_fields[key].annotation
         try:
             checked = LimitSettings.model_validate(
                 {**self.limits(guild_id).model_dump(), key: value}
             )
-        except Exception:
-            raise InvalidValue(
-                key, f"'{value}' is not a valid {getattr(current, '__name__', 'value')}"
-            ) from None
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"] if exc.errors() else "not valid"
+            raise InvalidValue(key, f"'{value}': {reason}") from None
         overrides = dict(self.store.get_setting(_g(guild_id), "limits", {}))
         overrides[key] = getattr(checked, key)
         self.store.set_setting(_g(guild_id), "limits", overrides)
@@ -199,16 +221,38 @@ class Policy:
         detail = f"{param}: " + (", ".join(f"{k}={v}" for k, v in cap.items()) or "removed")
         self._audit(guild_id, actor, "cap", detail)
 
-    def check_caps(self, guild_id: str | None, values: Mapping[str, Any]) -> None:
-        """Raises InvalidValue when a value is over this server's caps."""
-        for param, cap in self.caps(guild_id).items():
-            if param not in values or values[param] is None:
+    def check_caps(
+        self, guild_id: str | None, values: Mapping[str, Any], workflow: Workflow | None = None
+    ) -> None:
+        """Check values against this server's caps; with `workflow`, its defaults count too
+        (a default of 40 steps is over a cap of 30 just as a typed 40 is).
+
+        Raises:
+            InvalidValue: a value is over a cap (names the parameter and the cap).
+        """
+        caps = self.caps(guild_id)
+        if not caps:
+            return
+        effective = dict(values)
+        if workflow is not None:
+            for param in workflow.params:
+                if effective.get(param.name) is None and param.default is not None:
+                    effective[param.name] = param.default
+        for param_name, cap in caps.items():
+            value = effective.get(param_name)
+            if value is None:
                 continue
-            value = values[param]
-            if "max" in cap and isinstance(value, int | float) and value > cap["max"]:
-                raise InvalidValue(param, f"this server allows at most {cap['max']:g}")
+            if (
+                "max" in cap
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and value > cap["max"]
+            ):
+                raise InvalidValue(param_name, f"this server allows at most {cap['max']:g}")
             if "choices" in cap and str(value) not in cap["choices"]:
-                raise InvalidValue(param, "this server allows only " + ", ".join(cap["choices"]))
+                raise InvalidValue(
+                    param_name, "this server allows only " + ", ".join(cap["choices"])
+                )
 
     # banned words ---------------------------------------------------------------------------
     def banned_words(self, guild_id: str | None) -> list[str]:

@@ -8,13 +8,11 @@ result goes to the channel as a reply that mentions the member.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import io
 import logging
-import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from discord.ext import commands
 
 from bot.app import ComfyBot, send_error
 from bot.delivery import Coalescer, fit_image, progress_bar
-from bot.engine import ImageInput, JobRequest
+from bot.engine import ImageInput, JobRequest, seeds_around
 from bot.errors import InvalidValue, NotAllowed, NotFound, UserError
 from bot.jobs.model import Job, JobState
 from bot.jobs.runner import JobUpdate
@@ -38,6 +36,9 @@ TOKEN_LIFETIME = 15 * 60
 TOKEN_MARGIN = 30  # stop using an interaction token this long before it expires
 MAX_ATTACHMENT_INPUT = 25 * 1024 * 1024
 MAX_FILES = 10
+# `count` offered by Discord goes up to the largest limit a server may set (limits.max_count is
+# at most 10); the limit in force in the server is checked on each request.
+MAX_COUNT = 10
 JOB_RE = r"[0-9a-f]{8}"
 
 
@@ -304,7 +305,7 @@ class Imagine(commands.Cog):
     # commands -------------------------------------------------------------------------------
     def _register_commands(self) -> None:
         workflows = self.engine.workflows
-        max_count = self.bot.settings.limits.max_count
+        max_count = MAX_COUNT
         default = self.bot.settings.workflows.default
         imagine = build_command(
             "imagine",
@@ -436,17 +437,10 @@ class Imagine(commands.Cog):
             p.name: str(raw[p.name]) for p in workflow.params if p.type == "text" and p.name in raw
         }
         self.policy.check_prompt(guild, texts)
-        self.policy.check_caps(guild, raw)
+        self.policy.check_caps(guild, raw, workflow)
         limits = self.policy.limits(guild)
         moderator = is_moderator(interaction)
-        if count > limits.max_count:
-            raise InvalidValue("count", f"must be between 1 and {limits.max_count}")
-
-        images: dict[str, ImageInput] = {}
-        if attachments:
-            await interaction.response.defer(thinking=True)
-            for key, attachment in attachments.items():
-                images[key] = ImageInput(attachment.filename, await attachment.read())
+        exempt = moderator and limits.moderators_exempt
         request = JobRequest(
             workflow=name,
             values=raw,
@@ -454,12 +448,26 @@ class Imagine(commands.Cog):
             owner_name=interaction.user.display_name,
             guild_id=guild,
             channel_id=channel,
-            images=images,
             priority=1 if moderator and limits.moderators_first else 0,
         )
-        jobs = await self.engine.submit(
-            request, count=count, exempt=moderator and limits.moderators_exempt
-        )
+        # refuse over-limit requests privately, before a public "thinking…" reply exists
+        self.engine.check_limits(request, count=count, exempt=exempt)
+
+        if attachments:
+            await interaction.response.defer(thinking=True)
+            images = {
+                key: ImageInput(attachment.filename, await attachment.read())
+                for key, attachment in attachments.items()
+            }
+            request = replace(request, images=images)
+        try:
+            jobs = await self.engine.submit(request, count=count, exempt=exempt)
+        except UserError as exc:
+            if not interaction.response.is_done():
+                raise
+            # the public reply already exists: it says what went wrong instead of thinking forever
+            await interaction.edit_original_response(content=f"❌ {clip(exc.message, 1900)}")
+            return
         await self._start_reply(interaction, jobs)
 
     async def _start_reply(self, interaction: discord.Interaction, jobs: list[Job]) -> None:
@@ -468,6 +476,11 @@ class Imagine(commands.Cog):
         if not interaction.response.is_done():
             response = await interaction.response.defer(thinking=True)
             message_id = response.message_id if response is not None else None
+        if message_id is None:
+            try:
+                message_id = (await interaction.original_response()).id
+            except discord.HTTPException:
+                log.info("could not look up the reply of %s", interaction.id)
         first = jobs[0]
         key = first.group_id or first.id
         reply = Reply(
@@ -583,31 +596,34 @@ class Imagine(commands.Cog):
             reply.coalescer._closed = True
         jobs = [j for j in (self.engine.get_job(i) for i in reply.job_ids) if j is not None]
         try:
-            await self._deliver(reply, jobs)
+            message_id = await self._deliver(reply, jobs)
         except Exception:
             log.exception("delivering %s failed; it will be tried again on restart", reply.key)
             return
         for job in jobs:
+            # where the result is, for /history's links
+            result = {"channel_id": reply.channel_id, "message_id": message_id}
+            self.engine.update_meta(job.id, result=result)
             self.engine.mark_delivered(job.id)
         self.replies.pop(reply.key, None)
         for job_id in reply.job_ids:
             self._by_job.pop(job_id, None)
 
-    async def _deliver(self, reply: Reply, jobs: list[Job]) -> None:
+    async def _deliver(self, reply: Reply, jobs: list[Job]) -> int:
+        """Post the result (the reply itself, or a message in the channel); its message id."""
         files, notes = self._result_files(jobs, reply.size_limit)
         content, embed, view = self._result_message(jobs, notes)
         first_batch, rest = files[:MAX_FILES], files[MAX_FILES:]
-        delivered = False
         if reply.token_usable() and reply.interaction is not None:
             try:
                 if reply.coalescer is not None:
                     await reply.coalescer.finish(None, send=lambda _: self._noop())
-                await reply.interaction.edit_original_response(
+                message = await reply.interaction.edit_original_response(
                     content=content, embed=embed, attachments=first_batch, view=view
                 )
                 for start in range(0, len(rest), MAX_FILES):
                     await reply.interaction.followup.send(files=rest[start : start + MAX_FILES])
-                delivered = True
+                return message.id
             except discord.HTTPException as exc:
                 if exc.status not in (401, 404):
                     raise
@@ -616,8 +632,7 @@ class Imagine(commands.Cog):
                 )
                 files, notes = self._result_files(jobs, reply.size_limit)
                 first_batch, rest = files[:MAX_FILES], files[MAX_FILES:]
-        if not delivered:
-            await self._send_to_channel(reply, content, embed, view, first_batch, rest)
+        return await self._send_to_channel(reply, content, embed, view, first_batch, rest)
 
     async def _noop(self) -> None:
         return None
@@ -630,15 +645,17 @@ class Imagine(commands.Cog):
         view: discord.ui.View,
         first_batch: list[discord.File],
         rest: list[discord.File],
-    ) -> None:
+    ) -> int:
         channel = self.bot.get_partial_messageable(reply.channel_id)
         text = clip(f"<@{reply.owner_id}> {content}", 2000)
         mentions = discord.AllowedMentions(users=[discord.Object(reply.owner_id)])
+        reference = None
         if reply.message_id:
             reference = discord.MessageReference(
                 message_id=reply.message_id, channel_id=reply.channel_id, fail_if_not_exists=False
             )
-            await channel.send(
+        if reference is not None:
+            message = await channel.send(
                 content=text,
                 embed=embed,
                 files=first_batch,
@@ -647,11 +664,12 @@ class Imagine(commands.Cog):
                 allowed_mentions=mentions,
             )
         else:
-            await channel.send(
+            message = await channel.send(
                 content=text, embed=embed, files=first_batch, view=view, allowed_mentions=mentions
             )
         for start in range(0, len(rest), MAX_FILES):
             await channel.send(files=rest[start : start + MAX_FILES])
+        return message.id
 
     def _result_files(self, jobs: list[Job], limit: int) -> tuple[list[discord.File], list[str]]:
         files, notes = [], []
@@ -720,7 +738,7 @@ class Imagine(commands.Cog):
         if len(done) == 1:
             view.add_item(VariationsButton(done[0].id, 0))
         else:
-            for number, job in enumerate(done[:9], start=1):
+            for number, job in enumerate(done[:MAX_FILES], start=1):
                 view.add_item(VariationsButton(job.id, number))
         return clip(content, 2000), embed, view
 
@@ -787,7 +805,11 @@ class Imagine(commands.Cog):
     async def remix(
         self, interaction: discord.Interaction, job_id: str, *, variations: bool
     ) -> None:
-        """Reroll (same values, new seeds) or Variations (seeds next to this image's seed)."""
+        """Reroll (same values, new seeds) or Variations (seeds around this image's seed).
+
+        Anyone allowed to use the workflow here may remix anyone's result; a remix of another
+        member's job credits them ("Remix of").
+        """
         try:
             original = self.engine.get_job(job_id)
             if original is None:
@@ -797,13 +819,6 @@ class Imagine(commands.Cog):
                 original.workflow, guild, channel, nsfw_channel=is_nsfw_channel(interaction)
             )
             values = dict(original.values)
-            seed = workflow.seed_param
-            count = int(original.meta.get("count", 1))
-            if seed is not None:
-                if variations:
-                    values[seed.name] = (int(values.get(seed.name, 0)) + 1) % 2**32
-                else:
-                    values[seed.name] = random.randrange(2**32)
             images = {
                 name: ImageInput(Path(path).name, Path(path).read_bytes())
                 for name, path in original.meta.get("inputs", {}).items()
@@ -811,7 +826,24 @@ class Imagine(commands.Cog):
             }
             for name in images:
                 values.pop(name, None)
+            texts = {
+                p.name: str(values[p.name])
+                for p in workflow.params
+                if p.type == "text" and values.get(p.name) is not None
+            }
+            self.policy.check_prompt(guild, texts)
+            self.policy.check_caps(guild, values, workflow)
             limits = self.policy.limits(guild)
+            count = min(int(original.meta.get("count", 1)), limits.max_count)
+            seed = workflow.seed_param
+            seeds: list[int] | None = None
+            if seed is not None:
+                if variations:
+                    group = self.engine.store.group(original.group_id) if original.group_id else []
+                    taken = {int(j.values.get(seed.name, 0)) for j in group}
+                    seeds = seeds_around(int(values.get(seed.name, 0)), count, taken)
+                else:
+                    values[seed.name] = self.engine.random_seed()
             moderator = is_moderator(interaction)
             request = JobRequest(
                 workflow=original.workflow,
@@ -826,8 +858,9 @@ class Imagine(commands.Cog):
             )
             jobs = await self.engine.submit(
                 request,
-                count=min(count, limits.max_count),
+                count=count,
                 exempt=moderator and limits.moderators_exempt,
+                seeds=seeds,
             )
             await self._start_reply(interaction, jobs)
         except UserError as exc:
@@ -863,6 +896,3 @@ def _status_line(job: Job, update: JobUpdate | None, position: int | None) -> st
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, ComfyBot)
     await bot.add_cog(Imagine(bot))
-
-
-__all__ = ["Imagine", "asyncio", "setup"]

@@ -11,6 +11,7 @@ from bot.errors import NotAllowed, NotFound
 from bot.jobs.model import Job, JobState
 from cogs._common import clip, ids, is_moderator
 
+MAX_LINES = 30
 STATE_ICONS = {
     JobState.QUEUED: "⏳",
     JobState.SUBMITTED: "📨",
@@ -22,11 +23,12 @@ STATE_ICONS = {
 
 
 def _link(job: Job) -> str:
-    reply = job.meta.get("reply") or {}
-    if job.guild_id and reply.get("channel_id") and reply.get("message_id"):
+    """A link to the message with the job's result (or its reply while it had none)."""
+    where = job.meta.get("result") or job.meta.get("reply") or {}
+    if job.guild_id and where.get("channel_id") and where.get("message_id"):
         return (
             f" [result](https://discord.com/channels/{job.guild_id}/"
-            f"{reply['channel_id']}/{reply['message_id']})"
+            f"{where['channel_id']}/{where['message_id']})"
         )
     return ""
 
@@ -38,21 +40,26 @@ class Queue(commands.Cog):
     @app_commands.command(name="queue", description="What is running and waiting, in order")
     async def queue(self, interaction: discord.Interaction) -> None:
         me = str(interaction.user.id)
+        guild, _ = ids(interaction)
         entries = self.bot.engine.queue_entries()
+        here = [e for e in entries if e.job.guild_id == guild]
+        elsewhere = len(entries) - len(here)
         if not entries:
             await interaction.response.send_message("The queue is empty.", ephemeral=True)
             return
         lines = []
-        for entry in entries[:30]:
+        for entry in here[:MAX_LINES]:
             job = entry.job
             where = "running" if entry.position == 0 else f"#{entry.position}"
             line = (
                 f"{STATE_ICONS[job.state]} {where} · `{job.id}` · <@{job.owner_id}> · "
                 f"{job.workflow} · {job.state.value}"
             )
-            lines.append(f"**{line} ← you**" if job.owner_id == me else line)
-        if len(entries) > 30:
-            lines.append(f"… and {len(entries) - 30} more")
+            lines.append(f"**{line}** ← you" if job.owner_id == me else line)
+        if len(here) > MAX_LINES:
+            lines.append(f"… and {len(here) - MAX_LINES} more")
+        if elsewhere:
+            lines.append(f"({elsewhere} job(s) from other servers share the queue)")
         await interaction.response.send_message(
             clip("\n".join(lines), 2000),
             ephemeral=True,
@@ -60,39 +67,59 @@ class Queue(commands.Cog):
         )
 
     @app_commands.command(name="cancel", description="Cancel your job (moderators: anyone's)")
-    @app_commands.describe(job="Job id (default: your latest unfinished job)")
+    @app_commands.describe(job="Job id, or the id a group's reply shows (default: your latest)")
     async def cancel(self, interaction: discord.Interaction, job: str | None = None) -> None:
         engine = self.bot.engine
         me = str(interaction.user.id)
+        guild, _ = ids(interaction)
         if job is None:
             mine = [e.job for e in engine.queue_entries() if e.job.owner_id == me]
             if not mine:
                 raise NotFound("You have no job queued or running.")
-            target = mine[-1]
+            latest = max(mine, key=lambda j: j.created_at)
+            key = latest.group_id or latest.id
         else:
-            found = engine.get_job(job.strip())
-            if found is None:
-                raise NotFound(f"There is no job `{job}`.")
-            target = found
-        if target.owner_id != me and not is_moderator(interaction):
+            key = job.strip()
+        targets = self._jobs_for(key)
+        if not targets:
+            raise NotFound(f"There is no job `{clip(key, 40)}`.")
+        owner = targets[0].owner_id
+        moderates = is_moderator(interaction) and targets[0].guild_id == guild
+        if owner != me and not moderates:
             raise NotAllowed("You can only cancel your own jobs.")
-        await engine.cancel(target.id, by=interaction.user.display_name)
-        await interaction.response.send_message(f"Cancelling job `{target.id}`.", ephemeral=True)
+        active = [j for j in targets if not j.state.finished]
+        if not active:
+            raise NotAllowed(f"Job `{key}` has already finished.")
+        for target in active:
+            await engine.cancel(target.id, by=interaction.user.display_name)
+        await interaction.response.send_message(f"Cancelling job `{key}`.", ephemeral=True)
+
+    def _jobs_for(self, key: str) -> list[Job]:
+        """The job with this id, or every job of the group with this id."""
+        engine = self.bot.engine
+        found = engine.get_job(key)
+        if found is not None:
+            return [found]
+        return [engine.get_job(j.id) or j for j in engine.store.group(key)]
 
     @cancel.autocomplete("job")
     async def _cancel_choices(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         me = str(interaction.user.id)
+        guild, _ = ids(interaction)
         mod = is_moderator(interaction)
-        return [
-            app_commands.Choice(
-                name=clip(f"{e.job.id} · {e.job.workflow} · {e.job.state.value}", 100),
-                value=e.job.id,
-            )
-            for e in self.bot.engine.queue_entries()
-            if (mod or e.job.owner_id == me) and current in e.job.id
-        ][:25]
+        choices = []
+        for entry in self.bot.engine.queue_entries():
+            job = entry.job
+            if job.owner_id != me and not (mod and job.guild_id == guild):
+                continue
+            if current.lower() not in job.id:
+                continue
+            who = job.owner_name or job.owner_id
+            label = f"{job.id} · {job.workflow} · {job.state.value} · {who}"
+            choices.append(app_commands.Choice(name=clip(label, 100), value=job.id))
+        return choices[:25]
 
     @app_commands.command(name="history", description="Recent jobs, with links to their results")
     @app_commands.describe(member="Whose jobs (default: everyone's in this server)")

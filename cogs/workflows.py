@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import discord
@@ -12,7 +11,7 @@ from discord.ext import commands
 from bot.app import ComfyBot
 from bot.errors import InvalidValue, NotAllowed
 from bot.policy import LIMIT_KEYS
-from cogs._common import actor, bot_of, clip, ids, is_nsfw_channel, require_moderator
+from cogs._common import actor, clip, ids, is_nsfw_channel, require_moderator
 
 
 def _guild(interaction: discord.Interaction) -> str:
@@ -22,19 +21,22 @@ def _guild(interaction: discord.Interaction) -> str:
     return guild
 
 
-def _describe(bot: ComfyBot, name: str) -> str:
+def _describe(bot: ComfyBot, name: str, *, default: bool = False) -> str:
+    """One workflow: its name, title and flags on the first line, its parameters below."""
     workflow = bot.engine.workflows[name]
     parts = []
     for p in workflow.params:
         bits: str = p.type
-        if p.min is not None or p.max is not None:
+        if p.type != "seed" and (p.min is not None or p.max is not None):
             bits += f" {p.min if p.min is not None else ''}–{p.max if p.max is not None else ''}"
         if p.choices and len(p.choices) <= 6:
             bits += ": " + "/".join(str(c) for c in p.choices)
         parts.append(f"`{p.name}` ({bits})")
     flags = " · NSFW" if workflow.spec.nsfw else ""
     command = f" · `/{workflow.spec.command}`" if workflow.spec.command else ""
-    return f"**{name}** — {workflow.spec.title}{flags}{command}\n" + ", ".join(parts)
+    marker = " · **default**" if default else ""
+    head = f"**{name}** — {workflow.spec.title}{flags}{command}{marker}"
+    return head + "\n" + ", ".join(parts)
 
 
 class Workflows(commands.GroupCog, group_name="workflows"):
@@ -67,9 +69,7 @@ class Workflows(commands.GroupCog, group_name="workflows"):
         if not allowed:
             text = "No workflow is enabled in this channel."
         else:
-            lines = [
-                _describe(self.bot, n) + (" · **default**" if n == default else "") for n in allowed
-            ]
+            lines = [_describe(self.bot, n, default=n == default) for n in allowed]
             text = "\n\n".join(lines)
         await interaction.response.send_message(clip(text, 2000), ephemeral=True)
 
@@ -99,9 +99,10 @@ class Workflows(commands.GroupCog, group_name="workflows"):
         self.bot.policy.set_enabled(guild, channel_id, name, enabled, actor(interaction))
         where = channel.mention if channel else "this server"
         verb = "enabled" if enabled else "disabled"
-        await interaction.response.send_message(
-            f"`{name}` is now {verb} in {where}.", ephemeral=True
-        )
+        text = f"`{name}` is now {verb} in {where}."
+        if enabled and self.bot.engine.workflows[name].spec.nsfw:
+            text += " It is marked NSFW, so only age-restricted channels can use it."
+        await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(
         name="enable", description="Allow a workflow (server-wide or in a channel)"
@@ -140,7 +141,11 @@ class Workflows(commands.GroupCog, group_name="workflows"):
         require_moderator(interaction)
         guild = _guild(interaction)
         self.bot.policy.set_default(
-            guild, str(channel.id) if channel else None, name, actor(interaction)
+            guild,
+            str(channel.id) if channel else None,
+            name,
+            actor(interaction),
+            nsfw_channel=channel is not None and channel.is_nsfw(),
         )
         where = channel.mention if channel else "this server"
         await interaction.response.send_message(
@@ -159,15 +164,14 @@ class Workflows(commands.GroupCog, group_name="workflows"):
         if not entries:
             text = "No policy changes yet."
         else:
-            lines = []
-            for e in entries:
-                when = dt.datetime.fromtimestamp(e.at, tz=dt.UTC)
-                lines.append(
-                    f"<t:{int(e.at)}:f> <@{e.actor_id}> **{e.action}** {e.detail}"
-                    f" ({when:%Y-%m-%d %H:%M} UTC)"
-                )
+            lines = [
+                f"<t:{int(e.at)}:f> <@{e.actor_id}> ({e.actor_name}) **{e.action}** {e.detail}"
+                for e in entries
+            ]
             text = "\n".join(lines)
-        await interaction.response.send_message(clip(text, 2000), ephemeral=True)
+        await interaction.response.send_message(
+            clip(text, 2000), ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
 
     # moderators ---------------------------------------------------------------------------
     @moderators.command(name="add", description="Let a role change workflow policy")
@@ -229,10 +233,23 @@ class Workflows(commands.GroupCog, group_name="workflows"):
         choices: str | None = None,
     ) -> None:
         require_moderator(interaction)
-        known = {p.name for w in self.bot.engine.workflows.values() for p in w.params}
-        if param not in known:
+        params = [
+            p for w in self.bot.engine.workflows.values() for p in w.params if p.name == param
+        ]
+        if not params:
             raise InvalidValue("param", f"no workflow has a parameter `{param}`")
+        if maximum is not None and not any(p.type in ("int", "float") for p in params):
+            raise InvalidValue("maximum", f"`{param}` is not a number")
         allowed = [c.strip() for c in choices.split(",") if c.strip()] if choices else None
+        if allowed:
+            offered = {str(c) for p in params for c in p.choices}
+            unknown = [c for c in allowed if offered and c not in offered]
+            if unknown:
+                raise InvalidValue(
+                    "choices",
+                    f"`{param}` has no choice {', '.join(unknown)}; it offers "
+                    + ", ".join(sorted(offered)),
+                )
         self.bot.policy.set_cap(
             _guild(interaction), param, maximum=maximum, choices=allowed, actor=actor(interaction)
         )
@@ -264,6 +281,3 @@ class Workflows(commands.GroupCog, group_name="workflows"):
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, ComfyBot)
     await bot.add_cog(Workflows(bot))
-
-
-__all__ = ["Workflows", "bot_of", "setup"]

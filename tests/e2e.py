@@ -67,3 +67,26 @@ def find(messages: list[FakeMessage], pred: Callable[[FakeMessage], bool]) -> Fa
 
 
 __all__ = ["comfybot", "discord", "find"]
+
+
+async def answer(
+    fake: FakeDiscord,
+    name: str,
+    options: dict[str, Any] | None = None,
+    *,
+    user_id: int | None = None,
+    channel_id: int | None = None,
+) -> tuple[FakeInteraction, FakeMessage]:
+    """Run a slash command and wait for its first visible answer (not a "thinking…" one)."""
+    it = await fake.slash(name, options or {}, user_id=user_id, channel_id=channel_id)
+    await it.wait_ack()
+    message = await it.wait_original(lambda m: not m.loading)
+    return it, message
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """The positive prompt of a `POST /prompt` body the fake ComfyUI received."""
+    for node in body["prompt"].values():
+        if node.get("_meta", {}).get("title") == "Positive":
+            return str(node["inputs"]["text"])
+    raise AssertionError("no Positive node in the prompt")
