@@ -16,13 +16,17 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.engine import Engine
-from bot.errors import UserError
+from bot.errors import ConfigError, UserError
 from bot.policy import Policy
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 COGS: tuple[str, ...] = ("cogs.imagine", "cogs.workflows", "cogs.queue", "cogs.admin")
+
+# comfycord never joins voice channels: don't warn about missing voice libraries.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
 
 
 class ComfyBot(commands.Bot):
@@ -105,12 +109,30 @@ async def send_error(interaction: discord.Interaction, message: str) -> None:
 
 
 async def run_bot(settings: Settings) -> int:
-    """Run the bot until it is stopped."""
+    """Run the bot until it is stopped.
+
+    Raises:
+        ConfigError: Discord refused the token or could not be reached (said in plain words).
+    """
     assert settings.discord_token
     async with aiohttp.ClientSession() as session:
         engine = Engine(session, settings)
-        async with ComfyBot(engine, settings) as bot:
-            await bot.start(settings.discord_token)
+        try:
+            async with ComfyBot(engine, settings) as bot:
+                await bot.start(settings.discord_token)
+        except discord.LoginFailure:
+            raise ConfigError(
+                "Discord refused the token in DISCORD_TOKEN: copy it again from the developer "
+                "portal (Bot > Reset Token)."
+            ) from None
+        except discord.PrivilegedIntentsRequired:
+            raise ConfigError(
+                "Discord refused an intent this bot asked for; see README (Set up the Discord bot)."
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConfigError(f"Cannot reach Discord: {exc}") from None
+        finally:
+            engine.close_store()
     return 0
 
 
@@ -121,7 +143,12 @@ async def sync_commands(settings: Settings, guild_id: int | None) -> int:
         engine = Engine(session, settings)
         bot = ComfyBot(engine, settings, start_engine=False)
         async with bot:
-            await bot.login(settings.discord_token)  # runs setup_hook: loads the cogs
+            try:
+                await bot.login(settings.discord_token)  # runs setup_hook: loads the cogs
+            except discord.LoginFailure:
+                raise ConfigError("Discord refused the token in DISCORD_TOKEN.") from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise ConfigError(f"Cannot reach Discord: {exc}") from None
             if guild_id is not None:
                 guild = discord.Object(id=guild_id)
                 bot.tree.copy_global_to(guild=guild)
