@@ -14,10 +14,18 @@ import pytest
 from PIL import Image
 
 from tests.conftest import WORKFLOWS, make_settings
-from tests.e2e import comfybot, contents, field, find, output_images, wait_result
+from tests.e2e import (
+    comfybot,
+    contents,
+    field,
+    find,
+    has_files,
+    output_images,
+    wait_result,
+)
 from tests.fakes import _comfy_nodes
 from tests.fakes.comfyui import FakeComfyUI
-from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.discord_fixtures import installed_fake
 
 
@@ -279,3 +287,29 @@ async def test_burst_of_twenty_requests_is_delivered_once_each_without_429(
         assert len(with_files) == 20
         assert len(comfy.prompts_received) == 20
         assert json.dumps([r.content for r in results]).count("ready") == 20
+
+
+async def test_bot_restarted_mid_job_delivers_the_result_once(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, comfy.url)
+    async with comfybot(fake, settings):
+        comfy.hold_steps()
+        it = await fake.slash("imagine", {"prompt": "a slow fox", "steps": 3})
+        await comfy.wait_until_held()
+    comfy.release_steps()  # ComfyUI finishes while the bot is down
+    await comfy.wait_until_idle()
+
+    def results() -> list[FakeMessage]:
+        return [m for m in fake.messages_in(fake.channel_id) if has_files(m)]
+
+    async with comfybot(fake, settings) as bot:
+        await fake.wait_for(lambda: len(results()) == 1, timeout=15)
+        [job] = bot.engine.recent(limit=1)
+        assert job.delivered
+        [message] = results()
+        assert f"<@{it.user_id}>" in message.content
+        assert [a.data for a in message.attachments] == output_images(comfy, job.prompt_id)
+    async with comfybot(fake, settings):
+        await asyncio.sleep(0.5)
+        assert len(results()) == 1  # not delivered again
