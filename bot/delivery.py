@@ -35,6 +35,7 @@ class Coalescer(Generic[T]):
         self._last = -float("inf")
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._sending = False
         self._lock = asyncio.Lock()
         self.sent = 0
 
@@ -57,11 +58,14 @@ class Coalescer(Generic[T]):
     async def _deliver(self, state: T) -> None:
         async with self._lock:
             self._last = time.monotonic()
+            self._sending = True
             try:
                 await self._send(state)
                 self.sent += 1
             except Exception:
                 log.warning("a progress update could not be sent", exc_info=True)
+            finally:
+                self._sending = False
 
     async def finish(self, final: T, *, send: Callable[[T], Awaitable[None]] | None = None) -> None:
         """Stop intermediate updates and deliver `final` (after the one in flight, if any)."""
@@ -69,9 +73,12 @@ class Coalescer(Generic[T]):
         self._has_pending = False
         task = self._task
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if self._sending:
+                await task  # never cut a request in flight: let it finish, then stop
+            else:
+                task.cancel()  # it only waits for its interval
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         async with self._lock:
             await (send or self._send)(final)
             self.sent += 1

@@ -79,3 +79,27 @@ def test_progress_bar() -> None:
     assert progress_bar(0, 10, width=4) == "▱▱▱▱ 0%"
     assert progress_bar(5, 10, width=4) == "▰▰▱▱ 50%"
     assert progress_bar(10, 10, width=4) == "▰▰▰▰ 100%"
+
+
+async def test_finish_lets_a_send_in_flight_complete_instead_of_cutting_it() -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    completed: list[int] = []
+
+    async def slow(state: int) -> None:
+        started.set()
+        await release.wait()
+        completed.append(state)
+
+    coalescer: Coalescer[int] = Coalescer(slow, interval=0.05)
+    coalescer.push(1)
+    await started.wait()
+    finishing = asyncio.create_task(coalescer.finish(2, send=lambda s: _record(completed, s)))
+    await asyncio.sleep(0.05)
+    assert not finishing.done()  # waiting for the edit in flight, not cancelling it
+    release.set()
+    await finishing
+    assert completed == [1, 2]
+
+
+async def _record(into: list[int], state: int) -> None:
+    into.append(state)
