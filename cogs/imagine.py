@@ -880,6 +880,8 @@ def _status_line(job: Job, update: JobUpdate | None, position: int | None) -> st
         return f"❌ Failed: {job.error}"
     if job.state is JobState.CANCELLED:
         return f"🚫 {job.error or 'Cancelled'}"
+    if update is not None and update.kind == "retrying":
+        return "⚠️ ComfyUI is not reachable right now; retrying…"
     if update is None or update.kind in ("submitted", "position", "queued"):
         return "📨 Sent to ComfyUI, waiting to start…"
     parts = ["⚙️ Running"]

@@ -231,12 +231,13 @@ async def test_engine_restart_resumes_queued_and_unsent_jobs(
 async def test_backend_down_gives_a_clear_error(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    settings = make_settings(tmp_path, "http://127.0.0.1:9", comfyui={"submit_retry_seconds": 0.5})
+    settings = make_settings(tmp_path, "http://127.0.0.1:9", comfyui={"submit_retry_seconds": 1.5})
     async with running_engine(session, settings) as (eng, rec):
         [job] = await eng.submit(request(steps=2))
         [done] = await rec.finished(job.id)
         assert done.job.state is JobState.FAILED
         assert "not reachable" in done.job.error
+        assert rec.of(job.id, "retrying"), "listeners hear that ComfyUI is being retried"
 
 
 async def test_per_member_limit_refuses_the_excess(engine: EngineFx, comfy: FakeComfyUI) -> None:

@@ -50,7 +50,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 class JobUpdate:
     """Something happened to a job: what listeners (Discord, the CLI) are told.
 
-    kind is one of: queued, position, submitted, started, progress, preview, finished.
+    kind is one of: queued, position, submitted, retrying (ComfyUI unreachable), started,
+    progress, preview, finished.
     """
 
     job: Job
@@ -245,7 +246,7 @@ class Runner:
                 )
                 self.emit(JobUpdate(active.job, "submitted"))
                 tracker = self.client.track(prompt_id)
-                await self._submit(active.prompt, prompt_id)
+                await self._submit(active, prompt_id)
                 if active.cancel_by is not None:
                     await self.client.cancel(prompt_id)
                 result = await self._follow(active, tracker)
@@ -262,17 +263,18 @@ class Runner:
                 self._active.pop(job.id, None)
                 self._wake.set()
 
-    async def _submit(self, prompt: dict[str, Any], prompt_id: str) -> None:
+    async def _submit(self, active: _Active, prompt_id: str) -> None:
         deadline = time.monotonic() + self.submit_retry_seconds
         delay = 0.5
         while True:
             try:
-                await self.client.submit(prompt, prompt_id=prompt_id)
+                await self.client.submit(active.prompt, prompt_id=prompt_id)
                 return
             except BackendUnavailable:
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("ComfyUI unreachable; retrying prompt %s in %.1fs", prompt_id, delay)
+                self.emit(JobUpdate(active.job, "retrying"))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 with contextlib.suppress(BackendUnavailable):
