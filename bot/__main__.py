@@ -193,7 +193,14 @@ async def generate(settings: Settings, args: argparse.Namespace, out: TextIO | N
         images[name] = ImageInput(path.name, path.read_bytes())
 
     with tempfile.TemporaryDirectory(prefix="comfycord-") as tmp:
-        cli_settings = settings.model_copy(update={"storage": replace_storage(settings, Path(tmp))})
+        # a person at a terminal waits 10 s at most for an unreachable ComfyUI, not a minute
+        retry = min(settings.comfyui.submit_retry_seconds, 10.0)
+        cli_settings = settings.model_copy(
+            update={
+                "storage": replace_storage(settings, Path(tmp)),
+                "comfyui": settings.comfyui.model_copy(update={"submit_retry_seconds": retry}),
+            }
+        )
         store = Store(":memory:")
         async with aiohttp.ClientSession() as session:
             engine = Engine(session, cli_settings, store=store)
