@@ -299,3 +299,15 @@ async def test_image_input_is_uploaded(engine: EngineFx, comfy: FakeComfyUI) -> 
     sent = comfy.prompts_received[-1]["prompt"]
     loader = next(n for n in sent.values() if n["class_type"] == "LoadImage")
     assert ".." not in loader["inputs"]["image"] and "passwd" not in loader["inputs"]["image"]
+
+
+async def test_an_older_comfyui_that_picks_its_own_prompt_id_is_followed(
+    engine: EngineFx, comfy: FakeComfyUI
+) -> None:
+    eng, rec = engine
+    comfy.honour_prompt_id = False
+    [job] = await eng.submit(request(steps=2))
+    [done] = await rec.finished(job.id)
+    assert done.job.state is JobState.DONE, done.job.error
+    assert done.job.prompt_id in comfy.history  # the id ComfyUI chose, kept for resuming
+    assert eng.store.get(job.id).prompt_id == done.job.prompt_id

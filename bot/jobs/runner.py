@@ -246,9 +246,11 @@ class Runner:
                 )
                 self.emit(JobUpdate(active.job, "submitted"))
                 tracker = self.client.track(prompt_id)
-                await self._submit(active, prompt_id)
+                accepted = await self._submit(active, prompt_id)
+                if accepted != prompt_id:  # an older ComfyUI chose its own id
+                    self._update(active, prompt_id=accepted)
                 if active.cancel_by is not None:
-                    await self.client.cancel(prompt_id)
+                    await self.client.cancel(accepted)
                 result = await self._follow(active, tracker)
             await self._finish(active, result)
         except asyncio.CancelledError:
@@ -263,13 +265,13 @@ class Runner:
                 self._active.pop(job.id, None)
                 self._wake.set()
 
-    async def _submit(self, active: _Active, prompt_id: str) -> None:
+    async def _submit(self, active: _Active, prompt_id: str) -> str:
+        """POST the prompt, retrying while ComfyUI is unreachable; the id ComfyUI queued it as."""
         deadline = time.monotonic() + self.submit_retry_seconds
         delay = 0.5
         while True:
             try:
-                await self.client.submit(active.prompt, prompt_id=prompt_id)
-                return
+                return await self.client.submit(active.prompt, prompt_id=prompt_id)
             except BackendUnavailable:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -279,7 +281,7 @@ class Runner:
                 delay = min(delay * 2, 5.0)
                 with contextlib.suppress(BackendUnavailable):
                     if await self.client.queue_position(prompt_id) is not None:
-                        return  # the earlier POST did arrive
+                        return prompt_id  # the earlier POST did arrive
 
     async def _follow(self, active: _Active, tracker: PromptTracker) -> PromptResult:
         progress = _Progress(active.prompt)

@@ -39,7 +39,8 @@ Fault injection and inspection (tests of the real client rely on these names):
 - ``hold_steps()`` / ``release_steps(count=None)`` / ``await wait_until_held()``: samplers stop
   before their next step until released (``count`` steps at a time); an interrupt still ends
   a held step at once (cancel while running).
-- ``step_delay`` (seconds per sampler step, settable), ``previews``, ``checkpoints``, ``loras``.
+- ``step_delay`` (seconds per sampler step, settable), ``previews``, ``checkpoints``, ``loras``;
+  ``honour_prompt_id = False`` ignores a client-chosen ``prompt_id`` (as older releases do).
 - ``prompts_received`` (bodies of ``POST /prompt``), ``history`` (live dict), ``queue`` (same
   shape as ``GET /queue``), ``running_prompt_id``, ``ws_clients`` (open sockets),
   ``registered_clients``, ``output_files``/``read_output(filename)``, ``add_input_image()``,
@@ -251,6 +252,7 @@ class FakeComfyUI:
         self.checkpoints: list[str] = list(checkpoints)
         self.loras: list[str] = list(loras)
         self.max_upload_size = max_upload_size
+        self.honour_prompt_id = True
         self.prompts_received: list[Any] = []
         self._catalog = NodeCatalog.recorded()
         self._given_root = Path(root) if root is not None else None
@@ -829,6 +831,8 @@ class FakeComfyUI:
             return web.json_response({"error": error, "node_errors": {}}, status=400)
         prompt = body["prompt"]
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
+        if not self.honour_prompt_id:  # like ComfyUI releases older than client prompt ids
+            prompt_id = str(uuid.uuid4())
         targets = _lookup(body, "partial_execution_targets")
         checks = {
             "LoadImage": {"image": self._check_image},
