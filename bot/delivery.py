@@ -23,8 +23,9 @@ T = TypeVar("T")
 class Coalescer(Generic[T]):
     """Sends the latest of many updates, at most one per `interval` seconds.
 
-    `push()` never waits; intermediate states are dropped when newer ones arrive. `finish()`
-    sends the final state after any send in progress and is never dropped.
+    `push()` never waits; intermediate states are dropped when newer ones arrive. `close()`
+    stops the updates (letting one in flight complete); `finish()` closes, then sends the final
+    state, which is never dropped.
     """
 
     def __init__(self, send: Callable[[T], Awaitable[None]], interval: float = 1.5) -> None:
@@ -67,8 +68,8 @@ class Coalescer(Generic[T]):
             finally:
                 self._sending = False
 
-    async def finish(self, final: T, *, send: Callable[[T], Awaitable[None]] | None = None) -> None:
-        """Stop intermediate updates and deliver `final` (after the one in flight, if any)."""
+    async def close(self) -> None:
+        """Stop intermediate updates; an update already in flight is allowed to complete."""
         self._closed = True
         self._has_pending = False
         task = self._task
@@ -79,6 +80,10 @@ class Coalescer(Generic[T]):
                 task.cancel()  # it only waits for its interval
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def finish(self, final: T, *, send: Callable[[T], Awaitable[None]] | None = None) -> None:
+        """Stop intermediate updates and deliver `final` (after the one in flight, if any)."""
+        await self.close()
         async with self._lock:
             await (send or self._send)(final)
             self.sent += 1

@@ -293,7 +293,7 @@ class Imagine(commands.Cog):
         self.bot.add_dynamic_items(CancelButton, RerollButton, VariationsButton)
         self._unlisten = self.engine.listen(self._on_update)
         self._register_commands()
-        spawn(self._deliver_pending(), name="comfycord-redeliver")
+        spawn(self._deliver_pending(), name="redeliver")
 
     async def cog_unload(self) -> None:
         if self._unlisten:
@@ -593,7 +593,7 @@ class Imagine(commands.Cog):
     # results ----------------------------------------------------------------------------------
     async def _finalize(self, reply: Reply) -> None:
         if reply.coalescer is not None:
-            reply.coalescer._closed = True
+            await reply.coalescer.close()  # the result replaces the progress
         jobs = [j for j in (self.engine.get_job(i) for i in reply.job_ids) if j is not None]
         try:
             message_id = await self._deliver(reply, jobs)
@@ -616,8 +616,6 @@ class Imagine(commands.Cog):
         first_batch, rest = files[:MAX_FILES], files[MAX_FILES:]
         if reply.token_usable() and reply.interaction is not None:
             try:
-                if reply.coalescer is not None:
-                    await reply.coalescer.finish(None, send=lambda _: self._noop())
                 message = await reply.interaction.edit_original_response(
                     content=content, embed=embed, attachments=first_batch, view=view
                 )
@@ -633,9 +631,6 @@ class Imagine(commands.Cog):
                 files, notes = self._result_files(jobs, reply.size_limit)
                 first_batch, rest = files[:MAX_FILES], files[MAX_FILES:]
         return await self._send_to_channel(reply, content, embed, view, first_batch, rest)
-
-    async def _noop(self) -> None:
-        return None
 
     async def _send_to_channel(
         self,
@@ -673,7 +668,7 @@ class Imagine(commands.Cog):
 
     def _result_files(self, jobs: list[Job], limit: int) -> tuple[list[discord.File], list[str]]:
         files, notes = [], []
-        for index, job in enumerate(jobs, start=1):
+        for job in jobs:
             for output in job.outputs:
                 path = Path(output.path)
                 if not path.is_file():
@@ -684,7 +679,6 @@ class Imagine(commands.Cog):
                 if fitted.note:
                     notes.append(f"{name} was {fitted.note} to fit Discord's upload limit")
                 files.append(discord.File(io.BytesIO(fitted.data), filename=fitted.filename))
-            del index
         return files, notes
 
     def _result_message(

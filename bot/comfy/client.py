@@ -40,7 +40,6 @@ from typing import Any, NamedTuple
 
 import aiohttp
 
-from bot.comfy._tasks import TaskGroup
 from bot.comfy.events import (
     Event,
     Executed,
@@ -75,6 +74,7 @@ from bot.errors import (
     OutputMissing,
     PromptRejected,
 )
+from bot.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 

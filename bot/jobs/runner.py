@@ -119,7 +119,7 @@ class Runner:
             else:
                 log.info("resuming job %s (prompt %s)", job.id, job.prompt_id)
                 self._launch(job, resume=True)
-        self._loop_task = spawn(self._dispatch_loop(), name="comfycord-dispatch")
+        self._loop_task = spawn(self._dispatch_loop(), name="dispatch")
         self._announce_positions()
 
     async def stop(self) -> None:
