@@ -6,6 +6,7 @@
     patch.py     pure: member values -> checked values -> patched API prompt
     validate.py  checking a workflow against ComfyUI's /object_info
     loader.py    reading packs from the workflows folder
+    names.py     deriving a valid pack name from any file name
 
 Typical use::
 
@@ -23,6 +24,7 @@ from bot.workflows.loader import (
     load_workflows,
 )
 from bot.workflows.model import Param, Workflow
+from bot.workflows.names import derive_name
 from bot.workflows.patch import apply, coerce_values
 from bot.workflows.problems import InvalidWorkflow, Problem
 from bot.workflows.spec import ParamSpec, WorkflowSpec
@@ -41,6 +43,7 @@ __all__ = [
     "build_workflow",
     "check_workflow",
     "coerce_values",
+    "derive_name",
     "load_workflow",
     "load_workflows",
 ]
