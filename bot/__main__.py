@@ -180,7 +180,9 @@ def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
 async def generate(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run one job through the engine with a live progress bar; write its images to --out."""
     out = out or sys.stderr
-    from bot.engine import Engine, ImageInput, JobRequest
+    from bot.admission import Admission, Requester, image_offer
+    from bot.engine import Engine, ImageInput
+    from bot.policy import Policy
 
     values: dict[str, Any] = parse_assignments(args.set, "--set")
     if args.prompt is not None:
@@ -221,10 +223,16 @@ async def generate(settings: Settings, args: argparse.Namespace, out: TextIO | N
             engine.listen(on_update)
             await engine.start()
             try:
-                request = JobRequest(
-                    args.workflow, values, owner_id="cli", owner_name="cli", images=images
+                admission = Admission(engine, Policy(store, cli_settings, lambda: engine.workflows))
+                # the owner at the terminal: a moderator, exempt from the queue limits
+                admitted = admission.admit(
+                    Requester("cli", "cli", moderator=True),
+                    args.workflow,
+                    values,
+                    images={k: image_offer(v) for k, v in images.items()},
+                    count=args.count,
                 )
-                jobs = await engine.submit(request, count=args.count, exempt=True)
+                jobs = await admission.submit(admitted, images)
                 ids.update(j.id for j in jobs)
                 await done
             finally:

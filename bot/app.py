@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.admission import Admission
 from bot.engine import Engine
 from bot.errors import ConfigError, UserError
 from bot.policy import Policy
@@ -49,7 +50,7 @@ class ComfyBot(commands.Bot):
         self.engine = engine
         self.settings = settings
         self.policy = Policy(engine.store, settings, lambda: engine.workflows)
-        engine.set_limits_source(lambda job: self.policy.limits(job.guild_id))
+        self.admission = Admission(engine, self.policy)
         self.cog_names = tuple(cogs)
         self.start_engine = start_engine
         self.tree.error(self.on_app_command_error)

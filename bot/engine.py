@@ -248,7 +248,14 @@ class Engine:
             InvalidValue: `count` is over the limit.
             NotAllowed: the member has too many jobs queued or running, or is in cooldown.
         """
-        probe = Job("", request.workflow, {}, request.owner_id, guild_id=request.guild_id)
+        probe = Job(
+            "",
+            request.workflow,
+            {},
+            request.owner_id,
+            guild_id=request.guild_id,
+            meta=dict(request.meta),
+        )
         limits = self._limits_for(probe)
         if count < 1 or count > limits.max_count:
             raise InvalidValue("count", f"must be between 1 and {limits.max_count}")

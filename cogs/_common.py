@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot.admission import Requester
 from bot.errors import NotAllowed
 
 if TYPE_CHECKING:
@@ -58,3 +59,16 @@ def ids(interaction: discord.Interaction) -> tuple[str | None, str | None]:
 
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def requester_of(interaction: discord.Interaction) -> Requester:
+    """Who asks, and where, for the admission checks."""
+    guild, channel = ids(interaction)
+    return Requester(
+        id=str(interaction.user.id),
+        name=interaction.user.display_name,
+        guild_id=guild,
+        channel_id=channel,
+        nsfw_channel=is_nsfw_channel(interaction),
+        moderator=is_moderator(interaction),
+    )

@@ -12,7 +12,7 @@ import inspect
 import io
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.admission import ImageOffer
 from bot.app import ComfyBot, send_error
 from bot.delivery import Coalescer, fit_image, progress_bar
-from bot.engine import ImageInput, JobRequest, seeds_around
-from bot.errors import InvalidValue, NotAllowed, NotFound, UserError
+from bot.engine import ImageInput
+from bot.errors import NotAllowed, NotFound, UserError
 from bot.jobs.model import Job, JobState
 from bot.jobs.runner import JobUpdate
 from bot.tasks import spawn
 from bot.workflows import Param, Workflow
-from cogs._common import bot_of, clip, ids, is_moderator, is_nsfw_channel
+from cogs._common import bot_of, clip, ids, is_moderator, is_nsfw_channel, requester_of
 
 log = logging.getLogger(__name__)
 
@@ -411,57 +412,23 @@ class Imagine(commands.Cog):
     async def _request(
         self, interaction: discord.Interaction, workflow_name: str | None, values: dict[str, Any]
     ) -> None:
-        guild, channel = ids(interaction)
-        nsfw = is_nsfw_channel(interaction)
-        name = workflow_name or self.policy.default_workflow(guild, channel)
-        workflow = self.policy.check_allowed(name, guild, channel, nsfw_channel=nsfw)
-        count = int(values.pop("count", None) or 1)
+        count = values.pop("count", None)
         given = {k: v for k, v in values.items() if v is not None}
         attachments = {k: v for k, v in given.items() if isinstance(v, discord.Attachment)}
-        raw = {k: v for k, v in given.items() if k not in attachments}
-        for key in given:
-            if workflow.param(key) is None:
-                takes = ", ".join(p.name for p in workflow.params)
-                raise InvalidValue(
-                    key, f"the workflow `{name}` has no such option (it takes {takes})"
-                )
-        prompt_param = workflow.prompt_param
-        if prompt_param is not None and "prompt" in raw and prompt_param.name != "prompt":
-            raw[prompt_param.name] = raw.pop("prompt")
-        for key, attachment in attachments.items():
-            if not (attachment.content_type or "").startswith("image/"):
-                raise InvalidValue(key, "must be an image (PNG, JPEG or WebP)")
-            if attachment.size > MAX_ATTACHMENT_INPUT:
-                raise InvalidValue(key, "is too large (25 MiB at most)")
-        texts = {
-            p.name: str(raw[p.name]) for p in workflow.params if p.type == "text" and p.name in raw
-        }
-        self.policy.check_prompt(guild, texts)
-        self.policy.check_caps(guild, raw, workflow)
-        limits = self.policy.limits(guild)
-        moderator = is_moderator(interaction)
-        exempt = moderator and limits.moderators_exempt
-        request = JobRequest(
-            workflow=name,
-            values=raw,
-            owner_id=str(interaction.user.id),
-            owner_name=interaction.user.display_name,
-            guild_id=guild,
-            channel_id=channel,
-            priority=1 if moderator and limits.moderators_first else 0,
+        offers = {k: ImageOffer(a.filename, a.content_type, a.size) for k, a in attachments.items()}
+        # refuse what may not run privately, before a public "thinking…" reply exists
+        admitted = self.bot.admission.admit(
+            requester_of(interaction), workflow_name, given, images=offers, count=count
         )
-        # refuse over-limit requests privately, before a public "thinking…" reply exists
-        self.engine.check_limits(request, count=count, exempt=exempt)
-
+        images: dict[str, ImageInput] = {}
         if attachments:
             await interaction.response.defer(thinking=True)
             images = {
                 key: ImageInput(attachment.filename, await attachment.read())
                 for key, attachment in attachments.items()
             }
-            request = replace(request, images=images)
         try:
-            jobs = await self.engine.submit(request, count=count, exempt=exempt)
+            jobs = await self.bot.admission.submit(admitted, images)
         except UserError as exc:
             if not interaction.response.is_done():
                 raise
@@ -808,54 +775,9 @@ class Imagine(commands.Cog):
             original = self.engine.get_job(job_id)
             if original is None:
                 raise NotFound(f"There is no job `{job_id}` any more.")
-            guild, channel = ids(interaction)
-            workflow = self.policy.check_allowed(
-                original.workflow, guild, channel, nsfw_channel=is_nsfw_channel(interaction)
-            )
-            values = dict(original.values)
-            images = {
-                name: ImageInput(Path(path).name, Path(path).read_bytes())
-                for name, path in original.meta.get("inputs", {}).items()
-                if Path(path).is_file()
-            }
-            for name in images:
-                values.pop(name, None)
-            texts = {
-                p.name: str(values[p.name])
-                for p in workflow.params
-                if p.type == "text" and values.get(p.name) is not None
-            }
-            self.policy.check_prompt(guild, texts)
-            self.policy.check_caps(guild, values, workflow)
-            limits = self.policy.limits(guild)
-            count = min(int(original.meta.get("count", 1)), limits.max_count)
-            seed = workflow.seed_param
-            seeds: list[int] | None = None
-            if seed is not None:
-                if variations:
-                    group = self.engine.store.group(original.group_id) if original.group_id else []
-                    taken = {int(j.values.get(seed.name, 0)) for j in group}
-                    seeds = seeds_around(int(values.get(seed.name, 0)), count, taken)
-                else:
-                    values[seed.name] = self.engine.random_seed()
-            moderator = is_moderator(interaction)
-            request = JobRequest(
-                workflow=original.workflow,
-                values=values,
-                owner_id=str(interaction.user.id),
-                owner_name=interaction.user.display_name,
-                guild_id=guild,
-                channel_id=channel,
-                images=images,
-                priority=1 if moderator and limits.moderators_first else 0,
-                remix_of=original.id if str(interaction.user.id) != original.owner_id else None,
-            )
-            jobs = await self.engine.submit(
-                request,
-                count=count,
-                exempt=moderator and limits.moderators_exempt,
-                seeds=seeds,
-            )
+            admission = self.bot.admission
+            admitted = admission.remix(requester_of(interaction), original, variations=variations)
+            jobs = await admission.submit(admitted)
             await self._start_reply(interaction, jobs)
         except UserError as exc:
             await send_error(interaction, exc.message)
