@@ -22,13 +22,14 @@ from typing import Any
 import aiohttp
 
 from bot.comfy.client import ComfyClient
-from bot.errors import ComfyError, InvalidValue, NotAllowed, NotFound
+from bot.errors import ComfyError, InvalidValue, NotAllowed, NotFound, WorkflowError
 from bot.jobs.model import Job, JobState, new_job_id
 from bot.jobs.runner import JobUpdate, Runner
 from bot.jobs.scheduler import FairQueue
 from bot.jobs.store import Store
 from bot.settings import LimitSettings, Settings
-from bot.workflows import Workflow, load_workflows, nodeinfo
+from bot.workflows import Workflow, load_workflows, nodeinfo, packs
+from bot.workflows.packs import ImportPreview
 from bot.workflows.patch import apply, coerce_values
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,68 @@ class Engine:
         except KeyError:
             known = ", ".join(sorted(self.workflows)) or "none"
             raise NotFound(f"There is no workflow called `{name}`. Available: {known}") from None
+
+    async def prepare_import(
+        self,
+        data: bytes,
+        file_name: str,
+        *,
+        yaml_data: bytes | None = None,
+        yaml_name: str = "spec.yaml",
+        name: str | None = None,
+    ) -> ImportPreview:
+        """Read, convert and check an uploaded workflow against ComfyUI; writes nothing.
+
+        ComfyUI's node list is asked for afresh (the last one known is used when ComfyUI is
+        unreachable; with none, an API-format graph is previewed unchecked).
+
+        Raises:
+            WorkflowError: a bad or taken name, or files that can't be loaded (every problem
+                listed).
+        """
+        try:
+            self.object_info = await self.client.object_info()
+        except ComfyError as exc:
+            log.warning("import checked without a fresh node list: %s", exc)
+        return packs.prepare_import(
+            data,
+            file_name,
+            folder=Path(self.settings.workflows.dir),
+            object_info=self.object_info,
+            yaml_data=yaml_data,
+            yaml_name=yaml_name,
+            name=name,
+            existing=self.workflows,
+        )
+
+    def save_import(self, preview: ImportPreview) -> Workflow:
+        """Save a previewed import as a pack and reload the workflows.
+
+        Raises:
+            WorkflowError: ComfyUI can't run it, the name was taken meanwhile, or the files
+                can't be written.
+        """
+        if preview.blocking:
+            raise WorkflowError(
+                f"`{preview.name}` can't be saved: "
+                + "; ".join(p.message for p in preview.blocking[:5])
+            )
+        packs.save_pack(preview, Path(self.settings.workflows.dir), self.workflows)
+        self.reload_workflows()
+        if preview.name not in self.workflows:
+            found = [p for p in self.workflow_problems if preview.name in p]
+            raise WorkflowError(
+                f"`{preview.name}` was saved but does not load: " + "; ".join(found[:5])
+            )
+        return self.workflows[preview.name]
+
+    def export_pack(self, name: str) -> list[tuple[str, bytes]]:
+        """A pack's files, `(file name, bytes)`: its graph and its YAML.
+
+        Raises:
+            NotFound: no such workflow, or its graph is gone.
+        """
+        return packs.export_pack(self.workflow(name), Path(self.settings.workflows.dir))
 
     def set_limits_source(self, source: Callable[[Job], LimitSettings]) -> None:
         """Per-server limits (moderators can change them); the settings' limits by default."""

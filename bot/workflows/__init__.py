@@ -7,6 +7,7 @@
     validate.py  checking a workflow against ComfyUI's /object_info
     loader.py    reading packs from the workflows folder
     names.py     deriving a valid pack name from any file name
+    packs.py     importing uploaded files (preview), saving and exporting packs
 
 Typical use::
 

@@ -204,6 +204,7 @@ def build_workflow(
     object_info: ObjectInfo | None = None,
     *,
     source: str,
+    graph: Graph | None = None,
 ) -> Workflow:
     """Load a pack's graph and resolve its params (detecting them when the spec has none).
 
@@ -214,6 +215,8 @@ def build_workflow(
         object_info: ComfyUI's node definitions, if known (for UI-format graphs, enum
             choices and number ranges).
         source: the YAML file as the user knows it, for messages.
+        graph: the API-format graph itself, when it is not read from `directory` (an
+            import not saved yet); `directory` then only names it in messages.
 
     Raises:
         InvalidWorkflow: the graph can't be loaded or a param can't be resolved; every
@@ -226,7 +229,8 @@ def build_workflow(
             [Problem(source, "graph", "must be a plain file name in the workflows folder", "spec")]
         )
     graph_path = directory / graph_name
-    graph = load_graph(graph_path, object_info)
+    if graph is None:
+        graph = load_graph(graph_path, object_info)
     detected = spec.params is None
     specs = spec.params if spec.params is not None else detect_params(graph, object_info)
     if detected and not specs:

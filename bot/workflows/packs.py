@@ -1,0 +1,507 @@
+"""Importing a workflow from uploaded bytes, saving it as a pack, exporting a pack back.
+
+An import never touches the workflows folder until it is saved::
+
+    preview = prepare_import(data, "Flux.1 Dev.json", folder=folder, object_info=info)
+    print("\\n".join(preview_lines(preview)))   # each option, the node and input it sets
+    if not preview.blocking:
+        save_pack(preview, folder)               # writes NAME.json + NAME.yaml
+
+The graph is written in API format (a UI-format export is converted first), so the pack loads
+without asking ComfyUI; the YAML lists every param that was detected (or given), ready to edit.
+Names from outside are never trusted: a given name must be valid, a derived one is made valid,
+and an existing pack is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.errors import NotFound, WorkflowError
+from bot.workflows import nodeinfo
+from bot.workflows.graph import (
+    Graph,
+    describe_node,
+    is_ui_format,
+    parse_api_graph,
+    ui_to_api,
+)
+from bot.workflows.loader import RESERVED_COMMANDS, YAML_SUFFIXES, build_workflow
+from bot.workflows.model import Param, Workflow
+from bot.workflows.names import derive_name, file_stem
+from bot.workflows.nodeinfo import ObjectInfo
+from bot.workflows.patch import range_text
+from bot.workflows.problems import InvalidWorkflow, Problem
+from bot.workflows.spec import NAME_RE, ParamSpec, WorkflowSpec, parse_spec
+from bot.workflows.validate import check_workflow
+
+log = logging.getLogger(__name__)
+
+MAX_GRAPH_BYTES = 5 * 1024 * 1024
+"""Largest graph file an import accepts (big UI exports with subgraphs are well under 2 MB)."""
+MAX_YAML_BYTES = 256 * 1024
+"""Largest YAML file an import accepts."""
+_MB = 1024 * 1024
+_NOT_BLOCKING = frozenset({"missing_model"})  # ComfyUI may get the model later, or substitute it
+
+
+@dataclass(frozen=True)
+class OptionPreview:
+    """One option an imported workflow will offer.
+
+    Attributes:
+        name: the option name.
+        type: text, int, float, seed, choice, enum, image or bool.
+        required: a member must give it.
+        sets: each `node.input` it writes, as `6 "Positive" (CLIPTextEncode).text`.
+        default: the value used when none is given (None: random seed, or none).
+        range: the accepted values in words (`between 1 and 50`, `one of: a, b`), or "".
+    """
+
+    name: str
+    type: str
+    required: bool
+    sets: tuple[str, ...]
+    default: Any
+    range: str
+
+
+@dataclass(frozen=True)
+class ImportPreview:
+    """A workflow read from uploaded files, checked, not saved yet.
+
+    Attributes:
+        name: the pack name it will be saved under.
+        workflow: the loaded workflow (its spec lists every param).
+        graph_text: the API-format graph, as `NAME.json` will hold it.
+        yaml_text: the YAML, as `NAME.yaml` will hold it.
+        options: the options it offers, in order.
+        problems: what ComfyUI lacks or would refuse (empty when it was not asked).
+        checked: whether it was checked against ComfyUI's node list.
+        notes: things the moderator should know (name derived, graph converted...).
+        missing_classes: node classes this ComfyUI does not know, sorted.
+    """
+
+    name: str
+    workflow: Workflow
+    graph_text: str
+    yaml_text: str
+    options: tuple[OptionPreview, ...]
+    problems: tuple[Problem, ...] = ()
+    checked: bool = False
+    notes: tuple[str, ...] = field(default=())
+    missing_classes: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        """The workflow's title."""
+        return self.workflow.title
+
+    @property
+    def blocking(self) -> tuple[Problem, ...]:
+        """Problems that stop it from running (every one but a missing model)."""
+        return tuple(p for p in self.problems if p.code not in _NOT_BLOCKING)
+
+    @property
+    def missing_models(self) -> tuple[str, ...]:
+        """What each missing model problem says, in order."""
+        return tuple(p.message for p in self.problems if p.code == "missing_model")
+
+
+# reading uploads --------------------------------------------------------------------------------
+def _size_text(size: int) -> str:
+    return f"{size / _MB:.1f} MB" if size >= _MB / 10 else f"{size} bytes"
+
+
+def _text(data: bytes, source: str, limit: int) -> str:
+    if len(data) > limit:
+        raise InvalidWorkflow(
+            [
+                Problem(
+                    source,
+                    "",
+                    f"is too big ({_size_text(len(data))}); the limit is {_size_text(limit)}",
+                    "too_big",
+                )
+            ]
+        )
+    if not data.strip():
+        raise InvalidWorkflow([Problem(source, "", "is empty", "graph")])
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidWorkflow(
+            [Problem(source, "", "is not a text file (expected UTF-8 JSON)", "graph")]
+        ) from None
+
+
+def read_graph(data: bytes, source: str, object_info: ObjectInfo | None) -> tuple[Graph, bool]:
+    """Parse an uploaded graph (API or UI format) into an API-format graph.
+
+    Args:
+        data: the file's bytes.
+        source: the file name as uploaded, for messages.
+        object_info: ComfyUI's node definitions (needed to convert a UI-format export).
+
+    Returns:
+        The API-format graph, and whether it was converted from the UI format.
+
+    Raises:
+        InvalidWorkflow: too big, not JSON, not a workflow, or a UI export that can't be
+            converted (every unknown class named).
+    """
+    text = _text(data, source, MAX_GRAPH_BYTES)
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidWorkflow(
+            [Problem(source, f"line {exc.lineno}", f"is not JSON: {exc.msg}", "graph")]
+        ) from None
+    if is_ui_format(parsed):
+        if object_info is None:
+            raise InvalidWorkflow(
+                [
+                    Problem(
+                        source,
+                        "",
+                        "is a UI-format save; converting it needs ComfyUI's node list and "
+                        "ComfyUI is not reachable. Try again when it is, or export the workflow "
+                        "with 'Export (API)'",
+                        "graph",
+                    )
+                ]
+            )
+        return parse_api_graph(ui_to_api(parsed, object_info, source=source), source), True
+    if isinstance(parsed, Mapping) and isinstance(parsed.get("prompt"), Mapping):
+        parsed = parsed["prompt"]  # a saved POST /prompt body
+    if not isinstance(parsed, Mapping) or not any(
+        isinstance(node, Mapping) and "class_type" in node for node in parsed.values()
+    ):
+        raise InvalidWorkflow(
+            [
+                Problem(
+                    source,
+                    "",
+                    "is not a ComfyUI workflow: expected a graph saved from ComfyUI (Workflow > "
+                    "Export, or Export (API))",
+                    "graph",
+                )
+            ]
+        )
+    return parse_api_graph(parsed, source), False
+
+
+def read_spec(data: bytes, source: str) -> WorkflowSpec:
+    """Parse an uploaded YAML spec.
+
+    Raises:
+        InvalidWorkflow: too big, not YAML, or not a valid spec (every problem listed).
+    """
+    text = _text(data, source, MAX_YAML_BYTES)
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or "can't be parsed"
+        raise InvalidWorkflow([Problem(source, where, f"is not YAML: {reason}", "yaml")]) from None
+    return parse_spec(parsed, source)
+
+
+# names -------------------------------------------------------------------------------------------
+def pack_files(folder: Path, name: str) -> list[Path]:
+    """The files a pack called `name` would use in `folder`."""
+    return [folder / f"{name}.json", *(folder / f"{name}{s}" for s in YAML_SUFFIXES)]
+
+
+def check_free(name: str, folder: Path, taken: Collection[str] = ()) -> None:
+    """Raise when `name` is not a usable new pack name in `folder`.
+
+    Raises:
+        WorkflowError: the name is invalid, or a pack (or one of its files) already has it.
+    """
+    if not NAME_RE.match(name):
+        raise WorkflowError(
+            f"name: '{name[:40]}' is not a usable workflow name: use 1-32 lowercase letters, "
+            f"digits, '-' or '_' (e.g. '{derive_name(name)}')"
+        )
+    if name in taken or any(path.exists() for path in pack_files(folder, name)):
+        raise WorkflowError(
+            f"name: a workflow called '{name}' already exists; give the import another name "
+            "(or remove the old pack first)"
+        )
+
+
+def _title(file_name: str, name: str) -> str:
+    title = " ".join(file_stem(file_name).split())
+    return title[:100] if title else name
+
+
+# the preview ------------------------------------------------------------------------------------
+def _sets(workflow: Workflow, param: Param) -> tuple[str, ...]:
+    return tuple(f"{describe_node(workflow.graph, n)}.{i}" for n, i in param.targets)
+
+
+def _range(param: Param) -> str:
+    if param.type in ("int", "float") and (param.min is not None or param.max is not None):
+        return range_text(param)
+    if param.type in ("choice", "enum") and param.choices:
+        shown = list(param.choices[:10])
+        more = len(param.choices) - len(shown)
+        return "one of: " + ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+    if param.type == "enum":
+        return "a name from ComfyUI's list"
+    if param.type == "text" and param.max_length:
+        return f"up to {param.max_length} characters"
+    return ""
+
+
+def option_previews(workflow: Workflow) -> tuple[OptionPreview, ...]:
+    """What each option of a workflow sets, its default and its range."""
+    return tuple(
+        OptionPreview(
+            name=p.name,
+            type=p.type,
+            required=p.required,
+            sets=_sets(workflow, p),
+            default=p.default,
+            range=_range(p),
+        )
+        for p in workflow.params
+    )
+
+
+def _explicit(spec: WorkflowSpec, workflow: Workflow) -> WorkflowSpec:
+    """The spec with every param written out: ranges ComfyUI gave become `min`/`max`."""
+    params: dict[str, ParamSpec] = {}
+    for name, param_spec in (spec.params or {}).items():
+        param = workflow.param(name)
+        update: dict[str, Any] = {}
+        if param is not None and param.type in ("int", "float"):
+            if param_spec.min is None and param.min is not None:
+                update["min"] = param.min
+            if param_spec.max is None and param.max is not None:
+                update["max"] = param.max
+        params[name] = param_spec.model_copy(update=update) if update else param_spec
+    return spec.model_copy(update={"params": params, "graph": None})
+
+
+def _dump(data: Any, *, flow: bool | None = None) -> str:
+    return yaml.safe_dump(
+        data, sort_keys=False, allow_unicode=True, default_flow_style=flow, width=4096
+    )
+
+
+def spec_yaml(name: str, spec: WorkflowSpec, graph: Graph, *, origin: str = "") -> str:
+    """The text of `NAME.yaml` for a spec: every param on its own line, with its node named.
+
+    Args:
+        name: the pack name (its graph is `NAME.json`).
+        spec: the spec, with `params` filled in.
+        graph: the API-format graph, to name each param's node in a comment.
+        origin: the file it was imported from, mentioned in the header.
+    """
+    lines = [
+        "# yaml-language-server: $schema=workflow.schema.json",
+        f"# Imported from {origin}." if origin else f"# The pack {name}.",
+        f"# Each param below was found in {name}.json (`node:` is its node id there); edit,",
+        "# reorder or remove them, then run `comfycord check`.",
+    ]
+    header = spec.model_dump(mode="json", exclude_none=True, exclude={"params", "graph"})
+    header = {k: v for k, v in header.items() if v not in ("", False) or k == "nsfw"}
+    lines.append(_dump(header, flow=False).rstrip("\n"))
+    lines.append("params:")
+    for param_name, param in (spec.params or {}).items():
+        body = param.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        body = {"type": param.type, **body}
+        nodes = [param.node] if param.node is not None else [t.node for t in param.targets or []]
+        described = [describe_node(graph, str(n)) for n in nodes if str(n) in graph]
+        if described:
+            lines.append(f"  # {', '.join(described)}")
+        lines.extend("  " + line for line in _dump({param_name: body}).rstrip("\n").split("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def prepare_import(
+    data: bytes,
+    file_name: str,
+    *,
+    folder: Path,
+    object_info: ObjectInfo | None,
+    yaml_data: bytes | None = None,
+    yaml_name: str = "spec.yaml",
+    name: str | None = None,
+    existing: Mapping[str, Workflow] | None = None,
+) -> ImportPreview:
+    """Read, convert and check an uploaded workflow without writing anything.
+
+    Args:
+        data: the graph file's bytes (API or UI format).
+        file_name: its name as uploaded (the pack name is derived from it unless `name`).
+        folder: the workflows folder it would be saved in (only looked at, for names).
+        object_info: ComfyUI's node definitions; None when ComfyUI is unreachable (then an
+            API-format graph is loaded unchecked and a UI-format one is refused).
+        yaml_data: an optional YAML spec; without one, params are detected.
+        yaml_name: the YAML's name as uploaded, for messages.
+        name: the pack name to use; must be valid (never changed silently).
+        existing: the loaded workflows (their names and `/commands` are taken).
+
+    Returns:
+        The preview: options, problems and the files' text.
+
+    Raises:
+        WorkflowError: a bad name, or one already taken.
+        InvalidWorkflow: the files can't be read or loaded (every problem listed).
+    """
+    existing = existing or {}
+    notes: list[str] = []
+    source = file_stem(file_name) + ".json" if file_name else "graph.json"
+    if name is None:
+        name = derive_name(file_name)
+        if name != file_stem(file_name):
+            notes.append(f"named `{name}` after the file `{file_name[:80]}`")
+    check_free(name, folder, existing)
+    graph, converted = read_graph(data, source, object_info)
+    if converted:
+        notes.append("converted from a UI-format save to the API format ComfyUI runs")
+    if yaml_data is not None:
+        spec = read_spec(yaml_data, yaml_name)
+        if spec.graph is not None and spec.graph != f"{name}.json":
+            notes.append(f"the YAML's `graph: {spec.graph}` becomes {name}.json")
+        spec = spec.model_copy(update={"graph": None})
+    else:
+        spec = WorkflowSpec(title=_title(file_name, name))
+    workflow = build_workflow(
+        name, spec, folder, object_info, source=f"{folder.name}/{name}.yaml", graph=graph
+    )
+    problems: list[Problem] = []
+    command = workflow.spec.command
+    if command is not None:
+        users = [w.name for w in existing.values() if w.spec.command == command]
+        owner = "comfycord" if command in RESERVED_COMMANDS else next(iter(users), None)
+        if owner is not None:
+            problems.append(
+                Problem(workflow.source, "command", f"/{command} is already taken by {owner}")
+            )
+    missing: set[str] = set()
+    if object_info is not None:
+        problems.extend(check_workflow(workflow, object_info))
+        missing = {
+            str(node["class_type"])
+            for node in graph.values()
+            if nodeinfo.node_def(object_info, str(node["class_type"])) is None
+        }
+    else:
+        notes.append("not checked against ComfyUI (it is not reachable)")
+    full_spec = _explicit(workflow.spec, workflow)
+    return ImportPreview(
+        name=name,
+        workflow=workflow,
+        graph_text=json.dumps(graph, indent=2, ensure_ascii=False) + "\n",
+        yaml_text=spec_yaml(name, full_spec, graph, origin=file_name[:100]),
+        options=option_previews(workflow),
+        problems=tuple(problems),
+        checked=object_info is not None,
+        notes=tuple(notes),
+        missing_classes=tuple(sorted(missing)),
+    )
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def preview_lines(preview: ImportPreview) -> list[str]:
+    """The preview in plain lines: one per option, then what is missing and other problems."""
+    lines: list[str] = []
+    for option in preview.options:
+        bits = [option.type + (", required" if option.required else "")]
+        if option.range:
+            bits.append(option.range)
+        if option.default not in (None, ""):
+            bits.append(f"default {_default_text(option.default)}")
+        elif option.type == "seed":
+            bits.append("random unless given")
+        lines.append(f"{option.name} ({'; '.join(bits)}) sets {', '.join(option.sets)}")
+    if preview.missing_classes:
+        lines.append("missing node classes: " + ", ".join(preview.missing_classes))
+    lines.extend(f"missing model: {m}" for m in preview.missing_models)
+    lines.extend(
+        f"problem: {p}" for p in preview.problems if p.code not in ("unknown_node", "missing_model")
+    )
+    lines.extend(f"note: {n}" for n in preview.notes)
+    return lines
+
+
+# saving and exporting ---------------------------------------------------------------------------
+def save_pack(preview: ImportPreview, folder: Path, taken: Collection[str] = ()) -> list[Path]:
+    """Write `NAME.json` and `NAME.yaml`; never overwrites a file.
+
+    Returns:
+        The files written.
+
+    Raises:
+        WorkflowError: the name was taken meanwhile, or the files can't be written (nothing
+            is left behind).
+    """
+    check_free(preview.name, folder, taken)
+    written: list[Path] = []
+    try:
+        for path, text in (
+            (folder / f"{preview.name}.json", preview.graph_text),
+            (folder / f"{preview.name}.yaml", preview.yaml_text),
+        ):
+            with path.open("x", encoding="utf-8") as file:
+                written.append(path)
+                file.write(text)
+    except OSError as exc:
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if isinstance(exc, FileExistsError):
+            raise WorkflowError(
+                f"name: a workflow called '{preview.name}' already exists"
+            ) from None
+        log.warning("could not save the pack %s: %s", preview.name, exc)
+        raise WorkflowError(
+            f"could not write the pack '{preview.name}' to the workflows folder: "
+            f"{exc.strerror or exc}"
+        ) from None
+    log.info("saved imported pack %s", preview.name)
+    return written
+
+
+def export_pack(workflow: Workflow, folder: Path) -> list[tuple[str, bytes]]:
+    """A pack's files, `(file name, bytes)`: its graph and its YAML.
+
+    A pack with no YAML of its own (a lone graph, params detected) gets one written out.
+
+    Raises:
+        NotFound: its graph file is gone.
+    """
+    graph_name = workflow.spec.graph_file(workflow.name)
+    try:
+        graph = (folder / graph_name).read_bytes()
+    except OSError:
+        raise NotFound(f"The graph of `{workflow.name}` ({graph_name}) is gone.") from None
+    files = [(graph_name, graph)]
+    for suffix in YAML_SUFFIXES:
+        path = folder / f"{workflow.name}{suffix}"
+        if path.is_file():
+            files.append((path.name, path.read_bytes()))
+            return files
+    spec = _explicit(workflow.spec, workflow)
+    text = spec_yaml(workflow.name, spec, workflow.graph)
+    files.append((f"{workflow.name}.yaml", text.encode("utf-8")))
+    return files
