@@ -327,7 +327,7 @@ class Engine:
 
     def _check_limits(self, request: JobRequest, limits: LimitSettings, count: int) -> None:
         owner = request.owner_id
-        waiting = sum(1 for j in self.queue.order() if j.owner_id == owner)
+        waiting = self.queue.waiting_of(owner)
         running = self.runner.running_count(owner)
         if waiting + running + count > limits.max_queued_per_member + limits.max_running_per_member:
             raise NotAllowed(

@@ -106,7 +106,6 @@ class Runner:
         self._active: dict[str, _Active] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._positions: dict[str, int] = {}
 
     # lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -138,7 +137,7 @@ class Runner:
     def enqueue(self, job: Job) -> Job:
         job = self._save(job.evolve(state=JobState.QUEUED))
         self.queue.add(job)
-        self.emit(JobUpdate(job, "queued", position=self.queue.positions().get(job.id)))
+        self.emit(JobUpdate(job, "queued", position=self.queue.position(job.id)))
         self._announce_positions()
         self._wake.set()
         return job
@@ -163,7 +162,7 @@ class Runner:
         """1-based place among jobs waiting to start (0 if it has started, None if unknown)."""
         if job_id in self._active:
             return 0
-        return self.queue.positions().get(job_id)
+        return self.queue.position(job_id)
 
     async def cancel(self, job_id: str, by: str) -> Job | None:
         """Cancel a queued or running job. Returns the job as it now stands, None if unknown.
@@ -212,12 +211,13 @@ class Runner:
         active.task = spawn(self._drive(active, resume=resume), name=f"job-{job.id}")
 
     def _announce_positions(self) -> None:
-        positions = self.queue.positions()
-        for job in self.queue.order():
-            pos = positions[job.id]
-            if self._positions.get(job.id) != pos:
-                self.emit(JobUpdate(job, "position", position=pos))
-        self._positions = positions
+        """Tell listeners about the waiting jobs whose position entered another band.
+
+        Only those: every position changes when the queue moves, but a member only cares
+        about the band (1, 2, 3, 5, 10, 20, ...); `FairQueue` finds them without a full scan.
+        """
+        for job, position in self.queue.take_band_changes():
+            self.emit(JobUpdate(job, "position", position=position))
 
     # driving one job ------------------------------------------------------------------------
     async def _drive(self, active: _Active, *, resume: bool) -> None:
