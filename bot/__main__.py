@@ -8,12 +8,13 @@ import logging
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bot.errors import ComfycordError, ComfyError, ConfigError, UserError
 from bot.jobs.model import JobState
@@ -194,7 +195,8 @@ async def generate(settings: Settings, args: argparse.Namespace, out: TextIO | N
             raise UserError(f"--image {name}: no such file: {file}")
         images[name] = ImageInput(path.name, path.read_bytes())
 
-    with tempfile.TemporaryDirectory(prefix="comfycord-") as tmp:
+    # log lines go through tqdm, above the bars instead of through them
+    with tempfile.TemporaryDirectory(prefix="comfycord-") as tmp, logging_redirect_tqdm():
         # a person at a terminal waits 10 s at most for an unreachable ComfyUI, not a minute
         retry = min(settings.comfyui.submit_retry_seconds, 10.0)
         cli_settings = settings.model_copy(
@@ -236,9 +238,9 @@ async def generate(settings: Settings, args: argparse.Namespace, out: TextIO | N
                 ids.update(j.id for j in jobs)
                 await done
             finally:
+                bar.close()
                 await engine.stop()
                 store.close()
-        bar.close()
         args.out.mkdir(parents=True, exist_ok=True)
         status = 0
         for job in finished.values():
@@ -260,55 +262,66 @@ def replace_storage(settings: Settings, folder: Path) -> Any:
 
 
 class ProgressBar:
-    """One line of progress on a terminal, or a line per change elsewhere."""
+    """A tqdm bar per job for its sampler steps; other states are written above the bars.
 
-    def __init__(self, out: TextIO, width: int = 24) -> None:
+    Log lines go through tqdm as well (see `generate`), so they never cut a bar in half.
+    """
+
+    def __init__(self, out: TextIO) -> None:
         self.out = out
-        self.width = width
-        self.tty = out.isatty()
-        self.last = ""
-        self.last_time = 0.0
+        self.bars: dict[str, tqdm[Any]] = {}
+        self.node: dict[str, str] = {}
+
+    def _bar(self, job_id: str) -> tqdm[Any]:
+        existing = self.bars.get(job_id)
+        if existing is not None:
+            return existing
+        bar: tqdm[Any] = tqdm(
+            total=1,
+            desc=f"[{job_id}]",
+            file=self.out,
+            position=len(self.bars),
+            leave=True,
+            bar_format="{desc} |{bar:24}| step {n}/{total} {postfix}",
+        )
+        self.bars[job_id] = bar
+        return bar
 
     def show(self, update: JobUpdate) -> None:
+        job = update.job
         if update.kind == "preview":
             return  # a terminal shows no pictures
-        line = self.render(update)
-        if line == self.last:
-            return
-        now = time.monotonic()
-        last_step = update.steps and update.step == update.steps
-        throttled = not self.tty and update.kind == "progress" and not last_step
-        if throttled and now - self.last_time < 0.5:
-            return
-        self.last, self.last_time = line, now
-        if self.tty:
-            self.out.write("\r\033[K" + line)
-        else:
-            self.out.write(line + "\n")
-        self.out.flush()
-
-    def render(self, update: JobUpdate) -> str:
-        job = update.job
-        if update.kind in ("queued", "position"):
-            return f"[{job.id}] queued (position {update.position})"
-        if update.kind == "finished":
-            return f"[{job.id}] {job.state.value}" + (f": {job.error}" if job.error else "")
-        if update.kind in ("progress", "preview") and update.steps:
-            filled = int(self.width * update.step / max(1, update.steps))
-            bar = "#" * filled + "." * (self.width - filled)
-            node = f" {update.node_title}" if update.node_title else ""
-            return (
-                f"[{job.id}] [{bar}] step {update.step}/{update.steps}"
-                f" · node {update.node_index}/{update.node_count}{node}"
-            )
         if update.kind == "progress":
-            return f"[{job.id}] node {update.node_index}/{update.node_count} {update.node_title}"
-        return f"[{job.id}] {update.kind}"
+            node = f"node {update.node_index}/{update.node_count}"
+            if update.node_title:
+                node += f" {update.node_title}"
+            if not update.steps:
+                if self.node.get(job.id) != node:
+                    self.node[job.id] = node
+                    self.write(f"[{job.id}] {node}")
+                return
+            bar = self._bar(job.id)
+            if bar.total != update.steps or update.step < bar.n:
+                bar.reset(total=update.steps)  # the next sampler of the graph
+            bar.set_postfix_str(f"· {node}", refresh=False)
+            bar.update(update.step - bar.n)
+            return
+        if update.kind in ("queued", "position"):
+            self.write(f"[{job.id}] queued (position {update.position})")
+        elif update.kind == "finished":
+            shown = self.bars.get(job.id)
+            if shown is not None:
+                shown.refresh()
+            self.write(f"[{job.id}] {job.state.value}" + (f": {job.error}" if job.error else ""))
+        elif update.kind == "retrying":
+            self.write(f"[{job.id}] ComfyUI is not reachable; retrying")
+
+    def write(self, line: str) -> None:
+        tqdm.write(line, file=self.out)
 
     def close(self) -> None:
-        if self.tty and self.last:
-            self.out.write("\n")
-            self.out.flush()
+        for bar in self.bars.values():
+            bar.close()
 
 
 if __name__ == "__main__":

@@ -46,6 +46,12 @@ class ComfyBot(commands.Bot):
         options.setdefault(
             "allowed_mentions", discord.AllowedMentions(users=True, roles=False, everyone=False)
         )
+        # Every command works in servers only: policy, limits and the queue are per server.
+        options.setdefault(
+            "allowed_contexts",
+            app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False),
+        )
+        options.setdefault("allowed_installs", app_commands.AppInstallationType(guild=True))
         super().__init__(command_prefix=commands.when_mentioned, **options)
         self.engine = engine
         self.settings = settings

@@ -1,4 +1,10 @@
-"""/workflows: what this channel may use, and the moderators' controls over it."""
+"""/workflows (moderators: the controls over what each channel may use) and /catalog (everyone:
+what this channel may use).
+
+/workflows carries `default_member_permissions` = Manage Server, so members do not see it; a role
+added with `/workflows moderators add` sees it where a server administrator allows that role in
+Server Settings → Integrations. Every subcommand still checks the member's rights itself.
+"""
 
 from __future__ import annotations
 
@@ -39,8 +45,21 @@ def _describe(bot: ComfyBot, name: str, *, default: bool = False) -> str:
     return head + "\n" + ", ".join(parts)
 
 
-class Workflows(commands.GroupCog, group_name="workflows"):
-    """Per-server and per-channel workflow policy."""
+def _limits_text(bot: ComfyBot, guild: str) -> str:
+    current = bot.policy.limits(guild)
+    lines = [f"`{k}` = {getattr(current, k)}" for k in LIMIT_KEYS]
+    for param, cap in bot.policy.caps(guild).items():
+        lines.append(f"cap `{param}`: " + ", ".join(f"{k} {v}" for k, v in cap.items()))
+    return clip("\n".join(lines), 2000)
+
+
+@app_commands.default_permissions(manage_guild=True)
+class Workflows(
+    commands.GroupCog,
+    group_name="workflows",
+    group_description="Moderators: which workflows each channel may use, limits, banned words",
+):
+    """Per-server and per-channel workflow policy (moderators)."""
 
     moderators = app_commands.Group(name="moderators", description="Roles that may change policy")
     limits = app_commands.Group(name="limits", description="Per-member limits in this server")
@@ -59,32 +78,6 @@ class Workflows(commands.GroupCog, group_name="workflows"):
             for n in sorted(self.bot.engine.workflows)
             if needle in n.lower()
         ][:25]
-
-    @app_commands.command(name="list", description="Workflows this channel allows")
-    async def list_(self, interaction: discord.Interaction) -> None:
-        guild, channel = ids(interaction)
-        policy = self.bot.policy
-        allowed = policy.allowed(guild, channel, nsfw_channel=is_nsfw_channel(interaction))
-        default = policy.default_workflow(guild, channel)
-        if not allowed:
-            text = "No workflow is enabled in this channel."
-        else:
-            lines = [_describe(self.bot, n, default=n == default) for n in allowed]
-            text = "\n\n".join(lines)
-        await interaction.response.send_message(clip(text, 2000), ephemeral=True)
-
-    @app_commands.command(name="info", description="Parameters of one workflow")
-    @app_commands.describe(name="The workflow")
-    async def info(self, interaction: discord.Interaction, name: str) -> None:
-        self.bot.engine.workflow(name)
-        guild, channel = ids(interaction)
-        allowed = self.bot.policy.is_allowed(
-            name, guild, channel, nsfw_channel=is_nsfw_channel(interaction)
-        )
-        text = _describe(self.bot, name) + (
-            "\nEnabled in this channel." if allowed else "\nNot enabled in this channel."
-        )
-        await interaction.response.send_message(clip(text, 2000), ephemeral=True)
 
     async def _set(
         self,
@@ -152,7 +145,6 @@ class Workflows(commands.GroupCog, group_name="workflows"):
             f"`{name}` is now the default workflow in {where}.", ephemeral=True
         )
 
-    info.autocomplete("name")(_names)
     enable.autocomplete("name")(_names)
     disable.autocomplete("name")(_names)
     default.autocomplete("name")(_names)
@@ -197,13 +189,8 @@ class Workflows(commands.GroupCog, group_name="workflows"):
     # limits -------------------------------------------------------------------------------
     @limits.command(name="show", description="The limits in force in this server")
     async def limits_show(self, interaction: discord.Interaction) -> None:
-        guild = _guild(interaction)
-        policy = self.bot.policy
-        current = policy.limits(guild)
-        lines = [f"`{k}` = {getattr(current, k)}" for k in LIMIT_KEYS]
-        for param, cap in policy.caps(guild).items():
-            lines.append(f"cap `{param}`: " + ", ".join(f"{k} {v}" for k, v in cap.items()))
-        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+        text = _limits_text(self.bot, _guild(interaction))
+        await interaction.response.send_message(text, ephemeral=True)
 
     @limits.command(name="set", description="Change a per-member limit")
     @app_commands.describe(name="Which limit", value="The new value")
@@ -278,6 +265,58 @@ class Workflows(commands.GroupCog, group_name="workflows"):
         await interaction.response.send_message(clip(text, 2000), ephemeral=True)
 
 
+class Catalog(
+    commands.GroupCog, group_name="catalog", group_description="Workflows you can use here"
+):
+    """What this channel allows, for everyone."""
+
+    def __init__(self, bot: ComfyBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def _names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        guild, channel = ids(interaction)
+        allowed = self.bot.policy.allowed(guild, channel, nsfw_channel=is_nsfw_channel(interaction))
+        needle = current.lower()
+        return [app_commands.Choice(name=n, value=n) for n in allowed if needle in n.lower()][:25]
+
+    @app_commands.command(name="list", description="Workflows this channel allows")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        guild, channel = ids(interaction)
+        policy = self.bot.policy
+        allowed = policy.allowed(guild, channel, nsfw_channel=is_nsfw_channel(interaction))
+        default = policy.default_workflow(guild, channel)
+        if not allowed:
+            text = "No workflow is enabled in this channel."
+        else:
+            lines = [_describe(self.bot, n, default=n == default) for n in allowed]
+            text = "\n\n".join(lines)
+        await interaction.response.send_message(clip(text, 2000), ephemeral=True)
+
+    @app_commands.command(name="info", description="Parameters of one workflow")
+    @app_commands.describe(name="The workflow")
+    async def info(self, interaction: discord.Interaction, name: str) -> None:
+        self.bot.engine.workflow(name)
+        guild, channel = ids(interaction)
+        allowed = self.bot.policy.is_allowed(
+            name, guild, channel, nsfw_channel=is_nsfw_channel(interaction)
+        )
+        text = _describe(self.bot, name) + (
+            "\nEnabled in this channel." if allowed else "\nNot enabled in this channel."
+        )
+        await interaction.response.send_message(clip(text, 2000), ephemeral=True)
+
+    info.autocomplete("name")(_names)
+
+    @app_commands.command(name="limits", description="The limits in force in this server")
+    async def limits(self, interaction: discord.Interaction) -> None:
+        text = _limits_text(self.bot, _guild(interaction))
+        await interaction.response.send_message(text, ephemeral=True)
+
+
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, ComfyBot)
     await bot.add_cog(Workflows(bot))
+    await bot.add_cog(Catalog(bot))

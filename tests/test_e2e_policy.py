@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import WORKFLOWS, make_settings
 from tests.e2e import answer, comfybot, wait_result
 from tests.fakes.comfyui import FakeComfyUI
-from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord import CommandUnavailable, FakeDiscord
 from tests.fakes.discord_fixtures import installed_fake
 
 REFUSAL = "Only moderators"
@@ -71,7 +71,13 @@ async def test_non_moderator_is_refused_and_nothing_changes(
             ("workflows audit", {}),
         ]
         for name, options in attempts:
-            it, message = await answer(fake, name, options)
+            # members do not see the moderator commands (default_member_permissions)...
+            with pytest.raises(CommandUnavailable):
+                await fake.slash(name, options)
+            # ...and a client that sends one anyway is refused by the bot itself
+            it = await fake.slash(name, options, force=True)
+            await it.wait_ack()
+            message = await it.wait_original()
             assert it.ephemeral, name
             assert REFUSAL in message.content, (name, message.content)
         assert await offered(fake) == {"sd15-txt2img", "sd15-img2img"}
@@ -93,10 +99,14 @@ async def test_role_added_by_a_moderator_may_change_policy(
     helpers = fake.add_role("Helpers")
     helper = fake.add_member("helper", roles=[helpers])
     async with comfybot(fake, settings):
+        with pytest.raises(CommandUnavailable):  # members do not see /workflows
+            await fake.slash("workflows disable", {"name": "sd15-img2img"}, user_id=helper)
+        # the server's administrator lets the role see /workflows (Server Settings → Integrations)
+        fake.set_command_permission("workflows", helpers, allow=True)
         _, refused = await answer(
             fake, "workflows disable", {"name": "sd15-img2img"}, user_id=helper
         )
-        assert REFUSAL in refused.content
+        assert REFUSAL in refused.content  # seeing the command is not the right to use it
         assert "sd15-img2img" in await offered(fake)
 
         _, added = await answer(
@@ -128,9 +138,9 @@ async def test_disabled_workflow_leaves_autocomplete_and_is_refused_when_typed(
         # the default is refused just the same when it is disabled
         it, refused = await answer(fake, "imagine", {"prompt": "x"})
         assert it.ephemeral and "not enabled" in refused.content
-        _, listing = await answer(fake, "workflows list")
+        _, listing = await answer(fake, "catalog list")
         assert "sd15-img2img" in listing.content and "sd15-txt2img" not in listing.content
-        _, info = await answer(fake, "workflows info", {"name": "sd15-txt2img"})
+        _, info = await answer(fake, "catalog info", {"name": "sd15-txt2img"})
         assert "Not enabled in this channel" in info.content and "`steps`" in info.content
         assert bot.engine.recent() == []
 
@@ -187,7 +197,7 @@ async def test_default_changes_what_imagine_uses(
         await wait_result(fake, it)
         by_prompt = {j.values["prompt"]: j.workflow for j in bot.engine.recent()}
         assert by_prompt == {"in art": "alt", "in general": "sd15-txt2img"}
-        _, listing = await answer(fake, "workflows list", channel_id=art)
+        _, listing = await answer(fake, "catalog list", channel_id=art)
         assert "**alt** — Alternative · **default**" in listing.content
 
 
@@ -199,6 +209,7 @@ async def test_policy_survives_a_bot_restart(
     mod = fake.moderator_id
     helpers = fake.add_role("Helpers")
     helper = fake.add_member("helper", roles=[helpers])
+    fake.set_command_permission("workflows", helpers, allow=True)  # Server Settings → Integrations
     async with comfybot(fake, settings):
         await answer(fake, "workflows disable", {"name": "sd15-img2img"}, user_id=mod)
         await answer(fake, "workflows default", {"name": "alt"}, user_id=mod)
@@ -266,7 +277,7 @@ async def test_caps_refuse_values_over_them_naming_the_parameter(
         assert it.ephemeral
         assert "`size`" in refused.content and "square, portrait" in refused.content
         assert bot.engine.recent() == []
-        _, shown = await answer(fake, "workflows limits show")
+        _, shown = await answer(fake, "catalog limits")
         assert "steps" in shown.content and "30" in shown.content
         it = await fake.slash("imagine", {"prompt": "x", "steps": 30, "size": "portrait"})
         await it.wait_ack()
@@ -309,7 +320,8 @@ async def test_banned_word_is_refused_without_echoing_the_list(
         it, refused = await answer(fake, "imagine", {"prompt": "cat", "negative": "zorblax!"})
         assert "`negative`" in refused.content and "zorblax" not in refused.content
         assert bot.engine.recent() == []
-        _, listing = await answer(fake, "workflows banned list")
+        it = await fake.slash("workflows banned list", force=True)  # a member, past the client
+        listing = await it.wait_original()
         assert REFUSAL in listing.content and "zorblax" not in listing.content
         _, listing = await answer(fake, "workflows banned list", user_id=mod)
         assert "dragon" in listing.content and "zorblax" in listing.content
@@ -328,7 +340,7 @@ async def test_nsfw_workflow_only_in_age_restricted_channels(
         assert "spicy" in await offered(fake, channel_id=fake.nsfw_channel_id)
         it, refused = await answer(fake, "imagine", {"prompt": "x", "workflow": "spicy"})
         assert it.ephemeral and "age-restricted" in refused.content
-        _, listing = await answer(fake, "workflows list")
+        _, listing = await answer(fake, "catalog list")
         assert "spicy" not in listing.content
         # a moderator cannot make it the default of a safe channel, nor enable it there
         _, refused = await answer(
@@ -369,3 +381,25 @@ async def test_limits_set_validates_and_applies(
         assert len(message.attachments) == 6
         _, refused = await answer(fake, "imagine", {"prompt": "x", "count": 7})
         assert "`count`" in refused.content and "6" in refused.content
+
+
+# Discord's conventions ----------------------------------------------------------------------------
+async def test_commands_work_in_servers_only_and_moderator_ones_are_hidden_from_members(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, comfy.url)
+    async with comfybot(fake, settings):
+        commands = {c["name"]: c for c in fake.commands if c.get("guild_id")}
+        assert {"imagine", "catalog", "workflows", "queue"} <= set(commands)
+        for name, command in commands.items():
+            assert command["contexts"] == [0], name  # servers, not DMs
+            assert command["integration_types"] == [0], name
+        manage_server = str(1 << 5)
+        assert commands["workflows"]["default_member_permissions"] == manage_server
+        for name in ("imagine", "catalog", "queue", "cancel", "history"):
+            assert commands[name]["default_member_permissions"] is None, name
+        # a member sees /catalog (what the channel allows), a moderator also sees /workflows
+        _, listing = await answer(fake, "catalog list")
+        assert "sd15-txt2img" in listing.content
+        _, shown = await answer(fake, "workflows limits show", user_id=fake.moderator_id)
+        assert "max_count" in shown.content

@@ -607,6 +607,7 @@ class FakeDiscord:
         self._global_commands: list[dict[str, Any]] = []
         self._guild_commands: dict[int, list[dict[str, Any]]] = {}
         self._command_ids: dict[tuple[int | None, int, str], int] = {}
+        self._command_overrides: dict[str, dict[int, bool]] = {}
 
         self.application_id = self._snowflake()
         self.guild_id = self._snowflake()
@@ -820,6 +821,29 @@ class FakeDiscord:
         )
         channel["permission_overwrites"] = overwrites
         self._announce("CHANNEL_UPDATE", channel)
+
+    def set_command_permission(self, name: str, target_id: int, *, allow: bool | None) -> None:
+        """What a server administrator does in Server Settings → Integrations: let a role or a
+        member (``target_id == guild_id`` is @everyone) use the command ``name``, or keep them
+        from it, whatever its ``default_member_permissions``; ``allow=None`` removes the
+        override. Administrators and the owner may always use every command."""
+        overrides = self._command_overrides.setdefault(name, {})
+        if allow is None:
+            overrides.pop(target_id, None)
+        else:
+            overrides[target_id] = allow
+
+    def _command_override(self, name: str, user_id: int) -> bool | None:
+        """The Integrations override for this member, as Discord resolves it: the member's own,
+        else any of their roles allowing (an allow beats a deny), else @everyone's."""
+        overrides = self._command_overrides.get(name, {})
+        if user_id in overrides:
+            return overrides[user_id]
+        roles = [int(r) for r in self._members[user_id]["roles"]]
+        verdicts = [overrides[r] for r in roles if r in overrides]
+        if verdicts:
+            return any(verdicts)
+        return overrides.get(self.guild_id)
 
     def _channel(self, channel_id: int) -> dict[str, Any]:
         try:
@@ -1309,12 +1333,21 @@ class FakeDiscord:
             raise CommandUnavailable(f"/{command['name']} is not available in guilds")
         if command.get("nsfw") and not self._channel(channel_id).get("nsfw"):
             raise CommandUnavailable(f"/{command['name']} is age-restricted: only in NSFW channels")
+        perms = self.permissions(user_id)
+        if perms & PERM_ADMINISTRATOR or user_id == self.owner_id:
+            return
+        override = self._command_override(command["name"], user_id)
+        if override is not None:
+            if not override:
+                raise CommandUnavailable(
+                    f"/{command['name']} is turned off for user {user_id} in Integrations"
+                )
+            return
         required = command.get("default_member_permissions")
         if required is not None:
             needed = int(required)
-            perms = self.permissions(user_id)
-            allowed = perms & PERM_ADMINISTRATOR or (needed != 0 and perms & needed == needed)
-            if not allowed and user_id != self.owner_id:
+            allowed = needed != 0 and perms & needed == needed
+            if not allowed:
                 raise CommandUnavailable(
                     f"/{command['name']} needs permissions {needed:#x}; "
                     f"user {user_id} has {perms:#x}"
