@@ -504,7 +504,7 @@ async def test_channel_messages_with_the_bot_token(
     message = fake.message(message_id)
     assert message.interaction_id is None and message.author_id == fake.application_id
     assert [e[1]["content"] for e in message.edits] == ["announcement (edited)"]
-    assert (await it.wait_original()).content == "posted"
+    assert (await it.wait_original(lambda m: m.content == "posted")).content == "posted"
 
 
 async def test_deleting_the_original_response(
