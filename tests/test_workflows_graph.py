@@ -334,7 +334,15 @@ def test_a_muted_node_is_left_out_and_its_links_dropped() -> None:
 
 def test_an_unknown_node_class_is_named() -> None:
     export = copy.deepcopy(txt2img_ui_export())
-    export["nodes"].append({"id": 20, "type": "FancyUpscaler", "mode": 0, "inputs": []})
+    export["nodes"].append(
+        {
+            "id": 20,
+            "type": "FancyUpscaler",
+            "mode": 0,
+            "inputs": [{"name": "image", "type": "IMAGE", "link": 30}],
+        }
+    )
+    export["links"].append(_link(30, 8, 0, 20, 0, "IMAGE"))
 
     with pytest.raises(InvalidWorkflow) as caught:
         ui_to_api(export, object_info(), source="workflows/ui.json")

@@ -11,23 +11,18 @@ from __future__ import annotations
 import copy
 import difflib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from bot.errors import WorkflowError
-from bot.workflows import nodeinfo
+from bot.workflows.convert import Conversion, convert_ui, is_ui_format
+from bot.workflows.convert import sort_key as convert_sort_key
 from bot.workflows.nodeinfo import ObjectInfo
 from bot.workflows.problems import InvalidWorkflow, Problem, display_path
 
 Graph = dict[str, Any]
 """An API-format graph: node id -> `{"class_type", "inputs", "_meta"}`."""
-
-# Frontend-only nodes: never sent to ComfyUI.
-VIRTUAL_NODES = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
-MODE_MUTED = 2
-MODE_BYPASSED = 4
-CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
 
 
 def is_link(value: object) -> TypeGuard[list[Any]]:
@@ -66,9 +61,9 @@ def describe_node(graph: Mapping[str, Any], node_id: str) -> str:
     return f"{node_id} ({class_type})"
 
 
-def sort_key(node_id: str) -> tuple[int, int | str]:
-    """Order node ids numerically where they are numbers (`2` before `10`)."""
-    return (0, int(node_id)) if node_id.isdigit() else (1, node_id)
+def sort_key(node_id: str) -> tuple[tuple[int, ...], str]:
+    """Order node ids numerically where they are numbers (`2` before `10`, `57` before `57:3`)."""
+    return (convert_sort_key(node_id), node_id)
 
 
 def resolve_node(graph: Mapping[str, Any], ref: str | int) -> str:
@@ -117,11 +112,6 @@ def resolve_node(graph: Mapping[str, Any], ref: str | int) -> str:
     )
 
 
-def is_ui_format(data: object) -> bool:
-    """Whether parsed JSON is a UI-format export (`nodes` + `links`) rather than API format."""
-    return isinstance(data, Mapping) and isinstance(data.get("nodes"), list) and "links" in data
-
-
 def parse_api_graph(data: object, source: str) -> Graph:
     """Check the shape of an API-format graph and return a normalised deep copy.
 
@@ -162,12 +152,15 @@ def parse_api_graph(data: object, source: str) -> Graph:
     return graph
 
 
-def load_graph(path: Path, object_info: ObjectInfo | None = None) -> Graph:
+def load_graph(
+    path: Path, object_info: ObjectInfo | None = None, *, comfyui_version: str | None = None
+) -> Graph:
     """Read a graph file in API or UI format and return it in API format.
 
     Args:
         path: the `.json` file.
         object_info: ComfyUI's node definitions, needed only to convert a UI-format export.
+        comfyui_version: the running ComfyUI's version, if known, for messages.
 
     Raises:
         InvalidWorkflow: the file is missing, not JSON, or not a graph (or a UI-format graph
@@ -199,169 +192,82 @@ def load_graph(path: Path, object_info: ObjectInfo | None = None) -> Graph:
                     )
                 ]
             )
-        data = ui_to_api(data, object_info, source=source)
+        data = ui_to_api(data, object_info, source=source, comfyui_version=comfyui_version)
     return parse_api_graph(data, source)
 
 
 # --- UI format -> API format -------------------------------------------------------------------
 
 
-class _UiGraph:
-    """A UI-format export, indexed for conversion."""
+def missing_class_problems(
+    conversion: Conversion, source: str, comfyui_version: str | None = None
+) -> list[Problem]:
+    """One problem per node class a converted export uses that ComfyUI lacks, saying what to do.
 
-    def __init__(self, data: Mapping[str, Any], object_info: ObjectInfo, source: str) -> None:
-        self.object_info = object_info
-        self.source = source
-        self.nodes: dict[int | str, Mapping[str, Any]] = {}
-        for node in data["nodes"]:
-            if isinstance(node, Mapping) and "id" in node:
-                self.nodes[node["id"]] = node
-        self.links: dict[int | str, tuple[int | str, int]] = {}
-        for link in data.get("links") or []:
-            if isinstance(link, Sequence) and len(link) >= 5:
-                self.links[link[0]] = (link[1], int(link[2]))
-            elif isinstance(link, Mapping) and "id" in link:
-                self.links[link["id"]] = (link["origin_id"], int(link["origin_slot"]))
-
-    def fail(self, node: Mapping[str, Any], message: str) -> WorkflowError:
-        key = f"node {node.get('id')} ({node.get('type')})"
-        return InvalidWorkflow([Problem(self.source, key, message, "graph")])
-
-    def is_dropped(self, node: Mapping[str, Any]) -> bool:
-        return node.get("mode") == MODE_MUTED or node.get("type") in VIRTUAL_NODES
-
-    def input_link(self, node: Mapping[str, Any], name: str | None = None) -> Any:
-        for index, item in enumerate(node.get("inputs") or []):
-            if not isinstance(item, Mapping):
-                continue
-            if (name is None and index == 0) or item.get("name") == name:
-                return item.get("link")
-        return None
-
-    def source_of(self, link_id: Any, depth: int = 0) -> tuple[str, int] | _Literal | None:
-        """Follow a link through reroutes and bypassed nodes.
-
-        Returns `(node_id, slot)` for a real node, `_Literal(value)` for a primitive node's
-        value, or None when the link leads nowhere (a muted node, a dangling link).
-        """
-        if link_id is None or link_id not in self.links or depth > 100:
-            return None
-        origin_id, slot = self.links[link_id]
-        origin = self.nodes.get(origin_id)
-        if origin is None:
-            return None
-        kind = origin.get("type")
-        if kind == "Reroute":
-            return self.source_of(self.input_link(origin), depth + 1)
-        if kind == "PrimitiveNode":
-            values = origin.get("widgets_values")
-            return _Literal(values[0]) if isinstance(values, list) and values else None
-        if origin.get("mode") == MODE_BYPASSED:
-            return self.source_of(self.bypass_input(origin, slot), depth + 1)
-        if self.is_dropped(origin):
-            return None
-        return (str(origin_id), slot)
-
-    def bypass_input(self, node: Mapping[str, Any], slot: int) -> Any:
-        """The link a bypassed node passes through to its output `slot`: same type, in order."""
-        outputs = node.get("outputs") or []
-        wanted = None
-        if slot < len(outputs) and isinstance(outputs[slot], Mapping):
-            wanted = outputs[slot].get("type")
-        if wanted is None:
-            types = nodeinfo.output_types(self.object_info, str(node.get("type")))
-            wanted = types[slot] if slot < len(types) else None
-        for item in node.get("inputs") or []:
-            if isinstance(item, Mapping) and item.get("type") == wanted and item.get("link"):
-                return item.get("link")
-        return None
-
-    def widget_values(
-        self, node: Mapping[str, Any], widgets: list[nodeinfo.InputDef]
-    ) -> dict[str, Any]:
-        raw = node.get("widgets_values")
-        if isinstance(raw, Mapping):
-            return {w.name: raw[w.name] for w in widgets if w.name in raw}
-        if not isinstance(raw, list):
-            return {}
-        values: dict[str, Any] = {}
-        position = 0
-        for widget in widgets:
-            if position >= len(raw):
-                break
-            values[widget.name] = raw[position]
-            position += 1
-            if (
-                widget.has_control_widget
-                and position < len(raw)
-                and isinstance(raw[position], str)
-                and raw[position] in CONTROL_VALUES
-            ):
-                position += 1  # the "control after generate" widget the UI adds
-        return values
-
-    def convert_node(self, node: Mapping[str, Any]) -> dict[str, Any]:
-        class_type = str(node.get("type"))
-        if nodeinfo.node_def(self.object_info, class_type) is None:
-            raise self.fail(
-                node,
-                f"'{class_type}' is not a node class this ComfyUI knows; install the custom "
-                "node, or export the workflow in API format",
+    A core node says which ComfyUI version the workflow was made with and which one runs; a
+    custom node names its pack (and repository) so a moderator knows what to install.
+    """
+    problems = []
+    for missing in conversion.missing:
+        first = missing.nodes[0]
+        key = f"node {first} ({missing.class_type})"
+        more = len(missing.nodes) - 1
+        if more:
+            key += f" and {more} more node{'s' if more > 1 else ''}"
+        running = f"; this ComfyUI is {comfyui_version}" if comfyui_version else ""
+        if missing.is_core:
+            made = missing.version or conversion.core_version
+            needed = f" {made} or newer" if made else " newer than this one"
+            message = (
+                f"'{missing.class_type}' is a ComfyUI core node this ComfyUI doesn't have: "
+                f"it needs ComfyUI{needed}{running}. Update ComfyUI"
             )
-        defs = nodeinfo.input_defs(self.object_info, class_type)
-        inputs: dict[str, Any] = {}
-        values = self.widget_values(node, [d for d in defs if d.is_widget])
-        linked = {
-            str(item.get("name")): item.get("link")
-            for item in node.get("inputs") or []
-            if isinstance(item, Mapping) and item.get("link") is not None
-        }
-        for definition in defs:
-            link = linked.get(definition.name)
-            if link is not None:
-                found = self.source_of(link)
-                if isinstance(found, _Literal):
-                    inputs[definition.name] = found.value
-                    continue
-                if found is not None:
-                    inputs[definition.name] = list(found)
-                    continue
-            if definition.name in values:
-                inputs[definition.name] = values[definition.name]
-        title = node.get("title")
-        if not isinstance(title, str) or not title:
-            title = nodeinfo.display_name(self.object_info, class_type)
-        return {"inputs": inputs, "class_type": class_type, "_meta": {"title": title}}
+            problems.append(Problem(source, key, message, "needs_newer_comfyui"))
+            continue
+        if missing.pack or missing.repository:
+            pack = missing.pack or missing.repository
+            where = (
+                f" ({missing.repository})"
+                if missing.repository and missing.repository != pack
+                else ""
+            )
+            version = f", version {missing.version} or newer" if missing.version else ""
+            message = (
+                f"'{missing.class_type}' comes from the custom node pack '{pack}'{where}"
+                f"{version}, which this ComfyUI doesn't have. Install it (e.g. with "
+                "ComfyUI-Manager) and restart ComfyUI"
+            )
+        else:
+            message = (
+                f"'{missing.class_type}' is not a node class this ComfyUI knows (a custom node "
+                "that isn't installed?). Install the node pack that provides it and restart "
+                "ComfyUI"
+            )
+        problems.append(Problem(source, key, message, "unknown_node"))
+    return problems
 
 
-class _Literal:
-    """A value coming from a frontend-only primitive node."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-def ui_to_api(data: Mapping[str, Any], object_info: ObjectInfo, *, source: str = "graph") -> Graph:
-    """Convert a UI-format export to the API format ComfyUI runs.
-
-    Widget values are matched to inputs in `/object_info` order, skipping the extra
-    "control after generate" value the UI keeps after seeds. Links become
-    `[source_id, slot]`; reroutes are followed, bypassed nodes are passed through, and notes,
-    primitive nodes and muted nodes are left out.
+def ui_to_api(
+    data: Mapping[str, Any],
+    object_info: ObjectInfo,
+    *,
+    source: str = "graph",
+    comfyui_version: str | None = None,
+) -> Graph:
+    """Convert a UI-format export to the API format ComfyUI runs (see `convert`).
 
     Args:
         data: the parsed UI-format JSON.
         object_info: ComfyUI's node definitions.
         source: the file name, for messages.
+        comfyui_version: the running ComfyUI's version, if known, for messages.
 
     Raises:
-        InvalidWorkflow: a node's class is not known to this ComfyUI.
+        InvalidWorkflow: node classes this ComfyUI lacks; every one is named, with the pack to
+            install or the ComfyUI version needed.
     """
-    ui = _UiGraph(data, object_info, source)
-    graph: Graph = {}
-    for node_id in sorted(ui.nodes, key=lambda i: sort_key(str(i))):
-        node = ui.nodes[node_id]
-        if ui.is_dropped(node) or node.get("mode") == MODE_BYPASSED:
-            continue
-        graph[str(node_id)] = ui.convert_node(node)
-    return graph
+    conversion = convert_ui(data, object_info)
+    problems = missing_class_problems(conversion, source, comfyui_version)
+    if problems:
+        raise InvalidWorkflow(problems)
+    return conversion.graph

@@ -26,6 +26,7 @@ MODEL_INPUTS: Mapping[str, str] = {
     "clip_name1": "CLIP model",
     "clip_name2": "CLIP model",
     "clip_name3": "CLIP model",
+    "clip_name4": "CLIP model",
     "unet_name": "diffusion model",
     "control_net_name": "ControlNet model",
     "style_model_name": "style model",
@@ -34,7 +35,38 @@ MODEL_INPUTS: Mapping[str, str] = {
     "model_name": "model",
     "upscale_model_name": "upscale model",
     "photomaker_model_name": "PhotoMaker model",
+    "lora_name_1": "LoRA",
+    "audio_encoder_name": "audio encoder",
+    "model_path": "model",
+    "ipadapter_file": "IPAdapter model",
+    "instantid_file": "InstantID model",
+    "pulid_file": "PuLID model",
 }
+
+CLASS_MODEL_INPUTS: Mapping[tuple[str, str], str] = {
+    ("ModelPatchLoader", "name"): "model patch",
+    ("CLIPVisionLoader", "clip_name"): "CLIP vision model",
+    ("UnetLoaderGGUF", "unet_name"): "diffusion model",
+}
+"""Model inputs whose name alone doesn't say so, by class."""
+
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
+
+
+def model_kind(class_type: str, definition: InputDef, value: object = None) -> str | None:
+    """The kind of model file an input names ("checkpoint", "LoRA"...), or None.
+
+    Known by the input's name, by class for inputs with a plain name (`ModelPatchLoader.name`),
+    or, for any other list input, by a value that is a model file name.
+    """
+    if definition.type != "COMBO":
+        return None
+    known = CLASS_MODEL_INPUTS.get((class_type, definition.name)) or definition.model_kind
+    if known is not None:
+        return known
+    if isinstance(value, str) and value.lower().endswith(MODEL_SUFFIXES):
+        return "model"
+    return None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Checking a loaded workflow against a ComfyUI's `/object_info`.
 
 Finds what ComfyUI would otherwise reject at `POST /prompt` time, worded for the person who
-wrote the pack: unknown node classes, missing required inputs, links to missing nodes or
+wrote the pack: unknown node classes (anywhere), and in the nodes the output nodes need (the
+only ones ComfyUI checks and runs): missing required inputs, links to missing nodes or
 outputs, values out of a node's range, enum values not in its list (missing models named as
 such), params that target inputs a node doesn't have, and graphs with no output node.
 """
@@ -63,10 +64,11 @@ def value_problem(definition: InputDef, value: Any, class_type: str) -> tuple[st
     if kind == "COMBO":
         if definition.choices is None or value in definition.choices:
             return None
-        if definition.model_kind is not None:
+        kind_of_model = nodeinfo.model_kind(class_type, definition, value)
+        if kind_of_model is not None:
             return (
                 "missing_model",
-                f"{definition.model_kind} '{value}' is not installed on ComfyUI; "
+                f"{kind_of_model} '{value}' is not installed on ComfyUI; "
                 f"available: {_listed(definition.choices)}",
             )
         return (
@@ -118,9 +120,32 @@ class _Checker:
         class_type = self.graph[node_id]["class_type"]
         return nodeinfo.node_def(self.object_info, class_type) is not None
 
+    def needed(self) -> set[str]:
+        """The nodes ComfyUI would run: the output nodes and all they take input from.
+
+        ComfyUI checks the inputs of those only; a node nothing needs is never looked at.
+        """
+        outputs = [
+            node_id
+            for node_id, node in self.graph.items()
+            if nodeinfo.is_output_node(self.object_info, node["class_type"])
+        ]
+        if not outputs:
+            return set(self.graph)
+        seen: set[str] = set()
+        stack = list(outputs)
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen or node_id not in self.graph:
+                continue
+            seen.add(node_id)
+            stack.extend(str(v[0]) for v in self.graph[node_id]["inputs"].values() if is_link(v))
+        return seen
+
     def check_graph(self) -> None:
         has_output = False
         unknown = False
+        needed = self.needed()
         for node_id in sorted(self.graph, key=sort_key):
             class_type = self.graph[node_id]["class_type"]
             key = f"node {describe_node(self.graph, node_id)}"
@@ -135,6 +160,8 @@ class _Checker:
                 )
                 continue
             has_output = has_output or nodeinfo.is_output_node(self.object_info, class_type)
+            if node_id not in needed:
+                continue
             for definition in nodeinfo.input_defs(self.object_info, class_type):
                 self.check_input(node_id, key, definition)
         if not has_output and not unknown:
