@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from bot.errors import WorkflowError
-from bot.workflows.convert import Conversion, convert_ui, is_ui_format
+from bot.workflows.convert import Conversion, convert_ui
+from bot.workflows.convert import is_ui_format as is_ui_format  # part of this module's API
 from bot.workflows.convert import sort_key as convert_sort_key
 from bot.workflows.nodeinfo import ObjectInfo
 from bot.workflows.problems import InvalidWorkflow, Problem, display_path
