@@ -1,4 +1,4 @@
-"""The command line: `comfycord run | check | generate | workflows | sync`."""
+"""The command line: `comfycord run | check | generate | workflows | import | sync`."""
 
 from __future__ import annotations
 
@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--count", type=int, default=1, help="how many images (seeds)")
     gen.add_argument("--out", type=Path, default=Path("out"), help="where to write the images")
     sub.add_parser("workflows", help="list the workflows and their parameters")
+    imp = sub.add_parser(
+        "import", help="turn an exported ComfyUI workflow into a pack (NAME.json + NAME.yaml)"
+    )
+    imp.add_argument("file", type=Path, help="the workflow, saved or exported from ComfyUI")
+    imp.add_argument("--name", help="the pack name (default: derived from the file name)")
+    imp.add_argument("--yaml", type=Path, help="a YAML spec to use instead of detecting params")
+    imp.add_argument("--offline", action="store_true", help="do not ask ComfyUI")
     sync = sub.add_parser("sync", help="register the slash commands with Discord")
     sync.add_argument("--guild", type=int, help="sync to this server only (instant)")
     return parser
@@ -82,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return list_workflows(settings)
         if args.command == "generate":
             return asyncio.run(generate(settings, args))
+        if args.command == "import":
+            return asyncio.run(import_workflow(settings, args))
         if args.command in ("run", "sync"):
             if not settings.discord_token:
                 print(TOKEN_HELP, file=sys.stderr)
@@ -165,6 +174,64 @@ def describe_workflow(workflow: Workflow) -> str:
             bits.append("required")
         lines.append(f"  {param.name}: {'; '.join(bits)}")
     return "\n".join(lines) + "\n"
+
+
+# import --------------------------------------------------------------------------------------
+def _read_upload(path: Path, limit: int) -> bytes:
+    from bot.workflows.packs import check_size
+
+    try:
+        check_size(path.stat().st_size, path.name, limit)
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: can't be read: {exc.strerror or exc}") from None
+
+
+async def import_workflow(
+    settings: Settings, args: argparse.Namespace, out: TextIO | None = None
+) -> int:
+    """Write `NAME.json` + `NAME.yaml` (every param written out) from an exported workflow.
+
+    The workflow is checked against ComfyUI's /object_info when it is reachable; when ComfyUI
+    could not run it (unknown node classes...), nothing is written.
+    """
+    from bot.workflows.packs import (
+        MAX_GRAPH_BYTES,
+        MAX_YAML_BYTES,
+        prepare_import,
+        preview_lines,
+        save_pack,
+    )
+
+    out = out or sys.stdout
+    data = _read_upload(args.file, MAX_GRAPH_BYTES)
+    yaml_data = _read_upload(args.yaml, MAX_YAML_BYTES) if args.yaml is not None else None
+    object_info = None if args.offline else await _fetch_object_info(settings, out)
+    folder = Path(settings.workflows.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    existing, _ = load_workflows(folder)
+    preview = prepare_import(
+        data,
+        args.file.name,
+        folder=folder,
+        object_info=object_info,
+        yaml_data=yaml_data,
+        yaml_name=args.yaml.name if args.yaml is not None else "spec.yaml",
+        name=args.name,
+        existing=existing,
+    )
+    print(f"{preview.name}: {preview.title}", file=out)
+    for line in preview_lines(preview):
+        print(f"  {line}", file=out)
+    if preview.blocking:
+        print(f"nothing written: ComfyUI can't run {preview.name} as it is", file=out)
+        return 1
+    for path in save_pack(preview, folder, existing):
+        print(f"wrote {path}", file=out)
+    print("edit the YAML if you like, then run `comfycord check`", file=out)
+    return 0
 
 
 # generate ------------------------------------------------------------------------------------

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.__main__ import main
 from tests.conftest import WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
+from tests.test_workflows_graph import txt2img_ui_export
 
 
 def write_config(tmp_path: Path, workflows: Path = WORKFLOWS, extra: str = "") -> Path:
@@ -165,3 +168,107 @@ def test_a_bad_setting_names_file_and_key(
     assert main(["--config", str(config), "workflows"]) == 2
     err = capsys.readouterr().err
     assert f"{config}: limits.max_count:" in err
+
+
+# import ----------------------------------------------------------------------------------------
+def shipped_copy(tmp_path: Path) -> Path:
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    for file in WORKFLOWS.iterdir():
+        shutil.copy(file, packs / file.name)
+    return packs
+
+
+async def test_import_writes_a_pack_that_check_accepts(
+    comfy: FakeComfyUI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("COMFYUI_URL", comfy.url)
+    packs = shipped_copy(tmp_path)
+    config = write_config(tmp_path, packs)
+    upload = tmp_path / "Night Sky (v2).json"
+    upload.write_text(json.dumps(txt2img_ui_export()))
+
+    code = await run_cli("--config", str(config), "import", str(upload))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "night-sky-v2: Night Sky (v2)" in out
+    assert '  prompt (text, required) sets 6 "Positive" (CLIPTextEncode).text' in out
+    spec = yaml.safe_load((packs / "night-sky-v2.yaml").read_text())
+    assert list(spec["params"])[:3] == ["prompt", "negative", "seed"]
+    assert "nodes" not in json.loads((packs / "night-sky-v2.json").read_text())
+
+    code = await run_cli("--config", str(config), "check")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "ok: workflow night-sky-v2" in out and "0 problem(s)" in out
+
+
+async def test_import_with_a_name_and_a_yaml_uses_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    packs = shipped_copy(tmp_path)
+    spec = tmp_path / "mine.yaml"
+    spec.write_text("title: Mine\nparams:\n  prompt: {type: text, node: Positive, input: text}\n")
+    code = await run_cli(
+        "--config", str(write_config(tmp_path, packs)), "import",
+        str(WORKFLOWS / "sd15-txt2img.json"), "--name", "mine", "--yaml", str(spec), "--offline",
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "not checked against ComfyUI" in out
+    written = yaml.safe_load((packs / "mine.yaml").read_text())
+    assert written["title"] == "Mine" and list(written["params"]) == ["prompt"]
+
+
+async def test_import_refuses_what_comfyui_cant_run_and_writes_nothing(
+    comfy: FakeComfyUI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("COMFYUI_URL", comfy.url)
+    packs = shipped_copy(tmp_path)
+    graph = json.loads((WORKFLOWS / "sd15-txt2img.json").read_text())
+    graph["20"] = {"class_type": "FaceDetailer", "inputs": {"image": ["8", 0]}}
+    upload = tmp_path / "faces.json"
+    upload.write_text(json.dumps(graph))
+    before = sorted(p.name for p in packs.iterdir())
+
+    code = await run_cli("--config", str(write_config(tmp_path, packs)), "import", str(upload))
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "missing node classes: FaceDetailer" in out and "nothing written" in out
+    assert sorted(p.name for p in packs.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "expected"),
+    [
+        ("not json at all", "x.json", "x.json: line 1: is not JSON"),
+        ('{"a": 1}', "x.json", "x.json: is not a ComfyUI workflow"),
+        (None, "absent.json", "absent.json: no such file"),
+        ("{}", "sd15-txt2img.json", "'sd15-txt2img' already exists"),
+    ],
+)
+async def test_import_of_a_bad_file_says_what_is_wrong(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str | None,
+    name: str,
+    expected: str,
+) -> None:
+    packs = shipped_copy(tmp_path)
+    upload = tmp_path / name
+    if content is not None:
+        upload.write_text(content)
+    before = sorted(p.name for p in packs.iterdir())
+    code = await run_cli(
+        "--config", str(write_config(tmp_path, packs)), "import", str(upload), "--offline"
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert expected in err and "Traceback" not in err
+    assert sorted(p.name for p in packs.iterdir()) == before

@@ -121,18 +121,27 @@ def _size_text(size: int) -> str:
     return f"{size / _MB:.1f} MB" if size >= _MB / 10 else f"{size} bytes"
 
 
-def _text(data: bytes, source: str, limit: int) -> str:
-    if len(data) > limit:
+def check_size(size: int, source: str, limit: int = MAX_GRAPH_BYTES) -> None:
+    """Refuse a file before reading it when it is larger than an import accepts.
+
+    Raises:
+        InvalidWorkflow: it is too big (the message gives its size and the limit).
+    """
+    if size > limit:
         raise InvalidWorkflow(
             [
                 Problem(
                     source,
                     "",
-                    f"is too big ({_size_text(len(data))}); the limit is {_size_text(limit)}",
+                    f"is too big ({_size_text(size)}); the limit is {_size_text(limit)}",
                     "too_big",
                 )
             ]
         )
+
+
+def _text(data: bytes, source: str, limit: int) -> str:
+    check_size(len(data), source, limit)
     if not data.strip():
         raise InvalidWorkflow([Problem(source, "", "is empty", "graph")])
     try:
