@@ -9,12 +9,15 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from PIL import Image
+
+from bot.jobs.scheduler import band_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,6 +42,10 @@ class Coalescer(Generic[T]):
         self._sending = False
         self._lock = asyncio.Lock()
         self.sent = 0
+
+    def mark_sent(self) -> None:
+        """Something else just updated the message: the next update waits a full interval."""
+        self._last = time.monotonic()
 
     def push(self, state: T) -> None:
         if self._closed:
@@ -131,6 +138,45 @@ def fit_image(data: bytes, filename: str, limit: int) -> FittedImage:
         scale *= 0.75
         if original[0] * scale < 16 or original[1] * scale < 16:
             raise ValueError(f"{filename} cannot be made smaller than {limit} bytes")
+
+
+#: How often a waiting reply may be edited when its position only moved to the next band.
+POSITION_REFRESH = 30.0
+
+
+def position_edit_due(shown: int | None, current: int, since_edit: float) -> bool:
+    """Whether a waiting reply that shows place `shown` should be edited to show `current`.
+
+    Members care about bands of positions (1, 2, 3, 5, 10, 20, 50, ...), not each move: the
+    reply is edited when `current` is two bands or more from what it shows (so it is never wrong
+    by more than one band), when the job is among the next three, or when it has entered the
+    next band and the reply was last edited at least `POSITION_REFRESH` seconds ago.
+    """
+    if shown is None:
+        return True
+    gap = abs(band_of(current) - band_of(shown))
+    if gap == 0:
+        return False
+    return gap >= 2 or current <= 3 or since_edit >= POSITION_REFRESH
+
+
+def edit_budget(jobs: int, running_seconds: float, interval: float) -> int:
+    """Discord requests a reply may make in all: three per job plus one per `interval` on ComfyUI.
+
+    (The acknowledgement, one position edit and the result per job; the running progress.)
+    """
+    return math.ceil(max(0.0, running_seconds) / interval) + 3 * jobs
+
+
+def format_wait(seconds: float) -> str:
+    """A rough duration for people: `~40 s`, `~2 min`, `~1 h 20 min`."""
+    if seconds < 60:
+        return f"~{max(5, round(seconds / 5) * 5)} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"~{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"~{hours} h {minutes} min" if minutes else f"~{hours} h"
 
 
 def progress_bar(value: int, total: int, width: int = 16) -> str:

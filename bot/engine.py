@@ -12,8 +12,11 @@ discord. Typical use:
 from __future__ import annotations
 
 import logging
+import math
 import random
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +113,7 @@ class Engine:
         self.object_info: dict[str, Any] | None = None
         self.queue = FairQueue()
         self._listeners: list[Listener] = []
+        self._durations: deque[float] = deque(maxlen=50)  # seconds on ComfyUI of recent jobs
         self.runner = Runner(
             self.client,
             self.store,
@@ -159,6 +163,9 @@ class Engine:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _emit(self, update: JobUpdate) -> None:
+        job = update.job
+        if update.kind == "finished" and job.state is JobState.DONE and job.elapsed is not None:
+            self._durations.append(job.elapsed)
         for listener in list(self._listeners):
             try:
                 listener(update)
@@ -423,6 +430,19 @@ class Engine:
 
     def position(self, job_id: str) -> int | None:
         return self.runner.position(job_id)
+
+    def expected_wait(self, job_id: str) -> float | None:
+        """Seconds until a waiting job should start, from how long recent jobs took.
+
+        None when the job is not waiting or no job has finished yet to measure by.
+        """
+        position = self.runner.position(job_id)
+        if not position or not self._durations:
+            return None
+        slots = max(1, self.runner.max_in_flight)
+        typical = statistics.median(self._durations)
+        # the running jobs are half done on average, then the ones ahead go `slots` at a time
+        return typical * (0.5 + math.floor((position - 1) / slots))
 
     def recent(
         self, *, owner_id: str | None = None, guild_id: str | None = None, limit: int = 10

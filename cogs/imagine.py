@@ -22,7 +22,14 @@ from discord.ext import commands
 
 from bot.admission import ImageOffer
 from bot.app import ComfyBot, send_error
-from bot.delivery import Coalescer, fit_image, progress_bar
+from bot.delivery import (
+    Coalescer,
+    edit_budget,
+    fit_image,
+    format_wait,
+    position_edit_due,
+    progress_bar,
+)
 from bot.engine import ImageInput
 from bot.errors import NotAllowed, NotFound, UserError
 from bot.jobs.model import Job, JobState
@@ -195,6 +202,12 @@ class Reply:
     preview: tuple[bytes, str] | None = None
     coalescer: Coalescer[None] | None = None
     finalizing: bool = False
+    # what it costs and shows: requests made, positions shown, when the jobs started to run
+    sent: int = 0
+    shown: dict[str, int] = field(default_factory=dict)
+    shown_at: float = 0.0
+    run_started: float | None = None
+    running_edits: int = 0
 
     def token_usable(self) -> bool:
         return (
@@ -438,16 +451,7 @@ class Imagine(commands.Cog):
         await self._start_reply(interaction, jobs)
 
     async def _start_reply(self, interaction: discord.Interaction, jobs: list[Job]) -> None:
-        """Acknowledge (if not yet), remember where the reply is, show the first state."""
-        message_id: int | None = None
-        if not interaction.response.is_done():
-            response = await interaction.response.defer(thinking=True)
-            message_id = response.message_id if response is not None else None
-        if message_id is None:
-            try:
-                message_id = (await interaction.original_response()).id
-            except discord.HTTPException:
-                log.info("could not look up the reply of %s", interaction.id)
+        """Acknowledge with the first state (one request), remember where the reply is."""
         first = jobs[0]
         key = first.group_id or first.id
         reply = Reply(
@@ -456,13 +460,38 @@ class Imagine(commands.Cog):
             channel_id=interaction.channel_id or 0,
             owner_id=interaction.user.id,
             interaction=interaction,
-            message_id=message_id,
             token_at=time.time(),
             size_limit=interaction.filesize_limit,
         )
+        for job in jobs:
+            current = self.engine.get_job(job.id) or job
+            reply.latest[job.id] = JobUpdate(
+                current, "position", position=self.engine.position(job.id)
+            )
+        shown = False
+        message_id: int | None = None
+        if not interaction.response.is_done():
+            view = discord.ui.View(timeout=None)
+            view.add_item(CancelButton(key))
+            response = await interaction.response.send_message(
+                content=self._progress_text(reply), view=view
+            )
+            reply.sent += 1
+            reply.shown_at = time.monotonic()
+            shown = True
+            message_id = response.message_id if response is not None else None
+        if message_id is None:
+            try:
+                reply.sent += 1
+                message_id = (await interaction.original_response()).id
+            except discord.HTTPException:
+                log.info("could not look up the reply of %s", interaction.id)
+        reply.message_id = message_id
         reply.coalescer = Coalescer(
             lambda _: self._render_progress(reply), self.bot.settings.discord.progress_interval
         )
+        if shown:
+            reply.coalescer.mark_sent()
         self.replies[key] = reply
         for job in jobs:
             self._by_job[job.id] = key
@@ -477,12 +506,16 @@ class Imagine(commands.Cog):
                     "size_limit": reply.size_limit,
                 },
             )
+        moved = False  # what happened while the acknowledgement was on its way
         for job in jobs:
             current = self.engine.get_job(job.id) or job
-            reply.latest.setdefault(
-                job.id, JobUpdate(current, "position", position=self.engine.position(job.id))
-            )
-        reply.coalescer.push(None)
+            if current.state is not JobState.QUEUED:
+                moved = True
+                reply.latest[job.id] = JobUpdate(current, "submitted")
+                if reply.run_started is None:
+                    reply.run_started = time.monotonic()
+        if not shown or moved:
+            reply.coalescer.push(None)
         if all((self.engine.get_job(j) or first).state.finished for j in reply.job_ids):
             self._schedule_final(reply)
 
@@ -495,6 +528,10 @@ class Imagine(commands.Cog):
                 self._deliver_orphan(update.job)
             return
         reply.latest[update.job.id] = update
+        if update.kind == "position" and not self._position_due(reply, update):
+            return  # a move within its band (or soon after the last edit): not worth an edit
+        if update.kind not in ("queued", "position") and reply.run_started is None:
+            reply.run_started = time.monotonic()
         if update.kind == "preview" and update.preview:
             reply.preview = (update.preview, update.preview_mime or "image/jpeg")
         if update.kind == "finished" and all(self._state(reply, j).finished for j in reply.job_ids):
@@ -502,6 +539,12 @@ class Imagine(commands.Cog):
             return
         if reply.coalescer is not None and reply.token_usable():
             reply.coalescer.push(None)
+
+    def _position_due(self, reply: Reply, update: JobUpdate) -> bool:
+        if update.position is None or update.job.state is not JobState.QUEUED:
+            return False
+        shown = reply.shown.get(update.job.id)
+        return position_edit_due(shown, update.position, time.monotonic() - reply.shown_at)
 
     def _state(self, reply: Reply, job_id: str) -> JobState:
         update = reply.latest.get(job_id)
@@ -526,7 +569,12 @@ class Imagine(commands.Cog):
             if job is None:
                 continue
             prefix = f"`{index}` " if multi else ""
-            lines.append(prefix + _status_line(job, update, self.engine.position(job_id)))
+            position = self.engine.position(job_id)
+            wait = None
+            if job.state is JobState.QUEUED and position:
+                reply.shown[job_id] = position
+                wait = self.engine.expected_wait(job_id)
+            lines.append(prefix + _status_line(job, update, position, wait))
         first = self.engine.get_job(reply.job_ids[0])
         head = ""
         if first is not None:
@@ -536,6 +584,16 @@ class Imagine(commands.Cog):
     async def _render_progress(self, reply: Reply) -> None:
         if not reply.token_usable() or reply.finalizing or reply.interaction is None:
             return
+        now = time.monotonic()
+        if reply.run_started is not None:
+            # running: at most one edit per interval in all, the result always kept in reserve
+            interval = self.bot.settings.discord.progress_interval
+            budget = edit_budget(len(reply.job_ids), now - reply.run_started, interval)
+            if reply.running_edits and reply.sent + 2 > budget:
+                return
+            reply.running_edits += 1
+        reply.sent += 1
+        reply.shown_at = now
         view = discord.ui.View(timeout=None)
         view.add_item(CancelButton(reply.key))
         attachments: list[discord.File] = []
@@ -786,10 +844,13 @@ class Imagine(commands.Cog):
             await send_error(interaction, f"Something went wrong (job {job_id}).")
 
 
-def _status_line(job: Job, update: JobUpdate | None, position: int | None) -> str:
+def _status_line(
+    job: Job, update: JobUpdate | None, position: int | None, wait: float | None = None
+) -> str:
     if job.state is JobState.QUEUED:
         where = f"#{position}" if position else "…"
-        return f"⏳ Queued · position {where}"
+        eta = f" · starts in {format_wait(wait)}" if wait is not None else ""
+        return f"⏳ Queued · position {where}{eta}"
     if job.state is JobState.DONE:
         return "✅ Done"
     if job.state is JobState.FAILED:

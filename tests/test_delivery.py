@@ -103,3 +103,30 @@ async def test_finish_lets_a_send_in_flight_complete_instead_of_cutting_it() -> 
 
 async def _record(into: list[int], state: int) -> None:
     into.append(state)
+
+
+def test_a_waiting_reply_is_edited_for_bands_not_for_moves() -> None:
+    from bot.delivery import position_edit_due
+
+    assert position_edit_due(None, 40, 0.0)  # nothing shown yet
+    assert not position_edit_due(40, 21, 0.0)  # same band (20-49)
+    assert not position_edit_due(40, 19, 5.0)  # next band, shown 5 s ago: wait
+    assert position_edit_due(40, 19, 31.0)  # next band, 30 s later: show it
+    assert position_edit_due(40, 9, 0.0)  # two bands away: never wrong by more than one
+    assert position_edit_due(3, 2, 0.0)  # among the next three, every band shows
+    assert position_edit_due(12, 30, 0.0) is False  # pushed back within one band
+
+
+def test_the_budget_is_three_requests_a_job_plus_one_per_interval_running() -> None:
+    from bot.delivery import edit_budget, format_wait
+
+    assert edit_budget(1, 0.0, 1.5) == 3
+    assert edit_budget(1, 2.0, 1.5) == 5
+    assert edit_budget(4, 3.0, 1.5) == 14
+    assert [format_wait(s) for s in (3, 42, 130, 3600, 4800)] == [
+        "~5 s",
+        "~40 s",
+        "~2 min",
+        "~1 h",
+        "~1 h 20 min",
+    ]

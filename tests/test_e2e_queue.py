@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,14 @@ def queued_at(position: int) -> object:
     return lambda m: f"Queued · position #{position}" in m.content
 
 
+async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def loop() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(loop(), timeout)
+
+
 def order_received(comfy: FakeComfyUI) -> list[str]:
     return [prompt_text(body) for body in comfy.prompts_received]
 
@@ -62,7 +70,8 @@ async def test_member_with_twenty_jobs_delays_others_by_at_most_one_turn(
         await b.wait_original(queued_at(1))
         await c.wait_original(queued_at(2))
         await alices[1].wait_original(queued_at(3))
-        await alices[19].wait_original(queued_at(21))
+        # a19 was acknowledged at #19; #20 and #21 are within one band of it: no edit for those
+        await alices[19].wait_original(queued_at(19))
 
         comfy.release_steps(1)  # a0 finishes; the next slot goes to bob, not to alice's a1
         await b.wait_original(lambda m: "Queued" not in m.content)
@@ -183,10 +192,65 @@ async def test_waiting_replies_show_their_position_as_jobs_finish_and_are_cancel
         await b.wait_original(lambda m: "Queued" not in m.content)
         comfy.release_steps()
         message = await wait_result(fake, d)
-        shown = [m.group(0) for t in contents(message) for m in [re.search(r"#\d+", t)] if m]
+        shown = ["#3"]  # the acknowledgement, then the edits
+        shown += [m.group(0) for t in contents(message) for m in [re.search(r"#\d+", t)] if m]
         assert [s for i, s in enumerate(shown) if i == 0 or shown[i - 1] != s] == ["#3", "#2", "#1"]
         await wait_result(fake, running)
         await wait_result(fake, b)
+
+
+async def test_a_waiting_reply_is_edited_when_its_band_changes_not_on_every_move(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, comfy.url)
+    members = [fake.add_member(f"m{i}") for i in range(12)]
+    async with comfybot(fake, settings):
+        comfy.hold_steps()
+        await imagine(fake, "running")
+        await comfy.wait_until_held()
+        for i, member in enumerate(members[:11]):
+            await imagine(fake, f"ahead {i}", member)
+        watched = await imagine(fake, "watched", members[11])
+        await watched.wait_original(queued_at(12))
+        # bands: 10-19, 5-9, 3-4, 2, 1. Within one band of what it shows, a move is not worth an
+        # edit; two bands away (#4) it is, and so is a new band among the next three.
+        for position in range(11, 0, -1):
+            comfy.release_steps(1)
+            held = len(comfy.prompts_received)
+            await wait_for(lambda held=held: len(comfy.prompts_received) > held)  # type: ignore[misc]
+            await comfy.wait_until_held()
+            if position in (4, 2, 1):
+                await watched.wait_original(queued_at(position))
+        comfy.release_steps(1)
+        await watched.wait_original(lambda m: "Queued" not in m.content)
+        comfy.release_steps()
+        message = await wait_result(fake, watched)
+        waiting = [t for t in contents(message) if "Queued" in t]
+        shown = [m.group(0) for t in waiting for m in [re.search(r"#\d+", t)] if m]
+        assert shown == ["#4", "#2", "#1"], shown  # 3 edits for 11 moves of the queue
+        assert all("starts in ~" in t for t in waiting)  # with the time measured so far
+
+
+async def test_the_result_is_not_delayed_by_a_pending_position_edit(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, comfy.url, discord={"progress_interval": 20.0})
+    bob, carol = fake.add_member("bob"), fake.add_member("carol")
+    async with comfybot(fake, settings):
+        comfy.hold_steps()
+        first = await imagine(fake, "first")
+        await comfy.wait_until_held()
+        await imagine(fake, "b", bob)
+        c = await imagine(fake, "c", carol)
+        acknowledged = asyncio.get_running_loop().time()
+        await c.wait_original(queued_at(2))
+        await answer(fake, "cancel", user_id=bob)  # c moves to #1: an edit is due, but the
+        comfy.release_steps()  # message was just written, so it waits for the 20 s interval
+        message = await wait_result(fake, c)
+        assert asyncio.get_running_loop().time() - acknowledged < 10.0
+        [(_, final)] = message.edits  # the pending edits were dropped; only the result went out
+        assert "ready" in final["content"]
+        await wait_result(fake, first)
 
 
 # /queue, /cancel, /history ------------------------------------------------------------------------
