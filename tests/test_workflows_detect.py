@@ -135,7 +135,8 @@ def test_conditioning_is_followed_back_through_other_nodes(info: str | None) -> 
 
     found = detect_params(graph, object_info() if info else None)
 
-    assert targets(found)["prompt"] == ("6", "text", "text")
+    prompt = found["prompt"].targets or []
+    assert [(t.node, t.input) for t in prompt] == [("6", "text"), ("16", "text")]
     assert targets(found)["negative"] == ("7", "text", "text")
 
 

@@ -105,11 +105,13 @@ class Conversion:
         graph: the API-format graph (node id -> `{"inputs", "class_type", "_meta"}`).
         missing: the classes `/object_info` lacks, in order of first use.
         core_version: the ComfyUI version the export says it was made with, if it says.
+        packs: the node packs the export says it uses (`extra.node_versions`), if it says.
     """
 
     graph: dict[str, Any]
     missing: tuple[MissingClass, ...] = ()
     core_version: str | None = None
+    packs: tuple[str, ...] = ()
 
 
 def is_ui_format(data: object) -> bool:
@@ -540,12 +542,10 @@ def _default(definition: nodeinfo.InputDef) -> Any:
     return None
 
 
-def _core_version(data: Mapping[str, Any]) -> str | None:
+def _node_versions(data: Mapping[str, Any]) -> Mapping[str, Any]:
     extra = data.get("extra")
     versions = extra.get("node_versions") if isinstance(extra, Mapping) else None
-    if isinstance(versions, Mapping) and isinstance(versions.get(CORE_PACK), str):
-        return str(versions[CORE_PACK])
-    return None
+    return versions if isinstance(versions, Mapping) else {}
 
 
 def convert_ui(data: Mapping[str, Any], object_info: ObjectInfo) -> Conversion:
@@ -571,7 +571,14 @@ def convert_ui(data: Mapping[str, Any], object_info: ObjectInfo) -> Conversion:
         )
         for kind, entry in converter.missing.items()
     )
-    return Conversion(graph=graph, missing=missing, core_version=_core_version(data))
+    versions = _node_versions(data)
+    core = versions.get(CORE_PACK)
+    return Conversion(
+        graph=graph,
+        missing=missing,
+        core_version=core if isinstance(core, str) else None,
+        packs=tuple(str(p) for p in versions),
+    )
 
 
 def _order(node_id: str) -> tuple[tuple[int, ...], str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from bot.errors import WorkflowError
-from bot.workflows.convert import Conversion, convert_ui
+from bot.workflows.convert import CORE_PACK, Conversion, convert_ui
 from bot.workflows.convert import is_ui_format as is_ui_format  # part of this module's API
 from bot.workflows.convert import sort_key as convert_sort_key
 from bot.workflows.nodeinfo import ObjectInfo
@@ -216,7 +216,7 @@ def missing_class_problems(
         if more:
             key += f" and {more} more node{'s' if more > 1 else ''}"
         running = f"; this ComfyUI is {comfyui_version}" if comfyui_version else ""
-        if missing.is_core:
+        if missing.is_core or (not missing.pack and conversion.packs == (CORE_PACK,)):
             made = missing.version or conversion.core_version
             needed = f" {made} or newer" if made else " newer than this one"
             message = (
@@ -240,9 +240,9 @@ def missing_class_problems(
             )
         else:
             message = (
-                f"'{missing.class_type}' is not a node class this ComfyUI knows (a custom node "
-                "that isn't installed?). Install the node pack that provides it and restart "
-                "ComfyUI"
+                f"'{missing.class_type}' is not a node class this ComfyUI knows: install the "
+                "custom node pack that provides it and restart ComfyUI, or, if it is a core "
+                "node of a newer ComfyUI, update ComfyUI"
             )
         problems.append(Problem(source, key, message, "unknown_node"))
     return problems
