@@ -144,20 +144,46 @@ def fit_image(data: bytes, filename: str, limit: int) -> FittedImage:
 POSITION_REFRESH = 30.0
 
 
-def position_edit_due(shown: int | None, current: int, since_edit: float) -> bool:
+def position_edit_due(
+    shown: int | None,
+    current: int,
+    since_edit: float,
+    *,
+    edits: int = 0,
+    allowance: int | None = None,
+) -> bool:
     """Whether a waiting reply that shows place `shown` should be edited to show `current`.
 
-    Members care about bands of positions (1, 2, 3, 5, 10, 20, 50, ...), not each move: the
-    reply is edited when `current` is two bands or more from what it shows (so it is never wrong
-    by more than one band), when the job is among the next three, or when it has entered the
-    next band and the reply was last edited at least `POSITION_REFRESH` seconds ago.
+    Members care about bands of positions (1, 2, 3, 5, 10, 20, 50, ...), not each move. The
+    reply is always edited when `current` is two bands or more from what it shows, so it is
+    never wrong by more than one band. Entering the next band is shown when the job is among
+    the next three or the reply was last edited `POSITION_REFRESH` seconds ago or more, if the
+    reply can afford it: `edits` waiting edits made so far, plus this one, plus the ones that
+    will be needed to stay within one band on the way to the front, within `allowance` (None:
+    no limit).
     """
     if shown is None:
         return True
     gap = abs(band_of(current) - band_of(shown))
     if gap == 0:
         return False
-    return gap >= 2 or current <= 3 or since_edit >= POSITION_REFRESH
+    if gap >= 2:
+        return True
+    if current > 3 and since_edit < POSITION_REFRESH:
+        return False
+    return allowance is None or edits + 1 + band_of(current) // 2 <= allowance
+
+
+def waiting_allowance(jobs: int, typical_seconds: float | None, interval: float) -> int | None:
+    """Waiting edits a reply can afford: those its running progress would make, per job.
+
+    A reply's budget is `edit_budget`; the acknowledgement, the start and the result take three
+    per job, the rest is shared by waiting and running edits. None when no job has been
+    measured yet.
+    """
+    if typical_seconds is None:
+        return None
+    return jobs * math.ceil(typical_seconds / interval)
 
 
 def edit_budget(jobs: int, running_seconds: float, interval: float) -> int:

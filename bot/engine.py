@@ -431,16 +431,20 @@ class Engine:
     def position(self, job_id: str) -> int | None:
         return self.runner.position(job_id)
 
+    def typical_duration(self) -> float | None:
+        """Median seconds on ComfyUI of recent jobs; None before the first one finished."""
+        return statistics.median(self._durations) if self._durations else None
+
     def expected_wait(self, job_id: str) -> float | None:
         """Seconds until a waiting job should start, from how long recent jobs took.
 
         None when the job is not waiting or no job has finished yet to measure by.
         """
         position = self.runner.position(job_id)
-        if not position or not self._durations:
+        typical = self.typical_duration()
+        if not position or typical is None:
             return None
         slots = max(1, self.runner.max_in_flight)
-        typical = statistics.median(self._durations)
         # the running jobs are half done on average, then the ones ahead go `slots` at a time
         return typical * (0.5 + math.floor((position - 1) / slots))
 

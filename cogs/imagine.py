@@ -29,6 +29,7 @@ from bot.delivery import (
     format_wait,
     position_edit_due,
     progress_bar,
+    waiting_allowance,
 )
 from bot.engine import ImageInput
 from bot.errors import NotAllowed, NotFound, UserError
@@ -208,6 +209,7 @@ class Reply:
     shown_at: float = 0.0
     run_started: float | None = None
     running_edits: int = 0
+    waiting_edits: int = 0
 
     def token_usable(self) -> bool:
         return (
@@ -543,8 +545,15 @@ class Imagine(commands.Cog):
     def _position_due(self, reply: Reply, update: JobUpdate) -> bool:
         if update.position is None or update.job.state is not JobState.QUEUED:
             return False
-        shown = reply.shown.get(update.job.id)
-        return position_edit_due(shown, update.position, time.monotonic() - reply.shown_at)
+        interval = self.bot.settings.discord.progress_interval
+        allowance = waiting_allowance(len(reply.job_ids), self.engine.typical_duration(), interval)
+        return position_edit_due(
+            reply.shown.get(update.job.id),
+            update.position,
+            time.monotonic() - reply.shown_at,
+            edits=reply.waiting_edits,
+            allowance=allowance,
+        )
 
     def _state(self, reply: Reply, job_id: str) -> JobState:
         update = reply.latest.get(job_id)
@@ -592,6 +601,8 @@ class Imagine(commands.Cog):
             if reply.running_edits and reply.sent + 2 > budget:
                 return
             reply.running_edits += 1
+        else:
+            reply.waiting_edits += 1
         reply.sent += 1
         reply.shown_at = now
         view = discord.ui.View(timeout=None)

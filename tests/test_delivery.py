@@ -115,6 +115,19 @@ def test_a_waiting_reply_is_edited_for_bands_not_for_moves() -> None:
     assert position_edit_due(40, 9, 0.0)  # two bands away: never wrong by more than one
     assert position_edit_due(3, 2, 0.0)  # among the next three, every band shows
     assert position_edit_due(12, 30, 0.0) is False  # pushed back within one band
+    # what a reply can afford: this edit plus those still needed on the way (to #1 from 2000:
+    # bands 1000 -> 200 -> 50 -> 10 -> 3 -> 1 is five)
+    assert position_edit_due(40, 19, 31.0, edits=1, allowance=4)  # 1 made, this, 2 to come
+    assert not position_edit_due(40, 19, 31.0, edits=2, allowance=4)
+    assert position_edit_due(40, 9, 0.0, edits=9, allowance=1)  # staying within a band wins
+
+
+def test_a_reply_may_wait_with_as_many_edits_as_its_running_would_make() -> None:
+    from bot.delivery import waiting_allowance
+
+    assert waiting_allowance(1, None, 1.5) is None  # nothing measured: no limit yet
+    assert waiting_allowance(1, 6.0, 1.5) == 4
+    assert waiting_allowance(2, 2.0, 1.5) == 4
 
 
 def test_the_budget_is_three_requests_a_job_plus_one_per_interval_running() -> None:
