@@ -136,7 +136,8 @@ async def _fetch_object_info(settings: Settings, out: TextIO) -> dict[str, Any] 
 
     timeout = aiohttp.ClientTimeout(total=min(10.0, settings.comfyui.request_timeout))
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        client = ComfyClient(session, settings.comfyui.url, request_timeout=10.0)
+        backend = settings.comfyui.pool()[0]
+        client = ComfyClient(session, backend.url, request_timeout=10.0, headers=backend.headers)
         try:
             info = await client.object_info()
         except ComfyError as exc:
@@ -144,7 +145,7 @@ async def _fetch_object_info(settings: Settings, out: TextIO) -> dict[str, Any] 
             return None
         finally:
             await client.close()
-    print(f"ok: ComfyUI at {settings.comfyui.url} ({len(info)} node types)", file=out)
+    print(f"ok: ComfyUI at {backend.url} ({len(info)} node types)", file=out)
     return info
 
 

@@ -25,7 +25,9 @@ from typing import Any
 import aiohttp
 
 from bot.comfy.client import ComfyClient
-from bot.errors import ComfyError, InvalidValue, NotAllowed, NotFound, WorkflowError
+from bot.comfy.pool import Backend, Pool
+from bot.errors import ComfyError, InvalidValue, NoBackend, NotAllowed, NotFound, WorkflowError
+from bot.jobs.dispatch import Needs
 from bot.jobs.model import Job, JobState, new_job_id
 from bot.jobs.runner import JobUpdate, Runner
 from bot.jobs.scheduler import FairQueue
@@ -96,54 +98,59 @@ class Engine:
         session: aiohttp.ClientSession,
         settings: Settings,
         *,
-        client: ComfyClient | None = None,
+        pool: Pool | None = None,
         store: Store | None = None,
         workflows: Mapping[str, Workflow] | None = None,
     ) -> None:
         self.settings = settings
-        self.client = client or ComfyClient(
-            session,
-            settings.comfyui.url,
-            heartbeat=settings.comfyui.heartbeat,
-            request_timeout=settings.comfyui.request_timeout,
-        )
+        self.pool = pool or Pool.from_settings(session, settings.comfyui)
         self.store = store or Store(settings.storage.path)
         self.workflows: dict[str, Workflow] = dict(workflows or {})
         self.workflow_problems: list[str] = []
-        self.object_info: dict[str, Any] | None = None
         self.queue = FairQueue()
         self._listeners: list[Listener] = []
         self._durations: deque[float] = deque(maxlen=50)  # seconds on ComfyUI of recent jobs
         self.runner = Runner(
-            self.client,
+            self.pool,
             self.store,
             self.queue,
             self._build_prompt,
             Path(settings.storage.outputs),
             self._emit,
-            max_in_flight=settings.comfyui.max_in_flight,
+            needs=self.needs,
+            substitute_models=settings.comfyui.substitute_missing_models,
+            prefetch=settings.comfyui.prefetch if len(self.pool) > 1 else 0,
             running_limit=self._running_limit,
             submit_retry_seconds=settings.comfyui.submit_retry_seconds,
         )
         self._limits_for: Callable[[Job], LimitSettings] = lambda job: settings.limits
         self._started = False
 
+    @property
+    def client(self) -> ComfyClient:
+        """The client of the first backend (the only one with a single ComfyUI)."""
+        return self.pool.backends[0].client
+
+    @property
+    def object_info(self) -> dict[str, Any] | None:
+        """Node classes of every backend read so far, their model lists merged."""
+        return self.pool.object_info()
+
     # lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         """Load workflows (unless given), connect to ComfyUI, resume unfinished jobs."""
         if not self.workflows:
             self.reload_workflows()
-        await self.client.start()
-        try:
-            self.object_info = await self.client.object_info()
-        except ComfyError as exc:
-            log.warning("ComfyUI not reachable at start (%s); will keep trying", exc)
+        await self.pool.start(ready_timeout=min(5.0, self.settings.comfyui.request_timeout))
+        for backend in self.pool:
+            if not backend.up:
+                log.warning("ComfyUI %s not reachable at start; will keep trying", backend.name)
         await self.runner.start()
         self._started = True
 
     async def stop(self) -> None:
         await self.runner.stop()
-        await self.client.close()
+        await self.pool.close()
         self._started = False
 
     def close_store(self) -> None:
@@ -203,10 +210,11 @@ class Engine:
             WorkflowError: a bad or taken name, or files that can't be loaded (every problem
                 listed).
         """
-        try:
-            self.object_info = await self.client.object_info()
-        except ComfyError as exc:
-            log.warning("import checked without a fresh node list: %s", exc)
+        for backend in self.pool:
+            try:
+                await backend.client.object_info(refresh=True)
+            except ComfyError as exc:
+                log.warning("import checked without a fresh node list of %s: %s", backend.name, exc)
         return packs.prepare_import(
             data,
             file_name,
@@ -282,6 +290,10 @@ class Engine:
         self.check_limits(request, count=count, exempt=exempt)
         if seeds is not None and len(seeds) != count:
             raise InvalidValue("count", f"{len(seeds)} seeds given for {count} images")
+
+        probe = Job("", request.workflow, values, request.owner_id)
+        if (reason := self.runner.refusal(probe)) is not None:
+            raise NoBackend(reason)
 
         group_id = new_job_id() if count > 1 else None
         seed_param = workflow.seed_param
@@ -361,30 +373,45 @@ class Engine:
             saved[param] = str(path)
         return saved
 
-    async def _build_prompt(self, job: Job) -> dict[str, Any]:
+    def needs(self, job: Job) -> Needs:
+        """The node classes and model files a job's prompt needs from a backend.
+
+        Raises:
+            NotFound: its workflow is gone.
+        """
+        workflow = self.workflow(job.workflow)
+        values = dict(job.values)
+        for param in job.meta.get("inputs", {}):
+            values[param] = "pending-upload.png"
+        prompt = apply(workflow, values)
+        explicit = {target for p in workflow.params for target in p.targets}
+        return Needs.of(prompt, explicit)
+
+    async def _build_prompt(self, job: Job, backend: Backend) -> dict[str, Any]:
         workflow = self.workflow(job.workflow)
         values = dict(job.values)
         for param, path in job.meta.get("inputs", {}).items():
             data = Path(path).read_bytes()
-            values[param] = await self.client.upload_image(data, Path(path).name)
+            values[param] = await backend.client.upload_image(data, Path(path).name)
         prompt = apply(workflow, values)
         if self.settings.comfyui.substitute_missing_models:
-            notes = await self._substitute_models(workflow, prompt)
+            notes = self._substitute_models(workflow, prompt, backend)
             if notes:
                 self.update_meta(job.id, notes=notes)
         return prompt
 
-    async def _substitute_models(self, workflow: Workflow, prompt: dict[str, Any]) -> list[str]:
-        """Swap a model the pack names but ComfyUI lacks for the first one it has.
+    def _substitute_models(
+        self, workflow: Workflow, prompt: dict[str, Any], backend: Backend
+    ) -> list[str]:
+        """Swap a model the pack names but this backend lacks for the first one it has.
 
         Only inputs no parameter sets are touched: a member's explicit choice is never changed.
         """
-        try:
-            info = await self.client.object_info()
-        except ComfyError:
+        info = backend.object_info
+        if info is None:
             return []  # submit will say what is wrong
-        self.object_info = info  # ComfyUI may have been down when the engine started
         set_by_params = {target for p in workflow.params for target in p.targets}
+        where = "ComfyUI" if len(self.pool) == 1 else backend.name
         notes = []
         for node_id, node in prompt.items():
             class_type = node.get("class_type", "")
@@ -397,7 +424,7 @@ class Engine:
                 if value not in spec.choices:
                     node["inputs"][name] = spec.choices[0]
                     notes.append(
-                        f"{spec.model_kind} '{value}' is not installed on ComfyUI; "
+                        f"{spec.model_kind} '{value}' is not installed on {where}; "
                         f"used '{spec.choices[0]}' instead"
                     )
                     log.warning("job uses %s: %s", workflow.name, notes[-1])

@@ -9,6 +9,7 @@ ComfycordError
 │   ├── NotFound              unknown workflow, job...
 │   └── ComfyError            anything that went wrong on the ComfyUI side
 │       ├── BackendUnavailable    ComfyUI is unreachable or answered 5xx
+│       ├── NoBackend             no backend of the pool has the nodes or models a job needs
 │       ├── PromptRejected        400 from /prompt (node_errors explained)
 │       ├── ExecutionFailed       execution_error during the run
 │       ├── Interrupted           the run was interrupted or cancelled
@@ -64,6 +65,10 @@ class ComfyError(UserError):
 
 class BackendUnavailable(ComfyError):
     """ComfyUI could not be reached, or answered with a server error."""
+
+
+class NoBackend(ComfyError):
+    """No ComfyUI backend has every node class and model file a job needs."""
 
 
 class PromptRejected(ComfyError):

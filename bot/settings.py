@@ -1,44 +1,106 @@
 """Settings: `config/comfycord.yaml` (optional) plus the environment.
 
-Secrets come only from the environment (`DISCORD_TOKEN`); `COMFYUI_URL` overrides the backend URL.
-Every problem is reported with the file and key it concerns, e.g.
+Secrets come only from the environment (`DISCORD_TOKEN`, and header values written as
+`${NAME}` in `comfyui.backends[].headers`). `COMFYUI_URL` (one URL, or several separated by commas)
+replaces the ComfyUI backends of the file. Every problem is reported with the file and key it
+concerns, e.g.
 `config/comfycord.yaml: limits.max_queued_per_member: Input should be a valid integer`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.errors import ConfigError
 
 DEFAULT_CONFIG = Path("config/comfycord.yaml")
 DEFAULT_COMFYUI_URL = "http://127.0.0.1:8188"
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
+def default_backend_name(url: str) -> str:
+    """A backend's name when the settings give none: its host and port."""
+    rest = url.split("://", 1)[-1]
+    return rest.split("/", 1)[0] or url
+
+
+class BackendSettings(_Section):
+    """One ComfyUI server of the pool."""
+
+    url: str
+    name: str | None = None
+    max_in_flight: int | None = Field(None, ge=1, le=64)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    _check_url = field_validator("url")(_http_url)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError("use 1 to 40 letters, digits, '.', '_' or '-'")
+        return value
+
+    @property
+    def label(self) -> str:
+        """The name shown in /queue, logs and `comfycord backends`."""
+        return self.name or default_backend_name(self.url)
+
+
 class ComfySettings(_Section):
     url: str = DEFAULT_COMFYUI_URL
+    backends: tuple[BackendSettings, ...] = ()
     max_in_flight: int = Field(1, ge=1, le=64)
+    prefetch: int = Field(1, ge=0, le=8)
+    failover_grace: float = Field(30.0, ge=0)
     heartbeat: float = Field(15.0, gt=0)
     request_timeout: float = Field(30.0, gt=0)
     submit_retry_seconds: float = Field(60.0, ge=0)
     substitute_missing_models: bool = True
 
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+    _check_url = field_validator("url")(_http_url)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ComfySettings:
+        seen: set[str] = set()
+        for backend in self.backends:
+            if backend.label in seen:
+                raise ValueError(f"backends: two backends are called '{backend.label}'")
+            seen.add(backend.label)
+        return self
+
+    def pool(self) -> tuple[BackendSettings, ...]:
+        """The backends to use: `backends`, or the one at `url` when that list is empty."""
+        return self.backends or (BackendSettings(url=self.url),)
+
+    def in_flight(self, backend: BackendSettings) -> int:
+        """Jobs one backend runs at once (its own `max_in_flight`, else the section's)."""
+        return backend.max_in_flight or self.max_in_flight
 
 
 class DiscordSettings(_Section):
@@ -85,6 +147,29 @@ def _format_errors(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _expand_headers(path: Path, backends: list[Any], env: Mapping[str, str]) -> list[Any]:
+    """Replace `${NAME}` in header values with the environment variable NAME."""
+    expanded = []
+    for index, backend in enumerate(backends):
+        headers = backend.get("headers") if isinstance(backend, dict) else None
+        if not isinstance(headers, dict):
+            expanded.append(backend)
+            continue
+        values = {}
+        for key, value in headers.items():
+            if isinstance(value, str):
+                for name in _ENV_REFERENCE.findall(value):
+                    if name not in env:
+                        raise ConfigError(
+                            f"{path}: comfyui.backends.{index}.headers.{key}: "
+                            f"the environment variable {name} is not set"
+                        )
+                value = _ENV_REFERENCE.sub(lambda m: env[m.group(1)], value)
+            values[key] = value
+        expanded.append({**backend, "headers": values})
+    return expanded
+
+
 def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read the YAML settings file (if any) and the environment.
 
@@ -109,10 +194,18 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         data = dict(loaded or {})
     elif explicit:
         raise ConfigError(f"{path}: settings file not found")
+    comfy = data.get("comfyui")
     if url := env.get("COMFYUI_URL"):
-        data.setdefault("comfyui", {})
-        if isinstance(data["comfyui"], dict):
-            data["comfyui"] = {**data["comfyui"], "url": url}
+        urls = [u.strip() for u in url.split(",") if u.strip()]
+        comfy = dict(comfy) if isinstance(comfy, dict) else {}
+        comfy.pop("backends", None)
+        if len(urls) == 1:
+            comfy["url"] = urls[0]
+        else:
+            comfy["backends"] = [{"url": u} for u in urls]
+        data["comfyui"] = comfy
+    elif isinstance(comfy, dict) and isinstance(comfy.get("backends"), list):
+        data["comfyui"] = {**comfy, "backends": _expand_headers(path, comfy["backends"], env)}
     token = env.get("DISCORD_TOKEN") or None
     try:
         settings = Settings.model_validate({**data, "discord_token": token})

@@ -34,7 +34,7 @@ import mimetypes
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -290,6 +290,7 @@ class ComfyClient:
         reconnect_max_delay: float = 10.0,
         reconcile_interval: float = 30.0,
         submit_grace: float = 60.0,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         """Create a client; nothing connects until :meth:`start`.
 
@@ -302,6 +303,8 @@ class ComfyClient:
             reconcile_interval: seconds between two safety-net reconciliations.
             submit_grace: how long a prompt tracked with ``track()`` but never submitted may be
                 absent from ComfyUI before it is reported lost.
+            headers: sent with every request and the websocket handshake (e.g. the
+                ``Authorization`` of a reverse proxy); never logged.
         """
         self._session = session
         self._base_url = base_url.rstrip("/")
@@ -310,6 +313,8 @@ class ComfyClient:
         self._reconnect_max_delay = reconnect_max_delay
         self._reconcile_interval = reconcile_interval
         self._submit_grace = submit_grace
+        self._headers = dict(headers or {})
+        self._connection_listeners: list[Callable[[bool], None]] = []
 
         self._client_id = uuid.uuid4().hex
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -346,6 +351,11 @@ class ComfyClient:
         return self._ws is not None and not self._ws.closed
 
     @property
+    def cached_object_info(self) -> dict[str, Any] | None:
+        """The last ``/object_info`` read (None before the first :meth:`object_info`)."""
+        return self._object_info
+
+    @property
     def queue_remaining(self) -> int | None:
         """ComfyUI's queue length from its last ``status`` message (None before the first)."""
         return self._queue_remaining
@@ -354,6 +364,17 @@ class ComfyClient:
     def server_features(self) -> dict[str, Any]:
         """The server's ``feature_flags`` answer (e.g. ``max_upload_size``); empty before it."""
         return self._server_features
+
+    def on_connection(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(True)`` each time the websocket opens, ``listener(False)`` when lost."""
+        self._connection_listeners.append(listener)
+
+    def _announce_connection(self, up: bool) -> None:
+        for listener in list(self._connection_listeners):
+            try:
+                listener(up)
+            except Exception:
+                log.exception("connection listener of %s failed", self._base_url)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -708,7 +729,13 @@ class ComfyClient:
         timeout = aiohttp.ClientTimeout(total=self._request_timeout)
         try:
             async with self._session.request(
-                method, url, json=json_body, data=data, params=params, timeout=timeout
+                method,
+                url,
+                json=json_body,
+                data=data,
+                params=params,
+                timeout=timeout,
+                headers=self._headers or None,
             ) as resp:
                 body = await resp.read()
                 status = resp.status
@@ -768,6 +795,7 @@ class ComfyClient:
                         self._ws_url(),
                         heartbeat=self._heartbeat,
                         max_msg_size=WS_MAX_MESSAGE,
+                        headers=self._headers or None,
                         timeout=aiohttp.ClientWSTimeout(ws_close=min(self._heartbeat, 5.0)),
                     )
                     await ws.send_json(FEATURE_FLAGS)
@@ -780,6 +808,7 @@ class ComfyClient:
                 delay = INITIAL_RECONNECT_DELAY
                 failures = 0
                 self._schedule_reconcile(None, reason="connect")
+                self._announce_connection(True)
                 await self._read(ws)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 failures += 1
@@ -796,6 +825,8 @@ class ComfyClient:
                 self._ws = None
                 self._running_prompt = None
                 if ws is not None:
+                    if not self._closing:
+                        self._announce_connection(False)
                     await ws.close()
                     # A socket was opened under this clientId: never reuse it (see PROTOCOL.md).
                     self._client_id = uuid.uuid4().hex

@@ -71,6 +71,7 @@ class Job:
     group_id: str | None = None
     remix_of: str | None = None
     delivered: bool = False
+    backend: str | None = None  # the ComfyUI backend (by name) its prompt was sent to
     meta: dict[str, Any] = field(default_factory=dict)
 
     def evolve(self, **changes: Any) -> Job:
@@ -104,6 +105,7 @@ class Job:
             "group_id": self.group_id,
             "remix_of": self.remix_of,
             "delivered": self.delivered,
+            "backend": self.backend,
             "meta": self.meta,
         }
 

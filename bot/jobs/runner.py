@@ -1,4 +1,5 @@
-"""Drives jobs on ComfyUI: takes them from the fair queue, follows them, collects the images.
+"""Drives jobs on ComfyUI: takes them from the fair queue, hands each to a backend of the pool
+that can run it, follows it there, collects the images.
 
 Every state change is saved before anything else happens, so after a crash `Runner.start()`
 resumes each unfinished job: a prompt ComfyUI already finished is collected from its history,
@@ -19,7 +20,7 @@ from typing import Any
 
 from PIL import Image
 
-from bot.comfy.client import ComfyClient, PromptResult, PromptTracker
+from bot.comfy.client import PromptResult, PromptTracker
 from bot.comfy.events import (
     Event,
     Executing,
@@ -28,13 +29,16 @@ from bot.comfy.events import (
     Preview,
     Progress,
 )
+from bot.comfy.pool import Backend, BackendEvent, Pool
 from bot.errors import (
     BackendUnavailable,
     ExecutionFailed,
     Interrupted,
     OutputMissing,
+    PromptRejected,
     UserError,
 )
+from bot.jobs.dispatch import Dispatcher, Needs
 from bot.jobs.model import Job, JobState, Output
 from bot.jobs.scheduler import FairQueue
 from bot.jobs.store import Store
@@ -67,59 +71,77 @@ class JobUpdate:
 
 
 Emit = Callable[[JobUpdate], None]
-BuildPrompt = Callable[[Job], Awaitable[dict[str, Any]]]
+BuildPrompt = Callable[[Job, Backend], Awaitable[dict[str, Any]]]
 
 
 @dataclass
 class _Active:
     job: Job
+    backend: Backend
     task: asyncio.Task[None] | None = None
     cancel_by: str | None = None
     prompt: dict[str, Any] = field(default_factory=dict)
 
 
 class Runner:
-    """Moves jobs from the queue to ComfyUI, `max_in_flight` at a time."""
+    """Moves jobs from the fair queue to the backends of the pool.
+
+    Each backend gets `max_in_flight` jobs at once, plus `prefetch` more queued in ComfyUI
+    behind them (so that the next one starts the moment the GPU frees up); every job is the
+    next one in fair order that a free backend can run. Backend events (see `bot.comfy.pool`)
+    drive failover: the jobs of a backend down past its grace period go to another capable
+    backend, and what it still holds of them is withdrawn when it comes back.
+    """
 
     def __init__(
         self,
-        client: ComfyClient,
+        pool: Pool,
         store: Store,
         queue: FairQueue,
         build_prompt: BuildPrompt,
         outputs_dir: Path,
         emit: Emit,
         *,
-        max_in_flight: int = 1,
+        needs: Callable[[Job], Needs] | None = None,
+        substitute_models: bool = True,
+        prefetch: int = 0,
         running_limit: Callable[[Job], int | None] = lambda job: None,
         submit_retry_seconds: float = 60.0,
     ) -> None:
-        self.client = client
+        self.pool = pool
+        self.dispatcher = Dispatcher(pool, substitute=substitute_models)
         self.store = store
         self.queue = queue
         self.build_prompt = build_prompt
         self.outputs_dir = outputs_dir
         self.emit = emit
-        self.max_in_flight = max_in_flight
+        self.needs_of = needs or (lambda job: Needs(frozenset()))
+        self.prefetch = prefetch
         self.running_limit = running_limit
         self.submit_retry_seconds = submit_retry_seconds
         self._active: dict[str, _Active] = {}
+        self._moved: list[Job] = []  # taken from a backend, waiting for another one
+        self._abandoned: dict[str, set[str]] = {}  # backend -> prompt ids to withdraw there
+        self._needs: dict[str, Needs | None] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        pool.listen(self._on_backend)
 
     # lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         """Resume unfinished jobs from the store, then start dispatching."""
         for job in self.store.unfinished():
-            if job.state is JobState.QUEUED or not job.prompt_id:
-                if job.state is not JobState.QUEUED:
-                    job = self._save(job.evolve(state=JobState.QUEUED))
+            backend = self.pool.get(job.backend) if job.backend else self.pool.backends[0]
+            if job.state is JobState.QUEUED or not job.prompt_id or backend is None:
+                if job.state is not JobState.QUEUED or job.prompt_id:
+                    job = self._save(job.evolve(state=JobState.QUEUED, prompt_id=None))
                 self.queue.add(job)
             else:
-                log.info("resuming job %s (prompt %s)", job.id, job.prompt_id)
-                self._launch(job, resume=True)
+                log.info("resuming job %s (prompt %s on %s)", job.id, job.prompt_id, backend.name)
+                self._launch(job, backend, resume=True)
         self._loop_task = spawn(self._dispatch_loop(), name="dispatch")
         self._announce_positions()
+        self._wake.set()
 
     async def stop(self) -> None:
         """Stop driving jobs. Their state stays in the store and resumes on the next start."""
@@ -132,6 +154,7 @@ class Runner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._active.clear()
+        self._moved.clear()
 
     # public ---------------------------------------------------------------------------------
     def enqueue(self, job: Job) -> Job:
@@ -150,19 +173,34 @@ class Runner:
             active.job = job
         elif job.id in self.queue:
             self.queue.add(job)
+        else:
+            for index, moved in enumerate(self._moved):
+                if moved.id == job.id:
+                    job = moved.evolve(meta=job.meta)
+                    self._moved[index] = job
         self._save(job)
 
     def active_jobs(self) -> list[Job]:
-        return [a.job for a in self._active.values()]
+        """Jobs handed to a backend (or being moved to another one)."""
+        return [a.job for a in self._active.values()] + list(self._moved)
 
     def running_count(self, owner_id: str) -> int:
-        return sum(1 for a in self._active.values() if a.job.owner_id == owner_id)
+        return sum(1 for j in self.active_jobs() if j.owner_id == owner_id)
+
+    def load(self, backend: Backend) -> int:
+        """Jobs a backend holds now (running and queued in its ComfyUI)."""
+        return sum(1 for a in self._active.values() if a.backend is backend)
 
     def position(self, job_id: str) -> int | None:
         """1-based place among jobs waiting to start (0 if it has started, None if unknown)."""
-        if job_id in self._active:
+        if job_id in self._active or any(j.id == job_id for j in self._moved):
             return 0
         return self.queue.position(job_id)
+
+    def refusal(self, job: Job) -> str | None:
+        """Why no backend can run this job (None: one can, or may once it is reachable)."""
+        needs = self._needs_for(job)
+        return None if needs is None else self.dispatcher.refusal(needs)
 
     async def cancel(self, job_id: str, by: str) -> Job | None:
         """Cancel a queued or running job. Returns the job as it now stands, None if unknown.
@@ -170,12 +208,17 @@ class Runner:
         A running job is interrupted on ComfyUI; it turns `cancelled` when ComfyUI confirms.
         """
         queued = self.queue.remove(job_id)
+        moved = next((j for j in self._moved if j.id == job_id), None)
+        if moved is not None:
+            self._moved.remove(moved)
+        queued = queued or moved
         if queued is not None:
             job = self._save(
                 queued.evolve(
                     state=JobState.CANCELLED, error=f"Cancelled by {by}", finished_at=time.time()
                 )
             )
+            self._needs.pop(job_id, None)
             self.emit(JobUpdate(job, "finished"))
             self._announce_positions()
             return job
@@ -184,29 +227,70 @@ class Runner:
             return self.store.get(job_id)
         active.cancel_by = by
         if active.job.prompt_id:
-            await self.client.cancel(active.job.prompt_id)
+            await active.backend.client.cancel(active.job.prompt_id)
         return active.job
 
     # dispatch -------------------------------------------------------------------------------
+    def _needs_for(self, job: Job) -> Needs | None:
+        if job.id not in self._needs:
+            try:
+                self._needs[job.id] = self.needs_of(job)
+            except UserError:
+                self._needs[job.id] = None  # e.g. its workflow is gone: running it says so
+        return self._needs[job.id]
+
+    def _capable(self, job: Job, backends: list[Backend]) -> list[Backend]:
+        needs = self._needs_for(job)
+        return backends if needs is None else self.dispatcher.capable(needs, backends)
+
     async def _dispatch_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            started = False
-            while len(self._active) < self.max_in_flight:
-                running: dict[str, int] = {}
-                for a in self._active.values():
-                    running[a.job.owner_id] = running.get(a.job.owner_id, 0) + 1
-                job = self.queue.pop_next(running, self.running_limit)
-                if job is None:
-                    break
-                self._launch(job, resume=False)
-                started = True
-            if started:
+            if self._dispatch():
                 self._announce_positions()
 
-    def _launch(self, job: Job, *, resume: bool) -> None:
-        active = _Active(job)
+    def _dispatch(self) -> bool:
+        """Hand out jobs while a backend has room; returns whether any was handed out."""
+        started = False
+        while True:
+            # With no backend up, jobs go to the backends as they are and wait there for one to
+            # answer (up to `submit_retry_seconds`), as with a single ComfyUI.
+            up = [b for b in self.pool if b.up] or list(self.pool)
+            free = [b for b in up if self.load(b) < b.max_in_flight]
+            picked = self._pick(free)
+            if picked is None and self.prefetch:
+                room = [b for b in up if self.load(b) < b.max_in_flight + self.prefetch]
+                picked = self._pick(room)
+            if picked is None:
+                return started
+            job, backend = picked
+            self._launch(job, backend, resume=False)
+            started = True
+
+    def _pick(self, backends: list[Backend]) -> tuple[Job, Backend] | None:
+        """The next job in fair order that one of `backends` can run, and the one to run it."""
+        if not backends:
+            return None
+        for job in self._moved:  # already picked once: they go first
+            backend = self.dispatcher.choose(self._capable(job, backends), self.load)
+            if backend is not None:
+                self._moved.remove(job)
+                return job, backend
+        running: dict[str, int] = {}
+        for active in self.active_jobs():
+            running[active.owner_id] = running.get(active.owner_id, 0) + 1
+        chosen = self.queue.pop_next(
+            running, self.running_limit, accept=lambda j: bool(self._capable(j, backends))
+        )
+        if chosen is None:
+            return None
+        backend = self.dispatcher.choose(self._capable(chosen, backends), self.load)
+        assert backend is not None  # accepted above
+        return chosen, backend
+
+    def _launch(self, job: Job, backend: Backend, *, resume: bool) -> None:
+        active = _Active(job, backend)
         self._active[job.id] = active
         active.task = spawn(self._drive(active, resume=resume), name=f"job-{job.id}")
 
@@ -219,14 +303,82 @@ class Runner:
         for job, position in self.queue.take_band_changes():
             self.emit(JobUpdate(job, "position", position=position))
 
+    # backend events -------------------------------------------------------------------------
+    def _on_backend(self, event: BackendEvent) -> None:
+        backend = event.backend
+        if event.kind == "connected" and self._abandoned.get(backend.name):
+            spawn(self._withdraw(backend), name=f"withdraw:{backend.name}")
+        elif event.kind in ("up", "refreshed"):
+            self._refuse_unrunnable()
+            self._wake.set()
+        elif event.kind == "expired":
+            for active in [a for a in self._active.values() if a.backend is backend]:
+                needs = self._needs_for(active.job)
+                others = [b for b in self.pool if b is not backend]
+                if needs is not None and not self.dispatcher.capable(needs, others):
+                    continue  # nowhere else to go: it waits for its backend
+                spawn(self._move(active, "its backend is down"), name=f"move-{active.job.id}")
+
+    async def _withdraw(self, backend: Backend) -> None:
+        """Delete (or interrupt) on a returning backend the prompts moved elsewhere."""
+        pending = self._abandoned.get(backend.name, set())
+        for prompt_id in sorted(pending):
+            try:
+                await backend.client.cancel(prompt_id)
+            except BackendUnavailable as exc:
+                log.warning(
+                    "cannot withdraw prompt %s from %s yet: %s", prompt_id, backend.name, exc
+                )
+                return
+            log.info("withdrew prompt %s from %s (its job ran elsewhere)", prompt_id, backend.name)
+            pending.discard(prompt_id)
+
+    async def _move(self, active: _Active, why: str) -> None:
+        """Take a job from its backend and give it to the next capable one."""
+        job = active.job
+        if self._active.get(job.id) is not active:
+            return
+        del self._active[job.id]
+        task = active.task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._requeue_moved(active, why)
+
+    def _requeue_moved(self, active: _Active, why: str) -> None:
+        job, backend = active.job, active.backend
+        if job.prompt_id:
+            self._abandoned.setdefault(backend.name, set()).add(job.prompt_id)
+            backend.client.untrack(job.prompt_id)
+        log.warning("job %s moves away from %s: %s", job.id, backend.name, why)
+        moved = self._save(job.evolve(state=JobState.QUEUED, prompt_id=None, backend=None))
+        self._moved.append(moved)
+        self.emit(JobUpdate(moved, "retrying"))
+        self._wake.set()
+
+    def _refuse_unrunnable(self) -> None:
+        """Fail the waiting jobs that no backend can run any more (their needs are gone)."""
+        for job in list(self.queue.order()) + list(self._moved):
+            reason = self.refusal(job)
+            if reason is None:
+                continue
+            if self.queue.remove(job.id) is None and job in self._moved:
+                self._moved.remove(job)
+            failed = self._save(
+                job.evolve(state=JobState.FAILED, error=reason, finished_at=time.time())
+            )
+            self.emit(JobUpdate(failed, "finished"))
+
     # driving one job ------------------------------------------------------------------------
     async def _drive(self, active: _Active, *, resume: bool) -> None:
         job = active.job
+        client = active.backend.client
         try:
             result: PromptResult | None = None
             if resume and job.prompt_id:
-                tracker = self.client.track(job.prompt_id, resume=True)
-                await self.client.reconcile(job.prompt_id)
+                tracker = client.track(job.prompt_id, resume=True)
+                await client.reconcile(job.prompt_id)
                 result = await self._follow(active, tracker)
             while result is None or result.status == "lost":
                 if active.cancel_by is not None:
@@ -235,43 +387,68 @@ class Runner:
                     raise OutputMissing(
                         f"ComfyUI lost this job {MAX_ATTEMPTS} times (restarts?); giving up"
                     )
-                active.prompt = await self.build_prompt(active.job)
-                prompt_id = self.client.new_prompt_id()
+                active.prompt = await self.build_prompt(active.job, active.backend)
+                prompt_id = client.new_prompt_id()
                 self._update(
                     active,
                     state=JobState.SUBMITTED,
                     prompt_id=prompt_id,
+                    backend=active.backend.name,
                     attempts=active.job.attempts + 1,
                     started_at=active.job.started_at or time.time(),
                 )
                 self.emit(JobUpdate(active.job, "submitted"))
-                tracker = self.client.track(prompt_id)
-                accepted = await self._submit(active, prompt_id)
+                tracker = client.track(prompt_id)
+                try:
+                    accepted = await self._submit(active, prompt_id)
+                except PromptRejected as exc:
+                    if await self._rejected_for_lack(active, exc):
+                        return
+                    raise
                 if accepted != prompt_id:  # an older ComfyUI chose its own id
                     self._update(active, prompt_id=accepted)
                 if active.cancel_by is not None:
-                    await self.client.cancel(accepted)
+                    await client.cancel(accepted)
                 result = await self._follow(active, tracker)
             await self._finish(active, result)
         except asyncio.CancelledError:
             raise
         except UserError as exc:
+            active.backend.note_error(exc.message)
             self._fail(active, exc)
         except Exception:
             log.exception("job %s failed unexpectedly", job.id)
             self._fail(active, None)
         finally:
             if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                self._active.pop(job.id, None)
+                if self._active.get(job.id) is active:
+                    del self._active[job.id]
+                self._needs.pop(job.id, None)
                 self._wake.set()
+
+    async def _rejected_for_lack(self, active: _Active, exc: PromptRejected) -> bool:
+        """After a rejection, read the backend's nodes again: if it lacks what the job needs
+        and another backend has it, move the job there (True). Else the rejection stands."""
+        backend = active.backend
+        await backend.refresh()
+        needs = self._needs_for(active.job)
+        if needs is None or not self.dispatcher.missing(needs, backend):
+            return False
+        others = [b for b in self.pool if b is not backend]
+        if not self.dispatcher.capable(needs, others):
+            return False
+        del self._active[active.job.id]
+        self._requeue_moved(active, f"rejected: {exc.message}")
+        return True
 
     async def _submit(self, active: _Active, prompt_id: str) -> str:
         """POST the prompt, retrying while ComfyUI is unreachable; the id ComfyUI queued it as."""
+        client = active.backend.client
         deadline = time.monotonic() + self.submit_retry_seconds
         delay = 0.5
         while True:
             try:
-                return await self.client.submit(active.prompt, prompt_id=prompt_id)
+                return await client.submit(active.prompt, prompt_id=prompt_id)
             except BackendUnavailable:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -280,7 +457,7 @@ class Runner:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 with contextlib.suppress(BackendUnavailable):
-                    if await self.client.queue_position(prompt_id) is not None:
+                    if await client.queue_position(prompt_id) is not None:
                         return prompt_id  # the earlier POST did arrive
 
     async def _follow(self, active: _Active, tracker: PromptTracker) -> PromptResult:
@@ -292,7 +469,7 @@ class Runner:
             consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer
-            self.client.untrack(tracker.prompt_id)
+            active.backend.client.untrack(tracker.prompt_id)
 
     async def _consume(self, active: _Active, tracker: PromptTracker, progress: _Progress) -> None:
         async for event in tracker:
@@ -328,13 +505,14 @@ class Runner:
         folder.mkdir(parents=True, exist_ok=True)
         outputs = []
         for index, (node, ref) in enumerate(zip(nodes, refs, strict=True), start=1):
-            data = await self.client.fetch_image(ref)
+            data = await active.backend.client.fetch_image(ref)
             suffix = Path(ref.filename).suffix.lower()
             suffix = suffix if suffix in IMAGE_SUFFIXES else ".png"
             path = folder / f"{index:02d}{suffix}"
             path.write_bytes(data)
             width, height = _size(data)
             outputs.append(Output(str(path), path.name, node, width, height))
+        active.backend.jobs_done += 1
         self._update(
             active,
             state=JobState.DONE,

@@ -135,17 +135,26 @@ class FairQueue:
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
-    def pop_next(self, running: Mapping[str, int], limit: RunningLimit) -> Job | None:
+    def pop_next(
+        self,
+        running: Mapping[str, int],
+        limit: RunningLimit,
+        accept: Callable[[Job], bool] | None = None,
+    ) -> Job | None:
         """Take the next job to start, skipping members already at their running limit.
 
         Args:
             running: member id -> jobs of theirs running now.
             limit: the running limit for a job's member (None: no limit).
+            accept: whether a member's next job can start now (e.g. a free backend can run
+                it); a member whose next job can't is skipped, their later jobs wait behind it.
         """
         for _, owner in self._heads:
             member = self._members[owner]
             cap = limit(member.jobs[0][1])
             if cap is not None and running.get(owner, 0) >= cap:
+                continue
+            if accept is not None and not accept(member.jobs[0][1]):
                 continue
             job = member.jobs[0][1]
             self._served[owner] = member.served = next(self._tick)

@@ -128,6 +128,12 @@ class NodeCatalog:
         """The recorded core nodes plus the research nodes of the transcripts."""
         return cls({**_recorded_object_info(), **RESEARCH_NODES})
 
+    def variant(self, add: Mapping[str, dict[str, Any]], remove: Iterable[str] = ()) -> NodeCatalog:
+        """This catalog with node classes added and removed (another installation's nodes)."""
+        removed = set(remove)
+        defs = {name: d for name, d in self._defs.items() if name not in removed}
+        return NodeCatalog({**defs, **add})
+
     def __contains__(self, class_type: object) -> bool:
         return class_type in self._defs
 

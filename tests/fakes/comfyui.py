@@ -17,15 +17,25 @@ Basic use::
         assert fake.history[prompt_id]["status"]["status_str"] == "success"
 
 Constructor: ``FakeComfyUI(*, previews=False, step_delay=0.01, checkpoints=[...],
-max_upload_size=100 MiB, loras=(), root=None)``. ``checkpoints``, ``loras`` and the uploaded
+max_upload_size=100 MiB, loras=(), root=None, job_seconds=0.0, extra_nodes={}, without_nodes=(),
+require_headers={}, device="cpu")``. ``checkpoints``, ``loras`` and the uploaded
 input files are what ``/object_info`` offers and what validation accepts (``value_not_in_list``
 otherwise); ``root`` is a folder for ``input/``, ``output/`` and ``temp/`` (a temporary folder,
-removed by ``stop()``, when not given).
+removed by ``stop()``, when not given). Several fakes can run at once (one port each), each its
+own installation: ``extra_nodes`` (class name -> ``/object_info`` definition; unsimulated nodes
+pass their inputs through) and ``without_nodes`` change its node classes; ``job_seconds`` is the
+simulated GPU time every prompt takes on top of its steps (an interrupt ends it at once), and
+``busy`` lists ``(start, end, prompt_id)`` of every finished run (``time.monotonic()``);
+``require_headers`` makes it answer 401 to requests without those headers (a ComfyUI behind an
+authenticating reverse proxy).
 
 Fault injection and inspection (tests of the real client rely on these names):
 
 - ``await drop_sockets()``: abort every websocket (clients see close code 1006); the server keeps
   running and executing, messages for absent clients are lost.
+- ``await go_offline()`` / ``await go_online()``: the server stops answering (connections
+  refused, sockets aborted) as after a network cut, then answers again on the same port; unlike
+  ``restart`` its queue, running prompt and history are kept and its worker keeps going.
 - ``await restart(forget_history=True, downtime=0.0)``: like a ComfyUI restart: sockets dropped,
   queue, running prompt, cache and (by default) history lost, prompt numbers start at 0 again,
   output files kept; serves again on the same port.
@@ -246,15 +256,24 @@ class FakeComfyUI:
         max_upload_size: int = 100 * 1024 * 1024,
         loras: list[str] | tuple[str, ...] = (),
         root: str | os.PathLike[str] | None = None,
+        job_seconds: float = 0.0,
+        extra_nodes: Mapping[str, dict[str, Any]] | None = None,
+        without_nodes: tuple[str, ...] | list[str] = (),
+        require_headers: Mapping[str, str] | None = None,
+        device: str = "cpu",
     ) -> None:
         self.previews = previews
         self.step_delay = step_delay
+        self.job_seconds = job_seconds
+        self.require_headers = dict(require_headers or {})
+        self.device = device
+        self.busy: list[tuple[float, float, str]] = []
         self.checkpoints: list[str] = list(checkpoints)
         self.loras: list[str] = list(loras)
         self.max_upload_size = max_upload_size
         self.honour_prompt_id = True
         self.prompts_received: list[Any] = []
-        self._catalog = NodeCatalog.recorded()
+        self._catalog = NodeCatalog.recorded().variant(extra_nodes or {}, without_nodes)
         self._given_root = Path(root) if root is not None else None
         self._root: Path | None = None
         self._port: int | None = None
@@ -363,12 +382,36 @@ class FakeComfyUI:
             await asyncio.sleep(downtime)
         await self._serve()
 
+    async def go_offline(self) -> None:
+        """Stop answering, keeping the queue, the running prompt and the history."""
+        await self.drop_sockets()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def go_online(self) -> None:
+        """Answer again on the same port after :meth:`go_offline`."""
+        if self._runner is None:
+            await self._listen()
+
     async def _serve(self) -> None:
+        await self._listen()
+        self._outbox = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._interrupt = asyncio.Event()
+        self._poke = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._worker(), name="fake-comfyui-worker"),
+            asyncio.create_task(self._sender(), name="fake-comfyui-sender"),
+        ]
+
+    async def _listen(self) -> None:
         app = web.Application(
             client_max_size=self.max_upload_size,
             middlewares=[
                 self._not_found_middleware,
                 self._origin_middleware,
+                self._auth_middleware,
                 self._fault_middleware,
             ],
         )
@@ -386,14 +429,6 @@ class FakeComfyUI:
         self._port = sock.getsockname()[1]
         await web.SockSite(runner, sock).start()
         self._runner = runner
-        self._outbox = asyncio.Queue()
-        self._wake = asyncio.Event()
-        self._interrupt = asyncio.Event()
-        self._poke = asyncio.Event()
-        self._tasks = [
-            asyncio.create_task(self._worker(), name="fake-comfyui-worker"),
-            asyncio.create_task(self._sender(), name="fake-comfyui-sender"),
-        ]
 
     async def _shutdown(self) -> None:
         for task in self._tasks:
@@ -617,6 +652,16 @@ class FakeComfyUI:
         return await handler(request)
 
     @web.middleware
+    async def _auth_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        # What an authenticating reverse proxy in front of ComfyUI does.
+        for name, value in self.require_headers.items():
+            if request.headers.get(name) != value:
+                return web.Response(status=401, text="401: Unauthorized")
+        return await handler(request)
+
+    @web.middleware
     async def _fault_middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
@@ -677,8 +722,8 @@ class FakeComfyUI:
                 },
                 "devices": [
                     {
-                        "name": "cpu",
-                        "type": "cpu",
+                        "name": self.device,
+                        "type": self.device.split(":")[0],
                         "index": None,
                         "vram_total": 17179869184,
                         "vram_free": 8589934592,
@@ -1037,8 +1082,10 @@ class FakeComfyUI:
             item = heapq.heappop(self._pending)[3]
             self._running = item
             self._broadcast_status()
+            began = time.monotonic()
             try:
                 await _Run(self, item).execute()
+                self.busy.append((began, time.monotonic(), item.prompt_id))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug in the fake: make tests fail loudly
@@ -1237,6 +1284,11 @@ class _Run:
         self.add_message(
             "execution_cached", {"nodes": cached, "prompt_id": prompt_id}, broadcast=False
         )
+
+        if fake.job_seconds > 0:  # the simulated GPU time of the whole prompt
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(fake.job_seconds):
+                    await fake._interrupt.wait()
 
         def is_output(node_id: str) -> bool:
             return fake._catalog.is_output(item.prompt[node_id]["class_type"])
