@@ -187,6 +187,12 @@ class Runner:
     def running_count(self, owner_id: str) -> int:
         return sum(1 for j in self.active_jobs() if j.owner_id == owner_id)
 
+    @property
+    def max_in_flight(self) -> int:
+        """Jobs the pool runs at once: the sum over its backends that are up (or all)."""
+        up = [b for b in self.pool if b.up] or list(self.pool)
+        return sum(b.max_in_flight for b in up)
+
     def load(self, backend: Backend) -> int:
         """Jobs a backend holds now (running and queued in its ComfyUI)."""
         return sum(1 for a in self._active.values() if a.backend is backend)
