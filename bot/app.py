@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 import discord
@@ -28,6 +28,14 @@ COGS: tuple[str, ...] = ("cogs.imagine", "cogs.workflows", "cogs.queue", "cogs.a
 # comfycord never joins voice channels: don't warn about missing voice libraries.
 discord.VoiceClient.warn_nacl = False
 discord.VoiceClient.warn_dave = False
+
+
+@runtime_checkable
+class BuildsWorkflowCommands(Protocol):
+    """A cog whose slash commands are built from the loaded workflows."""
+
+    def rebuild_commands(self) -> None:
+        """Replace its commands with ones built from the workflows loaded now."""
 
 
 class ComfyBot(commands.Bot):
@@ -80,6 +88,30 @@ class ComfyBot(commands.Bot):
         elif self.settings.discord.sync_on_start:
             synced = await self.tree.sync()
             log.info("synced %d global commands", len(synced))
+
+    async def workflows_changed(self) -> None:
+        """Rebuild the commands made from the workflows and push them to Discord at once.
+
+        Called after the engine's workflows changed (an imported pack was saved): every cog
+        that builds commands from workflows rebuilds them, then the tree is synced where it
+        lives (the dev guild, and any server holding copies of the global commands; else
+        globally), so a new pack's command and options show up without a restart.
+        """
+        for cog in self.cogs.values():
+            if isinstance(cog, BuildsWorkflowCommands):
+                cog.rebuild_commands()
+        guild_ids = {g.id for g in self.guilds if self.tree.get_commands(guild=g)}
+        if self.settings.discord.dev_guild is not None:
+            guild_ids.add(self.settings.discord.dev_guild)
+        for guild_id in sorted(guild_ids):
+            guild = discord.Object(id=guild_id)
+            self.tree.clear_commands(guild=guild)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("re-synced %d commands to server %s", len(synced), guild_id)
+        if not guild_ids:
+            synced = await self.tree.sync()
+            log.info("re-synced %d global commands", len(synced))
 
     async def close(self) -> None:
         try:

@@ -287,6 +287,10 @@ class Policy:
                     )
 
     # audit ----------------------------------------------------------------------------------
+    def record(self, guild_id: str, actor: tuple[str, str], action: str, detail: str) -> None:
+        """Add a change made outside the policy (an imported workflow) to the audit log."""
+        self._audit(guild_id, actor, action, detail)
+
     def _audit(self, guild_id: str, actor: tuple[str, str], action: str, detail: str) -> None:
         self.store.audit(guild_id, actor[0], actor[1], action, detail)
 

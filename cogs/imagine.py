@@ -319,6 +319,13 @@ class Imagine(commands.Cog):
         self.bot.remove_dynamic_items(CancelButton, RerollButton, VariationsButton)
 
     # commands -------------------------------------------------------------------------------
+    def rebuild_commands(self) -> None:
+        """Rebuild /imagine and the per-workflow commands from the workflows loaded now."""
+        for name in self._commands:
+            self.bot.tree.remove_command(name)
+        self._commands.clear()
+        self._register_commands()
+
     def _register_commands(self) -> None:
         workflows = self.engine.workflows
         max_count = MAX_COUNT

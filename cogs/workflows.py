@@ -17,6 +17,7 @@ from discord.ext import commands
 from bot.app import ComfyBot
 from bot.errors import InvalidValue, NotAllowed
 from bot.policy import LIMIT_KEYS
+from cogs import _packs
 from cogs._common import actor, clip, ids, is_nsfw_channel, require_moderator
 
 
@@ -148,6 +149,28 @@ class Workflows(
     enable.autocomplete("name")(_names)
     disable.autocomplete("name")(_names)
     default.autocomplete("name")(_names)
+
+    @app_commands.command(name="import", description="Add a workflow from a ComfyUI file")
+    @app_commands.describe(
+        file="The workflow (.json) saved or exported from ComfyUI",
+        yaml="Its YAML (optional: without it, the options are detected)",
+        name="The workflow's name (default: from the file name)",
+    )
+    async def import_(
+        self,
+        interaction: discord.Interaction,
+        file: discord.Attachment,
+        yaml: discord.Attachment | None = None,
+        name: app_commands.Range[str, 1, 32] | None = None,
+    ) -> None:
+        await _packs.start_import(self.bot, interaction, file, yaml, name)
+
+    @app_commands.command(name="export", description="A workflow's files (graph and YAML)")
+    @app_commands.describe(name="The workflow")
+    async def export(self, interaction: discord.Interaction, name: str) -> None:
+        await _packs.export(self.bot, interaction, name)
+
+    export.autocomplete("name")(_names)
 
     @app_commands.command(name="audit", description="Recent policy changes in this server")
     async def audit(self, interaction: discord.Interaction) -> None:
