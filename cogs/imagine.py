@@ -392,6 +392,8 @@ class Imagine(commands.Cog):
             choices = []
             for wf_name in allowed:
                 wf = self.engine.workflows[wf_name]
+                if wf.spec.followup is not None:
+                    continue  # offered on images (buttons, Apps menu) and as its own command
                 label = f"{wf_name} — {wf.spec.title}"
                 if needle in label.lower():
                     choices.append(app_commands.Choice(name=clip(label, 100), value=wf_name))

@@ -100,12 +100,27 @@ def test_every_shipped_workflow_loads_and_checks_clean() -> None:
     workflows, problems = load_workflows(WORKFLOWS, info)
 
     assert [str(p) for p in problems] == []
-    assert set(workflows) == {"sd15-txt2img", "sd15-img2img"}
+    assert set(workflows) == {"sd15-txt2img", "sd15-img2img", "upscale"}
     for workflow in workflows.values():
         assert check_workflow(workflow, info) == []
         assert not workflow.detected
-        assert workflow.prompt_param is not None
         assert workflow.seed_param is not None
+        if workflow.spec.followup is None:
+            assert workflow.prompt_param is not None
+        else:  # a follow-up starts from an image, its prompt is optional (carried over)
+            image = workflow.param(workflow.spec.followup.param)
+            assert image is not None and image.type == "image" and image.required
+
+
+def test_shipped_upscale_uses_only_core_nodes_and_is_a_followup() -> None:
+    workflow = load_workflow(WORKFLOWS / "upscale.yaml")
+    core = object_info()  # a stock ComfyUI 0.3.64: no custom nodes, no upscale models
+    assert {n["class_type"] for n in workflow.graph.values()} <= set(core)
+    assert workflow.spec.followup is not None
+    assert (workflow.spec.followup.label, workflow.spec.followup.param) == ("Upscale", "image")
+    classes = {n["class_type"] for n in workflow.graph.values()}
+    assert {"ImageScaleBy", "VAEEncode", "KSampler", "VAEDecode"} <= classes
+    assert workflow.param("denoise") is not None and workflow.param("denoise").default < 0.5
 
 
 def test_shipped_workflows_on_the_recorded_server_lack_only_the_checkpoint() -> None:

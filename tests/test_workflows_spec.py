@@ -252,3 +252,23 @@ def test_a_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 
 def test_params_may_be_left_out_for_detection() -> None:
     assert parse_spec({"title": "t"}, SOURCE).params is None
+
+
+def test_followup_names_an_image_param() -> None:
+    image = {"type": "image", "node": "Load Image", "input": "image", "required": True}
+    prompt = {"type": "text", "node": "Positive", "input": "text"}
+    good = {
+        "title": "Up",
+        "followup": {"label": "Upscale", "emoji": "🔍", "param": "image"},
+        "params": {"image": image, "prompt": prompt},
+    }
+    spec = parse_spec(good, SOURCE)
+    assert spec.followup is not None and spec.followup.label == "Upscale"
+    assert problems({**good, "followup": {"label": "Upscale", "param": "prompt"}}) == [
+        f"{SOURCE}: followup.param: `prompt` is a text param; a follow-up needs an image param"
+    ]
+    assert problems({**good, "followup": {"label": "Upscale", "param": "picture"}}) == [
+        f"{SOURCE}: followup.param: `picture` is not one of the params (image, prompt)"
+    ]
+    too_long = problems({**good, "followup": {"label": "x" * 33, "param": "image"}})
+    assert too_long == [f"{SOURCE}: followup.label: String should have at most 32 characters"]

@@ -290,6 +290,17 @@ def is_plain_file_name(name: str) -> bool:
     )
 
 
+class FollowupSpec(_Model):
+    """Offer this workflow on images: a button under every result, and Apps → LABEL on any
+    message with an image. `param` is the image parameter the chosen image goes to."""
+
+    label: str = Field(
+        min_length=1, max_length=32, description="The button and Apps-menu name, e.g. Upscale."
+    )
+    emoji: str | None = Field(None, min_length=1, max_length=32, description="Shown on buttons.")
+    param: Name = Field(description="The image parameter that gets the image.")
+
+
 class WorkflowSpec(_Model):
     """A workflow pack's YAML file."""
 
@@ -303,6 +314,9 @@ class WorkflowSpec(_Model):
         None, description="Also expose this workflow as its own slash command, e.g. `img2img`."
     )
     nsfw: bool = Field(False, description="Only offer it in age-restricted channels.")
+    followup: FollowupSpec | None = Field(
+        None, description="Offer it on every result and on any image (e.g. an upscale)."
+    )
     params: dict[Name, ParamSpec] | None = Field(
         None,
         max_length=MAX_PARAMS,
@@ -329,6 +343,23 @@ class WorkflowSpec(_Model):
                     f"params.{name}: required params must come before optional ones "
                     f"(Discord lists them first); move it above `{seen_optional}`"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _followup_takes_an_image(self) -> WorkflowSpec:
+        if self.followup is None or self.params is None:
+            return self  # detected params are checked once the graph is read
+        param = self.params.get(self.followup.param)
+        if param is None:
+            raise ValueError(
+                f"followup.param: `{self.followup.param}` is not one of the params "
+                f"({', '.join(self.params)})"
+            )
+        if param.type != "image":
+            raise ValueError(
+                f"followup.param: `{self.followup.param}` is a {param.type} param; a follow-up "
+                "needs an image param"
+            )
         return self
 
     def graph_file(self, name: str) -> str:
@@ -367,6 +398,7 @@ def _key(loc: tuple[int | str, ...]) -> tuple[str, str | None]:
 
 _ALLOWED_KEYS = {
     "workflow": list(WorkflowSpec.model_fields),
+    "followup": list(FollowupSpec.model_fields),
     "param": list(ParamSpec.model_fields),
     "target": list(Target.model_fields),
 }
@@ -377,6 +409,8 @@ def _message(error: ErrorDetails, key: str) -> str:
     if kind == "extra_forbidden":
         depth = key.count(".")
         where = "workflow" if depth == 0 else "param" if depth == 2 else "target"
+        if key.startswith("followup."):
+            where = "followup"
         return f"unknown key; allowed here: {', '.join(_ALLOWED_KEYS[where])}"
     if kind == "string_pattern_mismatch" and error["loc"][-1] == "[key]":
         return (
@@ -412,7 +446,7 @@ def problems_from_error(error: ValidationError, source: str) -> list[Problem]:
             continue
         seen.add(key)
         message = _message(item, key)
-        if message.startswith("params.") and ": " in message:
+        if message.startswith(("params.", "followup.")) and ": " in message:
             key, message = message.split(": ", 1)  # from a whole-spec check
         problems.append(Problem(source, key, message, "spec"))
     return problems

@@ -126,6 +126,9 @@ PERM_ATTACH_FILES = 1 << 15
 PERM_READ_MESSAGE_HISTORY = 1 << 16
 PERM_USE_EXTERNAL_EMOJIS = 1 << 18
 PERM_USE_APPLICATION_COMMANDS = 1 << 31
+PERM_CREATE_PUBLIC_THREADS = 1 << 35
+PERM_CREATE_PRIVATE_THREADS = 1 << 36
+PERM_SEND_MESSAGES_IN_THREADS = 1 << 38
 PERM_ALL = (1 << 51) - 1
 PERM_EVERYONE_DEFAULT = (
     PERM_VIEW_CHANNEL
@@ -136,7 +139,11 @@ PERM_EVERYONE_DEFAULT = (
     | PERM_ADD_REACTIONS
     | PERM_USE_EXTERNAL_EMOJIS
     | PERM_USE_APPLICATION_COMMANDS
+    | PERM_CREATE_PUBLIC_THREADS
+    | PERM_CREATE_PRIVATE_THREADS
+    | PERM_SEND_MESSAGES_IN_THREADS
 )
+THREAD_TYPES = (10, 11, 12)
 
 # Application command option types.
 OPT_SUB_COMMAND, OPT_SUB_COMMAND_GROUP, OPT_STRING, OPT_INTEGER, OPT_BOOLEAN = 1, 2, 3, 4, 5
@@ -866,7 +873,10 @@ class FakeDiscord:
             return PERM_ALL
         if channel_id is None:
             return perms
-        overwrites = {int(o["id"]): o for o in self._channel(channel_id)["permission_overwrites"]}
+        channel = self._channel(channel_id)
+        if channel["type"] in THREAD_TYPES:  # a thread has its parent channel's permissions
+            channel = self._channel(int(channel["parent_id"]))
+        overwrites = {int(o["id"]): o for o in channel["permission_overwrites"]}
         everyone = overwrites.get(self.guild_id)
         if everyone:
             perms = (perms & ~int(everyone["deny"])) | int(everyone["allow"])
@@ -929,9 +939,13 @@ class FakeDiscord:
             "member_count": len(self._members),
             "members": [self._member_payload(uid) for uid in self._members],
             "channels": [
-                {k: v for k, v in c.items() if k != "guild_id"} for c in self._channels.values()
+                {k: v for k, v in c.items() if k != "guild_id"}
+                for c in self._channels.values()
+                if c["type"] not in THREAD_TYPES
             ],
-            "threads": [],
+            "threads": [
+                copy.deepcopy(c) for c in self._channels.values() if c["type"] in THREAD_TYPES
+            ],
             "presences": [],
             "voice_states": [],
             "stage_instances": [],
@@ -975,6 +989,87 @@ class FakeDiscord:
                 if m.channel_id == channel_id and (include_deleted or not m.deleted)
             ),
             key=lambda m: m.id,
+        )
+
+    def threads_of(self, channel_id: int | None = None) -> list[dict[str, Any]]:
+        """The threads created in a channel (default ``channel_id``), oldest first."""
+        parent = str(self.channel_id if channel_id is None else channel_id)
+        return [
+            copy.deepcopy(c)
+            for c in self._channels.values()
+            if c["type"] in THREAD_TYPES and c.get("parent_id") == parent
+        ]
+
+    def post(
+        self,
+        content: str = "",
+        *,
+        user_id: int | None = None,
+        channel_id: int | None = None,
+        files: Sequence[tuple[str, bytes, str]] = (),
+    ) -> FakeMessage:
+        """A member posts a message (with ``(filename, bytes, content_type)`` files) in a channel;
+        the bot gets MESSAGE_CREATE."""
+        user_id = self.member_id if user_id is None else user_id
+        channel_id = self.channel_id if channel_id is None else channel_id
+        self._channel(channel_id)
+        if user_id not in self._members:
+            raise FakeDiscordError(f"user {user_id} is not a member of the guild")
+        if not content and not files:
+            raise FakeDiscordError("a message needs content or files")
+        message = FakeMessage(id=self._snowflake(), channel_id=channel_id, author_id=user_id)
+        message.content = content
+        message.attachments = [
+            self._store_file(channel_id, name, bytes(data), ctype) for name, data, ctype in files
+        ]
+        self._messages[message.id] = message
+        self._channels[channel_id]["last_message_id"] = str(message.id)
+        self._announce("MESSAGE_CREATE", self._message_payload(message, for_gateway=True))
+        return message
+
+    async def message_command(
+        self,
+        name: str,
+        message_id: int,
+        *,
+        user_id: int | None = None,
+        force: bool = False,
+    ) -> FakeInteraction:
+        """Run the message context-menu command ``name`` (Apps → name) on a stored message.
+
+        Raises:
+            CommandUnavailable: the member could not use the command (unless ``force``).
+            FakeDiscordError: no such message command or message.
+        """
+        user_id = self.member_id if user_id is None else user_id
+        message = self._messages.get(int(message_id))
+        if message is None or message.deleted or message.ephemeral:
+            raise FakeDiscordError(f"no message {message_id} to run {name!r} on")
+        command = next(
+            (
+                c
+                for scope in (self._guild_commands.get(self.guild_id, []), self._global_commands)
+                for c in scope
+                if c["name"] == name and c.get("type") == 3
+            ),
+            None,
+        )
+        if command is None:
+            registered = sorted(c["name"] for c in self.commands if c.get("type") == 3)
+            raise FakeDiscordError(f"no message command {name!r}; registered: {registered}")
+        if not force:
+            self._check_available(command, user_id, message.channel_id)
+        data: dict[str, Any] = {
+            "id": command["id"],
+            "name": command["name"],
+            "type": 3,
+            "target_id": str(message.id),
+            "resolved": {"messages": {str(message.id): self._message_payload(message)}},
+        }
+        if command.get("guild_id"):
+            data["guild_id"] = command["guild_id"]
+        return await self._dispatch_interaction(
+            APPLICATION_COMMAND, data, user_id=user_id, channel_id=message.channel_id, name=name
         )
 
     def message(self, message_id: int) -> FakeMessage:
@@ -1719,6 +1814,7 @@ class FakeDiscord:
         add("PATCH", channel_message, self._edit_channel_message)
         add("DELETE", channel_message, self._delete_channel_message)
         add("POST", api + "/channels/{channel_id}/typing", self._typing)
+        add("POST", api + "/channels/{channel_id}/threads", self._create_thread)
         add("GET", api + "/guilds/{guild_id}", self._get_guild)
         add("GET", api + "/guilds/{guild_id}/channels", self._get_guild_channels)
         add("GET", api + "/guilds/{guild_id}/roles", self._get_guild_roles)
@@ -1982,7 +2078,7 @@ class FakeDiscord:
 
     async def _get_guild_channels(self, request: web.Request) -> web.Response:
         self._check_guild(request)
-        return self._json(list(self._channels.values()))
+        return self._json([c for c in self._channels.values() if c["type"] not in THREAD_TYPES])
 
     async def _get_guild_roles(self, request: web.Request) -> web.Response:
         self._check_guild(request)
@@ -2606,6 +2702,7 @@ class FakeDiscord:
             errors = _FormErrors()
             errors.length(("data", "custom_id"), data.get("custom_id"), 1, 100)
             errors.length(("data", "title"), data.get("title"), 1, 45)
+            _validate_modal(data.get("components"), errors)
             errors.raise_if_any()
             it.modal = data
         it.response_type = rtype
@@ -2728,8 +2825,9 @@ class FakeDiscord:
     async def _create_channel_message(self, request: web.Request) -> web.Response:
         payload, uploads = await self._read_body(request)
         channel_id = int(self._api_channel(request)["id"])
-        needed = PERM_SEND_MESSAGES | (PERM_ATTACH_FILES if uploads else 0)
-        self._require(channel_id, needed)
+        thread = self._channels[channel_id]["type"] in THREAD_TYPES
+        needed = PERM_SEND_MESSAGES_IN_THREADS if thread else PERM_SEND_MESSAGES
+        self._require(channel_id, needed | (PERM_ATTACH_FILES if uploads else 0))
         message = self._create_message(channel_id, payload, uploads)
         return self._json(self._message_payload(message))
 
@@ -2750,6 +2848,64 @@ class FakeDiscord:
             self._require(message.channel_id, PERM_MANAGE_MESSAGES)
         self._delete_message(message)
         return self._no_content()
+
+    async def _create_thread(self, request: web.Request) -> web.Response:
+        """``POST /channels/{id}/threads`` without a message: a public (11) or private (12)
+        thread in a text channel, announced with THREAD_CREATE."""
+        payload, _ = await self._read_body(request)
+        parent = self._api_channel(request)
+        parent_id = int(parent["id"])
+        kind = payload.get("type", 12)
+        errors = _FormErrors()
+        errors.length(("name",), payload.get("name"), 1, 100)
+        if kind not in (11, 12):
+            errors.add(("type",), "BASE_TYPE_CHOICES", "Value must be one of {11, 12}.")
+        duration = payload.get("auto_archive_duration") or 4320
+        if duration not in (60, 1440, 4320, 10080):
+            errors.add(
+                ("auto_archive_duration",),
+                "BASE_TYPE_CHOICES",
+                "Value must be one of {60, 1440, 4320, 10080}.",
+            )
+        errors.raise_if_any()
+        if parent["type"] != 0:
+            raise _ApiError(400, 50024, "Cannot execute action on this channel type")
+        needed = PERM_CREATE_PUBLIC_THREADS if kind == 11 else PERM_CREATE_PRIVATE_THREADS
+        self._require(parent_id, needed)
+        thread_id = self._snowflake()
+        now = _iso(_utcnow())
+        thread: dict[str, Any] = {
+            "id": str(thread_id),
+            "type": kind,
+            "guild_id": str(self.guild_id),
+            "parent_id": str(parent_id),
+            "owner_id": str(self.application_id),
+            "name": payload["name"],
+            "nsfw": parent["nsfw"],
+            "last_message_id": None,
+            "rate_limit_per_user": payload.get("rate_limit_per_user") or 0,
+            "message_count": 0,
+            "member_count": 1,
+            "total_message_sent": 0,
+            "flags": 0,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": duration,
+                "archive_timestamp": now,
+                "locked": False,
+                "invitable": bool(payload.get("invitable", True)),
+                "create_timestamp": now,
+            },
+            "member": {
+                "id": str(thread_id),
+                "user_id": str(self.application_id),
+                "join_timestamp": now,
+                "flags": 0,
+            },
+        }
+        self._channels[thread_id] = thread
+        self._announce("THREAD_CREATE", {**thread, "newly_created": True})
+        return self._json(thread, 201)
 
     async def _typing(self, request: web.Request) -> web.Response:
         self._require(int(self._api_channel(request)["id"]), PERM_SEND_MESSAGES)
@@ -2921,6 +3077,46 @@ def _validate_components(
                     "Component custom id cannot be duplicated",
                 )
             seen.add(str(custom_id))
+
+
+def _validate_modal(components: Any, errors: _FormErrors) -> None:
+    """A modal holds 1-5 rows (or labels), each with one text input of Discord's limits."""
+    path: tuple[Any, ...] = ("data", "components")
+    if not isinstance(components, list) or not 1 <= len(components) <= 5:
+        errors.add(path, "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length.")
+        return
+    seen: set[str] = set()
+    for i, row in enumerate(components):
+        inner = row.get("components") if row.get("type") == _COMPONENT_ACTION_ROW else None
+        if row.get("type") == 18:  # a label around one component
+            inner = [row.get("component")] if isinstance(row.get("component"), dict) else None
+            errors.length((*path, i, "label"), row.get("label"), 1, 45)
+        if not isinstance(inner, list) or len(inner) != 1:
+            errors.add((*path, i), "BASE_TYPE_BAD_LENGTH", "Must be 1 in length.")
+            continue
+        text = inner[0]
+        where = (*path, i, "components", 0)
+        if text.get("type") != 4:
+            errors.add((*where, "type"), "UNION_TYPE_CHOICES", "Value must be one of (4,).")
+            continue
+        custom_id = text.get("custom_id")
+        errors.length((*where, "custom_id"), custom_id, 1, 100)
+        if custom_id in seen:
+            errors.add(path, "COMPONENT_CUSTOM_ID_DUPLICATED", "Component custom id duplicated")
+        seen.add(str(custom_id))
+        if row.get("type") == _COMPONENT_ACTION_ROW:
+            errors.length((*where, "label"), text.get("label"), 1, 45)
+        if text.get("style") not in (1, 2):
+            errors.add((*where, "style"), "BASE_TYPE_CHOICES", "Value must be one of {1, 2}.")
+        for key, high in (("value", 4000), ("placeholder", 100)):
+            if text.get(key) is not None:
+                errors.length((*where, key), text[key], 0, high)
+        low, high = text.get("min_length", 0), text.get("max_length", 4000)
+        if not (0 <= low <= 4000 and 1 <= high <= 4000 and low <= high):
+            errors.add((*where, "max_length"), "NUMBER_TYPE_MAX", "length limits out of range")
+        value = text.get("value")
+        if isinstance(value, str) and len(value) > high:
+            errors.add((*where, "value"), "BASE_TYPE_MAX_LENGTH", f"Must be {high} or fewer.")
 
 
 def _walk_with_paths(
