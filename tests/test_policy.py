@@ -24,6 +24,7 @@ MOD = ("7", "Mod")
 def workflows() -> dict[str, Workflow]:
     loaded, problems = load_workflows(WORKFLOWS)
     assert not problems
+    loaded = {name: w for name, w in loaded.items() if name.startswith("sd15-")}  # two plain ones
     txt2img = loaded["sd15-txt2img"]
     spicy = dataclasses.replace(
         txt2img, name="spicy", spec=txt2img.spec.model_copy(update={"nsfw": True})
