@@ -23,7 +23,13 @@ from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-COGS: tuple[str, ...] = ("cogs.imagine", "cogs.workflows", "cogs.queue", "cogs.admin")
+COGS: tuple[str, ...] = (
+    "cogs.imagine",
+    "cogs.results",
+    "cogs.workflows",
+    "cogs.queue",
+    "cogs.admin",
+)
 
 # comfycord never joins voice channels: don't warn about missing voice libraries.
 discord.VoiceClient.warn_nacl = False

@@ -461,6 +461,10 @@ class Imagine(commands.Cog):
             return
         await self._start_reply(interaction, jobs)
 
+    async def show(self, interaction: discord.Interaction, jobs: list[Job]) -> None:
+        """Show new jobs in this interaction's reply: progress, then their result."""
+        await self._start_reply(interaction, jobs)
+
     async def _start_reply(self, interaction: discord.Interaction, jobs: list[Job]) -> None:
         """Acknowledge with the first state (one request), remember where the reply is."""
         first = jobs[0]
@@ -735,14 +739,12 @@ class Imagine(commands.Cog):
         workflow = self.engine.workflows.get(first.workflow)
         prompt_name = workflow.prompt_param.name if workflow and workflow.prompt_param else "prompt"
         seed_name = workflow.seed_param.name if workflow and workflow.seed_param else None
-        view = discord.ui.View(timeout=None)
         if not done:
             job = failed[0]
             verb = "was cancelled" if job.state is JobState.CANCELLED else "failed"
             content = clip(f"❌ Job `{job.id}` {verb}: {job.error or 'no reason given'}", 2000)
             embed = discord.Embed(title=clip(f"{first.workflow} · {verb}", 256))
-            view.add_item(RerollButton(first.id))
-            return content, embed, view
+            return content, embed, self._result_view(first, [])
         prompt = str(first.values.get(prompt_name, ""))
         embed = discord.Embed(
             title=clip(f"{first.workflow} · job {first.group_id or first.id}", 256),
@@ -760,7 +762,16 @@ class Imagine(commands.Cog):
             embed.add_field(name="Steps", value=str(first.values["steps"]))
         elapsed = max((j.elapsed or 0.0) for j in jobs)
         embed.add_field(name="Time", value=f"{elapsed:.1f} s")
-        if first.remix_of:
+        source = first.meta.get("source") or {}
+        if source.get("job_id"):
+            embed.add_field(
+                name="From",
+                value=f"image {source.get('image', 1)} of <@{source.get('owner_id')}>'s job "
+                f"`{source['job_id']}`",
+            )
+        elif source.get("owner_id"):
+            embed.add_field(name="From", value=f"<@{source['owner_id']}>'s image")
+        elif first.remix_of:
             original = self.engine.get_job(first.remix_of)
             if original is not None:
                 embed.add_field(
@@ -773,13 +784,15 @@ class Imagine(commands.Cog):
         notes = [n for j in done for n in j.meta.get("notes", [])][:3] + notes
         if notes:
             content += "\n" + "\n".join(f"ℹ️ {n}" for n in dict.fromkeys(notes))
-        view.add_item(RerollButton(first.id))
-        if len(done) == 1:
-            view.add_item(VariationsButton(done[0].id, 0))
-        else:
-            for number, job in enumerate(done[:MAX_FILES], start=1):
-                view.add_item(VariationsButton(job.id, number))
-        return clip(content, 2000), embed, view
+        return clip(content, 2000), embed, self._result_view(first, done)
+
+    def _result_view(self, first: Job, done: list[Job]) -> discord.ui.View:
+        """Reroll, Edit, Info, Delete, then per image Variations and the follow-ups."""
+        from cogs.results import Results, result_view
+
+        results = self.bot.get_cog("Results")
+        offered = results.offered(first) if isinstance(results, Results) else []
+        return result_view(first.group_id or first.id, first, done, offered)
 
     # after a restart ----------------------------------------------------------------------------
     def _reply_from_meta(self, job: Job) -> Reply | None:
