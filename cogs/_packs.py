@@ -28,7 +28,8 @@ from cogs._common import actor, clip, ids, require_moderator
 log = logging.getLogger(__name__)
 
 PREVIEW_TIMEOUT = 10 * 60  # seconds a preview waits for Save (the token lasts 15 minutes)
-_FIELD = 1024
+_FIELD = 600  # characters per field, so four fields leave room for the options
+_EMBED = 5900  # Discord's limit for a whole embed is 6000
 _TYPES = {"text": "text", "int": "whole number", "float": "number", "seed": "seed"}
 
 
@@ -47,42 +48,43 @@ def _option_line(option: OptionPreview) -> str:
 
 
 def preview_embed(preview: ImportPreview) -> discord.Embed:
-    """The preview: each option with the node and input it sets, then what is missing."""
-    color = discord.Color.red() if preview.blocking else discord.Color.green()
-    embed = discord.Embed(
-        title=clip(f"Import {preview.name} — {preview.title}", 256),
-        description=clip(
-            "\n".join(_option_line(o) for o in preview.options) or "No options.", 4096
-        ),
-        color=color,
-    )
+    """The preview: each option with the node and input it sets, then what is missing.
+
+    Discord allows 6000 characters per embed: the fields are clipped first, and the option
+    list gets what is left.
+    """
+    fields: list[tuple[str, str]] = []
     if preview.missing_classes:
-        embed.add_field(
-            name="Missing node classes (install them, or update ComfyUI)",
-            value=clip(", ".join(f"`{c}`" for c in preview.missing_classes), _FIELD),
-            inline=False,
+        fields.append(
+            (
+                "Missing node classes (install them, or update ComfyUI)",
+                ", ".join(f"`{c}`" for c in preview.missing_classes),
+            )
         )
     if preview.missing_models:
-        embed.add_field(
-            name="Missing models",
-            value=clip("\n".join(preview.missing_models), _FIELD),
-            inline=False,
-        )
+        fields.append(("Missing models", "\n".join(preview.missing_models)))
     others = [p for p in preview.problems if p.code not in ("unknown_node", "missing_model")]
     if others:
-        embed.add_field(
-            name="Problems",
-            value=clip("\n".join(f"{p.key}: {p.message}" for p in others), _FIELD),
-            inline=False,
-        )
+        fields.append(("Problems", "\n".join(f"{p.key}: {p.message}" for p in others)))
     if preview.notes:
-        embed.add_field(name="Notes", value=clip("\n".join(preview.notes), _FIELD), inline=False)
-    files = f"{preview.name}.json + {preview.name}.yaml"
-    embed.set_footer(
-        text=f"Save writes {files} and adds the workflow; Cancel leaves nothing."
+        fields.append(("Notes", "\n".join(preview.notes)))
+    footer = (
+        f"Save writes {preview.name}.json + {preview.name}.yaml and adds the workflow; "
+        "Cancel leaves nothing."
         if not preview.blocking
         else "ComfyUI can't run it as it is: fix what is listed and import it again."
     )
+    title = clip(f"Import {preview.name} — {preview.title}", 256)
+    clipped = [(name, clip(value, _FIELD)) for name, value in fields]
+    used = len(title) + len(footer) + sum(len(n) + len(v) for n, v in clipped)
+    options = "\n".join(map(_option_line, preview.options)) or "No options."
+    color = discord.Color.red() if preview.blocking else discord.Color.green()
+    embed = discord.Embed(
+        title=title, description=clip(options, min(4096, _EMBED - used)), color=color
+    )
+    for name, value in clipped:
+        embed.add_field(name=name, value=value, inline=False)
+    embed.set_footer(text=footer)
     return embed
 
 

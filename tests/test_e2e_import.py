@@ -242,3 +242,37 @@ async def test_unknown_classes_are_listed_and_save_is_disabled(
         save = preview.button("Save")
         assert save is not None and save.get("disabled") is True
         assert await press(fake, it, preview, "Cancel") == "Import cancelled; nothing was saved."
+
+
+async def test_a_huge_preview_fits_in_one_embed(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path, packs: Path
+) -> None:
+    graph = json.loads((WORKFLOWS / "sd15-txt2img.json").read_text())
+    for index in range(200):
+        graph[str(100 + index)] = {
+            "class_type": f"SomeVeryLongCustomNodeClassName{index:03d}",
+            "inputs": {"value": "x" * 50},
+        }
+    upload = ("many.json", json.dumps(graph).encode(), "application/json")
+    async with comfybot(fake, settings_for(tmp_path, comfy, fake, packs)):
+        _, preview = await start_import(fake, {"file": upload})
+        embed = preview.embeds[0]
+        total = len(embed["title"]) + len(embed["description"]) + len(embed["footer"]["text"])
+        total += sum(len(f["name"]) + len(f["value"]) for f in embed["fields"])
+        assert total <= 6000
+        assert embed["fields"][0]["value"].startswith("`SomeVeryLongCustomNodeClassName000`")
+        assert embed["fields"][0]["value"].endswith("…")
+        assert "**`prompt`**" in embed["description"]
+
+
+async def test_without_a_dev_guild_the_server_holding_the_commands_is_re_synced(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path, packs: Path
+) -> None:
+    settings = make_settings(tmp_path, comfy.url, workflows={"dir": str(packs)})
+    async with comfybot(fake, settings):  # the test harness copies the commands to the server
+        it, preview = await start_import(
+            fake, {"file": ui_file(), "yaml": ("n.yaml", NIGHT_SKY_YAML, "text/yaml")}
+        )
+        assert "Saved" in await press(fake, it, preview, "Save")
+        run = await fake.slash("nightsky", {"prompt": "stars", "steps": 1})
+        assert (await wait_result(fake, run)).attachments

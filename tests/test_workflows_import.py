@@ -272,3 +272,16 @@ async def test_engine_imports_saves_reloads_and_runs_the_new_pack(
         )
         with pytest.raises(WorkflowError, match="already exists"):
             engine.save_import(preview)
+
+
+def test_a_graph_without_a_prompt_says_imagine_needs_one(tmp_path: Path) -> None:
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    preview = preview_of(tmp_path, graph_bytes(graph), "copy.json")
+    assert [o.name for o in preview.options] == ["image"]
+    assert any("no required text option: /imagine needs one" in n for n in preview.notes)
+    assert not any(
+        "/imagine needs one" in n for n in preview_of(tmp_path, graph_bytes(), "b").notes
+    )

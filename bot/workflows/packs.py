@@ -401,6 +401,10 @@ def prepare_import(
                 Problem(workflow.source, "command", f"/{command} is already taken by {owner}")
             )
     missing: set[str] = set()
+    if workflow.prompt_param is None:
+        notes.append(
+            "no required text option: /imagine needs one for its prompt; list it under `params`"
+        )
     if object_info is not None:
         problems.extend(check_workflow(workflow, object_info))
         missing = {
