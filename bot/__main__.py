@@ -1,4 +1,4 @@
-"""The command line: `comfycord run | check | generate | workflows | import | sync`."""
+"""The command line: `comfycord run | check | generate | workflows | backends | import | sync`."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--count", type=int, default=1, help="how many images (seeds)")
     gen.add_argument("--out", type=Path, default=Path("out"), help="where to write the images")
     sub.add_parser("workflows", help="list the workflows and their parameters")
+    sub.add_parser("backends", help="the ComfyUI backends: state, version, device, jobs done")
     imp = sub.add_parser(
         "import", help="turn an exported ComfyUI workflow into a pack (NAME.json + NAME.yaml)"
     )
@@ -85,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return asyncio.run(check(settings, offline=args.offline))
+        if args.command == "backends":
+            return asyncio.run(show_backends(settings))
         if args.command == "workflows":
             return list_workflows(settings)
         if args.command == "generate":
@@ -147,6 +150,55 @@ async def _fetch_object_info(settings: Settings, out: TextIO) -> dict[str, Any] 
             await client.close()
     print(f"ok: ComfyUI at {backend.url} ({len(info)} node types)", file=out)
     return info
+
+
+# backends ------------------------------------------------------------------------------------
+async def show_backends(settings: Settings, out: TextIO | None = None) -> int:
+    """Print a table of the ComfyUI backends; exits 1 when one of them is down."""
+    from bot.comfy.pool import Pool
+
+    out = out or sys.stdout
+    done: dict[str, int] = {}
+    if Path(settings.storage.path).exists():
+        store = Store(settings.storage.path)
+        try:
+            done = store.done_by_backend()
+        finally:
+            store.close()
+    timeout = min(10.0, settings.comfyui.request_timeout)
+    comfy = settings.comfyui.model_copy(update={"request_timeout": timeout})
+    async with aiohttp.ClientSession() as session:
+        pool = Pool.from_settings(session, comfy)
+        try:
+            await pool.start(ready_timeout=timeout)
+            rows = []
+            for backend in pool:
+                if not backend.up:
+                    await backend.refresh()  # to say why
+                status = backend.status(0, done.get(backend.name, 0))
+                state = status.state
+                if backend.up:
+                    state = "busy" if backend.client.queue_remaining else "idle"
+                rows.append(
+                    [
+                        status.name,
+                        status.url,
+                        state,
+                        status.version,
+                        status.device,
+                        status.vram,
+                        str(status.jobs_done),
+                        status.last_error or "-",
+                    ]
+                )
+        finally:
+            await pool.close()
+    header = ["NAME", "URL", "STATE", "VERSION", "DEVICE", "VRAM", "JOBS DONE", "LAST ERROR"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip(), file=out)
+    return 1 if any(row[2] == "down" for row in rows) else 0
 
 
 # workflows -----------------------------------------------------------------------------------

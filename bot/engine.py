@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 
 from bot.comfy.client import ComfyClient
-from bot.comfy.pool import Backend, Pool
+from bot.comfy.pool import Backend, BackendStatus, Pool
 from bot.errors import ComfyError, InvalidValue, NoBackend, NotAllowed, NotFound, WorkflowError
 from bot.jobs.dispatch import Needs
 from bot.jobs.model import Job, JobState, new_job_id
@@ -457,6 +457,10 @@ class Engine:
 
     def position(self, job_id: str) -> int | None:
         return self.runner.position(job_id)
+
+    def backends(self) -> list[BackendStatus]:
+        """Every ComfyUI backend: busy, idle or down, jobs it holds, health, last error."""
+        return [b.status(self.runner.load(b)) for b in self.pool]
 
     def typical_duration(self) -> float | None:
         """Median seconds on ComfyUI of recent jobs; None before the first one finished."""

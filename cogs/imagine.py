@@ -762,6 +762,9 @@ class Imagine(commands.Cog):
             embed.add_field(name="Steps", value=str(first.values["steps"]))
         elapsed = max((j.elapsed or 0.0) for j in jobs)
         embed.add_field(name="Time", value=f"{elapsed:.1f} s")
+        made_on = sorted({j.backend for j in done if j.backend})
+        if made_on and len(self.engine.pool) > 1:
+            embed.add_field(name="Backend", value=clip(", ".join(made_on), 1024))
         source = first.meta.get("source") or {}
         if source.get("job_id"):
             embed.add_field(

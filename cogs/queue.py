@@ -7,6 +7,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import ComfyBot
+from bot.engine import QueueEntry
 from bot.errors import NotAllowed, NotFound
 from bot.jobs.model import Job, JobState
 from cogs._common import clip, ids, is_moderator
@@ -20,6 +21,9 @@ STATE_ICONS = {
     JobState.FAILED: "❌",
     JobState.CANCELLED: "🚫",
 }
+
+
+BACKEND_ICONS = {"busy": "🟢", "idle": "⚪", "down": "🔴"}
 
 
 def _link(job: Job) -> str:
@@ -44,13 +48,17 @@ class Queue(commands.Cog):
         entries = self.bot.engine.queue_entries()
         here = [e for e in entries if e.job.guild_id == guild]
         elsewhere = len(entries) - len(here)
+        pool = self._backend_lines(entries)
         if not entries:
-            await interaction.response.send_message("The queue is empty.", ephemeral=True)
+            empty = "\n".join([*pool, "The queue is empty."])
+            await interaction.response.send_message(empty, ephemeral=True)
             return
-        lines = []
+        lines = list(pool)
         for entry in here[:MAX_LINES]:
             job = entry.job
             where = "running" if entry.position == 0 else f"#{entry.position}"
+            if entry.position == 0 and pool and job.backend:
+                where = f"running on {job.backend}"
             line = (
                 f"{STATE_ICONS[job.state]} {where} · `{job.id}` · <@{job.owner_id}> · "
                 f"{job.workflow} · {job.state.value}"
@@ -65,6 +73,21 @@ class Queue(commands.Cog):
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )
+
+    def _backend_lines(self, entries: list[QueueEntry]) -> list[str]:
+        """With several ComfyUI backends, one line each: busy, idle or down, jobs it holds."""
+        backends = self.bot.engine.backends()
+        if len(backends) < 2:
+            return []
+        lines = []
+        for backend in backends:
+            held = f" · {backend.running} job(s)" if backend.running else ""
+            lines.append(
+                f"{BACKEND_ICONS[backend.state]} **{backend.name}** · {backend.state}{held}"
+            )
+        waiting = sum(1 for e in entries if e.position > 0)
+        lines.append(f"{waiting} job(s) waiting for a backend")
+        return lines
 
     @app_commands.command(name="cancel", description="Cancel your job (moderators: anyone's)")
     @app_commands.describe(job="Job id, or the id a group's reply shows (default: your latest)")

@@ -19,6 +19,7 @@ from bot.jobs.model import JobState
 from bot.settings import Settings, load_settings
 from tests.conftest import WORKFLOWS, make_settings, running_engine
 from tests.fakes.comfyui import FakeComfyUI
+from tests.test_cli import run_cli
 
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
 SHARPEN: dict[str, Any] = {
@@ -395,3 +396,39 @@ async def test_one_backend_keeps_a_job_waiting_while_it_is_down(
             [done] = await rec.finished(job.id, timeout=20)
             assert done.job.state is JobState.DONE
             assert len(servers["a"].prompts_received) == 1
+
+
+# comfycord backends --------------------------------------------------------------------------
+async def test_cli_backends_prints_each_backend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with fakes(gpu1={"device": "cuda:0 NVIDIA GeForce RTX 4090"}, gpu2={}) as servers:
+        # gpu1 has made a job before (the store remembers which backend made what)
+        settings = pool_settings(tmp_path, servers)
+        async with (
+            aiohttp.ClientSession() as session,
+            running_engine(session, settings) as (
+                eng,
+                rec,
+            ),
+        ):
+            [job] = await eng.submit(request())
+            await rec.finished(job.id, timeout=20)
+        await servers["gpu2"].go_offline()
+        config = tmp_path / "pool.yaml"
+        config.write_text(
+            f"storage:\n  path: {tmp_path / 'db.sqlite3'}\n"
+            "comfyui:\n  request_timeout: 2\n  backends:\n"
+            f"    - {{url: '{servers['gpu1'].url}', name: gpu1}}\n"
+            f"    - {{url: '{servers['gpu2'].url}', name: gpu2}}\n"
+        )
+        code = await run_cli("--config", str(config), "backends")
+        out = capsys.readouterr().out.splitlines()
+        assert code == 1  # one is down
+        assert out[0].split()[:4] == ["NAME", "URL", "STATE", "VERSION"]
+        gpu1 = next(line for line in out if line.startswith("gpu1"))
+        gpu2 = next(line for line in out if line.startswith("gpu2"))
+        assert servers["gpu1"].url in gpu1 and " idle " in gpu1 and "0.3.64" in gpu1
+        assert "NVIDIA GeForce RTX 4090" in gpu1 and "GiB free" in gpu1
+        assert gpu1.split()[-2:] == ["1", "-"]  # jobs done, no error
+        assert " down " in gpu2 and "not reachable" in gpu2

@@ -84,6 +84,31 @@ class Health:
 
 
 @dataclass(frozen=True)
+class BackendStatus:
+    """One backend as `/queue` and `comfycord backends` show it."""
+
+    name: str
+    url: str
+    state: str  # busy, idle or down
+    health: Health | None
+    running: int  # jobs handed to it (running or queued in its ComfyUI)
+    jobs_done: int
+    last_error: str | None
+
+    @property
+    def version(self) -> str:
+        return self.health.version if self.health else "?"
+
+    @property
+    def device(self) -> str:
+        return self.health.device if self.health else "?"
+
+    @property
+    def vram(self) -> str:
+        return self.health.vram_text if self.health else "?"
+
+
+@dataclass(frozen=True)
 class BackendEvent:
     backend: Backend
     kind: EventKind
@@ -151,6 +176,19 @@ class Backend:
 
     def note_error(self, message: str) -> None:
         self.last_error = message
+
+    def status(self, load: int, jobs_done: int | None = None) -> BackendStatus:
+        """How it stands, given the jobs it holds now (`load`)."""
+        state = "down" if not self.up else ("busy" if load else "idle")
+        return BackendStatus(
+            self.name,
+            self.url,
+            state,
+            self.health,
+            load,
+            self.jobs_done if jobs_done is None else jobs_done,
+            self.last_error,
+        )
 
     # events ---------------------------------------------------------------------------------
     def _on_connection(self, connected: bool) -> None:

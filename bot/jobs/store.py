@@ -115,6 +115,15 @@ class Store:
         jobs = self._query(f"state IN ({marks})", states)
         return [j for j in jobs if not j.delivered]
 
+    def done_by_backend(self) -> dict[str, int]:
+        """How many jobs each ComfyUI backend (by name) has finished successfully."""
+        rows = self._db.execute(
+            "SELECT json_extract(data, '$.backend') AS backend, COUNT(*) AS n FROM jobs"
+            " WHERE state = ? GROUP BY backend",
+            (JobState.DONE.value,),
+        ).fetchall()
+        return {row["backend"]: row["n"] for row in rows if row["backend"]}
+
     def group(self, group_id: str) -> list[Job]:
         return self._query("group_id = ?", [group_id])
 

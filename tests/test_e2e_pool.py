@@ -1,0 +1,58 @@
+"""End to end with several ComfyUI backends: /queue shows them, results name theirs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import answer, comfybot, field, wait_result
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord_fixtures import installed_fake
+from tests.test_pool import fakes, pool_settings, wait_for
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with installed_fake() as f:
+        yield f
+
+
+async def test_queue_shows_each_backend_and_results_name_theirs(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    bob, carol = fake.add_member("bob"), fake.add_member("carol")
+    async with fakes(a={}, b={}, c={}) as servers:
+        settings = pool_settings(tmp_path, servers, comfyui={"prefetch": 0})
+        await servers["c"].go_offline()
+        for server in servers.values():
+            server.hold_steps()
+        async with comfybot(fake, settings) as bot:
+            its = []
+            for user in (None, bob, carol):
+                it = await fake.slash("imagine", {"prompt": "x", "steps": 1}, user_id=user)
+                await it.wait_ack()
+                its.append(it)
+            await wait_for(lambda: all(servers[n].running_prompt_id for n in ("a", "b")))
+            _, listing = await answer(fake, "queue")
+            lines = listing.content.splitlines()
+            assert "**a** · busy · 1 job(s)" in lines[0]
+            assert "**b** · busy · 1 job(s)" in lines[1]
+            assert "**c** · down" in lines[2]
+            assert "1 job(s) waiting for a backend" in lines[3]
+            assert sum("running on a" in line for line in lines) == 1
+            assert sum("running on b" in line for line in lines) == 1
+            await servers["c"].go_online()
+            c = bot.engine.pool.get("c")
+            assert c is not None
+            await wait_for(lambda: c.up)  # the waiting job goes there now
+            for server in servers.values():
+                server.release_steps()
+            made_on = set()
+            for it in its:
+                message = await wait_result(fake, it)
+                made_on.add(field(message.embeds[0], "Backend"))
+            assert made_on == {"a", "b", "c"}
+            _, idle = await answer(fake, "queue")
+            assert "**a** · idle" in idle.content and "**c** · idle" in idle.content
