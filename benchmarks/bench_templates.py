@@ -39,7 +39,8 @@ def main() -> None:
     image_known = [r for r in image if not r.missing_classes]
     usable = [r for r in image_known if r.usable]
     subgraphs = [r for r in results if r.subgraphs]
-    subgraphs_ok = [r for r in subgraphs if r.converted and not r.graph_problems]
+    subgraphs_known = [r for r in subgraphs if not r.missing_classes]
+    subgraphs_ok = [r for r in subgraphs_known if r.converted and not r.graph_problems]
     fields: collections.Counter[str] = collections.Counter()
     for result in loaded:
         fields.update(result.params)
@@ -57,6 +58,7 @@ def main() -> None:
     pct = 100 * len(usable) / len(image_known) if image_known else 0.0
     print(f"  usable with a prompt:        {len(usable)} ({pct:.1f}%)")
     print(f"subgraph templates:            {len(subgraphs)}")
+    print(f"  with every class known:      {len(subgraphs_known)}")
     print(f"  converted and valid:         {len(subgraphs_ok)}")
     print("params found in loaded templates:")
     print("  " + json.dumps(dict(sorted(fields.items(), key=lambda kv: -kv[1]))))

@@ -138,13 +138,17 @@ class Engine:
 
     # lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load workflows (unless given), connect to ComfyUI, resume unfinished jobs."""
-        if not self.workflows:
-            self.reload_workflows()
+        """Connect to ComfyUI, load workflows (unless given), resume unfinished jobs.
+
+        ComfyUI's node definitions are read first: UI-format graphs need them to convert, and
+        detection reads every node class through them.
+        """
         await self.pool.start(ready_timeout=min(5.0, self.settings.comfyui.request_timeout))
         for backend in self.pool:
             if not backend.up:
                 log.warning("ComfyUI %s not reachable at start; will keep trying", backend.name)
+        if not self.workflows:
+            self.reload_workflows()
         await self.runner.start()
         self._started = True
 
@@ -157,7 +161,9 @@ class Engine:
         self.store.close()
 
     def reload_workflows(self) -> None:
-        workflows, problems = load_workflows(self.settings.workflows.dir)
+        workflows, problems = load_workflows(
+            self.settings.workflows.dir, self.object_info, check=False
+        )
         self.workflows = dict(workflows)
         self.workflow_problems = [str(p) for p in problems]
         for problem in self.workflow_problems:
@@ -419,12 +425,13 @@ class Engine:
                 if (node_id, name) in set_by_params or not isinstance(value, str):
                     continue
                 spec = nodeinfo.input_def(info, class_type, name)
-                if spec is None or spec.model_kind is None or not spec.choices:
+                kind = nodeinfo.model_kind(class_type, spec, value) if spec else None
+                if spec is None or kind is None or not spec.choices:
                     continue
                 if value not in spec.choices:
                     node["inputs"][name] = spec.choices[0]
                     notes.append(
-                        f"{spec.model_kind} '{value}' is not installed on {where}; "
+                        f"{kind} '{value}' is not installed on {where}; "
                         f"used '{spec.choices[0]}' instead"
                     )
                     log.warning("job uses %s: %s", workflow.name, notes[-1])

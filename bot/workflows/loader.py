@@ -303,17 +303,20 @@ def load_workflow(yaml_path: str | Path, object_info: ObjectInfo | None = None) 
 
 
 def load_workflows(
-    directory: str | Path, object_info: ObjectInfo | None = None
+    directory: str | Path, object_info: ObjectInfo | None = None, *, check: bool = True
 ) -> tuple[dict[str, Workflow], list[Problem]]:
     """Load every pack in a folder; a broken pack is reported and the others still load.
 
     Each `NAME.yaml` (or `.yml`) is a pack. A `NAME.json` that no YAML uses is a pack too,
-    with its params detected. With `object_info`, every pack is also checked against it
-    (`check_workflow`) and a pack with problems is left out.
+    with its params detected. With `object_info`, UI-format graphs are converted, detection
+    understands every node class, and (unless `check` is false) every pack is also checked
+    against it (`check_workflow`) and a pack with problems is left out.
 
     Args:
         directory: the workflows folder.
         object_info: ComfyUI's node definitions, if known.
+        check: check the packs against `object_info` (the bot itself leaves that to ComfyUI,
+            which may gain models and nodes while it runs).
 
     Returns:
         The packs that loaded (name -> workflow, sorted by name) and every problem found.
@@ -352,7 +355,7 @@ def load_workflows(
             loaded[path.stem] = build_workflow(path.stem, spec, folder, object_info, source=source)
         except InvalidWorkflow as exc:
             problems.extend(exc.problems)
-    if object_info is not None:
+    if object_info is not None and check:
         for name, workflow in list(loaded.items()):
             found = check_workflow(workflow, object_info)
             if found:
