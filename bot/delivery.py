@@ -140,8 +140,9 @@ def fit_image(data: bytes, filename: str, limit: int) -> FittedImage:
             raise ValueError(f"{filename} cannot be made smaller than {limit} bytes")
 
 
-#: How often a waiting reply may be edited when its position only moved to the next band.
-POSITION_REFRESH = 30.0
+#: How often a waiting reply may be edited when its position only moved to the next band, in
+#: progress intervals (30 s at the default 1.5 s).
+POSITION_REFRESH = 20
 
 
 def position_edit_due(
@@ -151,13 +152,14 @@ def position_edit_due(
     *,
     edits: int = 0,
     allowance: int | None = None,
+    refresh: float = POSITION_REFRESH * 1.5,
 ) -> bool:
     """Whether a waiting reply that shows place `shown` should be edited to show `current`.
 
     Members care about bands of positions (1, 2, 3, 5, 10, 20, 50, ...), not each move. The
     reply is always edited when `current` is two bands or more from what it shows, so it is
     never wrong by more than one band. Entering the next band is shown when the job is among
-    the next three or the reply was last edited `POSITION_REFRESH` seconds ago or more, if the
+    the next three or the reply was last edited `refresh` seconds ago or more, if the
     reply can afford it: `edits` waiting edits made so far, plus this one, plus the ones that
     will be needed to stay within one band on the way to the front, within `allowance` (None:
     no limit).
@@ -169,7 +171,7 @@ def position_edit_due(
         return False
     if gap >= 2:
         return True
-    if current > 3 and since_edit < POSITION_REFRESH:
+    if current > 3 and since_edit < refresh:
         return False
     return allowance is None or edits + 1 + band_of(current) // 2 <= allowance
 

@@ -23,6 +23,7 @@ from discord.ext import commands
 from bot.admission import ImageOffer
 from bot.app import ComfyBot, send_error
 from bot.delivery import (
+    POSITION_REFRESH,
     Coalescer,
     edit_budget,
     fit_image,
@@ -566,6 +567,7 @@ class Imagine(commands.Cog):
             time.monotonic() - reply.shown_at,
             edits=reply.waiting_edits,
             allowance=allowance,
+            refresh=POSITION_REFRESH * interval,
         )
 
     def _state(self, reply: Reply, job_id: str) -> JobState:

@@ -31,6 +31,9 @@ async def imagine(
     return it
 
 
+POSITION = re.compile(r"position (#\d+)")  # not a node's "(#9)" in a running line
+
+
 def queued_at(position: int) -> object:
     return lambda m: f"Queued · position #{position}" in m.content
 
@@ -185,7 +188,7 @@ async def test_waiting_replies_show_their_position_as_jobs_finish_and_are_cancel
         comfy.release_steps()
         message = await wait_result(fake, d)
         shown = ["#3"]  # the acknowledgement, then the edits
-        shown += [m.group(0) for t in contents(message) for m in [re.search(r"#\d+", t)] if m]
+        shown += [m.group(1) for t in contents(message) for m in [POSITION.search(t)] if m]
         assert [s for i, s in enumerate(shown) if i == 0 or shown[i - 1] != s] == ["#3", "#2", "#1"]
         await wait_result(fake, running)
         await wait_result(fake, b)
@@ -217,7 +220,7 @@ async def test_a_waiting_reply_is_edited_when_its_band_changes_not_on_every_move
         comfy.release_steps()
         message = await wait_result(fake, watched)
         waiting = [t for t in contents(message) if "Queued" in t]
-        shown = [m.group(0) for t in waiting for m in [re.search(r"#\d+", t)] if m]
+        shown = [m.group(1) for t in waiting for m in [POSITION.search(t)] if m]
         assert shown == ["#4", "#2", "#1"], shown  # 3 edits for 11 moves of the queue
 
 

@@ -222,23 +222,24 @@ class FairQueue:
         those close enough to a band boundary to have crossed it.
         """
         n = len(self._order)
-        candidates: set[str] = set(self._touched)
+        positions: dict[str, int] = {}
         shift = self._shift
         if shift * len(BANDS) * 2 >= n:
-            candidates = set(self._jobs)
+            positions = self.positions()
         else:
             for boundary in BANDS:
                 if boundary - shift > n:
                     break
                 lo, hi = max(1, boundary - shift), min(n, boundary + shift)
-                candidates.update(job_id for _, job_id in self._order.islice(lo - 1, hi))
+                for offset, (_, job_id) in enumerate(self._order.islice(lo - 1, hi)):
+                    positions[job_id] = lo + offset
+            for job_id in self._touched:
+                if job_id not in positions and job_id in self._keys:
+                    positions[job_id] = int(self._order.index((self._keys[job_id], job_id))) + 1
         self._touched.clear()
         self._shift = 0
         changes = []
-        for job_id in candidates:
-            position = self.position(job_id)
-            if position is None:
-                continue
+        for job_id, position in positions.items():
             band = band_of(position)
             if self._reported.get(job_id) != band:
                 self._reported[job_id] = band
