@@ -285,3 +285,25 @@ def test_a_graph_without_a_prompt_says_imagine_needs_one(tmp_path: Path) -> None
     assert not any(
         "/imagine needs one" in n for n in preview_of(tmp_path, graph_bytes(), "b").notes
     )
+
+
+def test_files_nested_too_deep_are_refused_plainly(tmp_path: Path) -> None:
+    graph = shipped_graph()
+    graph["9"]["inputs"]["junk"] = json.loads("[" * 600 + "]" * 600)
+    with pytest.raises(InvalidWorkflow, match=r"flow\.json: is not a workflow: its values nest"):
+        preview_of(tmp_path, graph_bytes(graph), "flow.json")
+    with pytest.raises(InvalidWorkflow, match="nest far too deep"):
+        preview_of(tmp_path, b"[" * 100_000 + b"]" * 100_000, "flow.json")
+    deep_yaml = b"title: t\nparams: " + b"[" * 5000 + b"]" * 5000 + b"\n"
+    with pytest.raises(InvalidWorkflow, match=r"a\.yaml: its values nest far too deep"):
+        preview_of(tmp_path, graph_bytes(), "x.json", yaml_data=deep_yaml, yaml_name="a.yaml")
+
+
+def test_yaml_aliases_are_neither_expanded_nor_looped_on(tmp_path: Path) -> None:
+    laughs = "title: t\nextra:\n  a: &a [x, x, x, x, x, x, x, x, x]\n"
+    for level in "bcdefghij":
+        previous = chr(ord(level) - 1)
+        laughs += f"  {level}: &{level} [" + ", ".join([f"*{previous}"] * 9) + "]\n"
+    laughs += "  loop: &loop [*loop]\n"
+    with pytest.raises(InvalidWorkflow, match=r"a\.yaml: extra: unknown key"):
+        preview_of(tmp_path, graph_bytes(), "x.json", yaml_data=laughs.encode(), yaml_name="a.yaml")

@@ -49,6 +49,8 @@ MAX_GRAPH_BYTES = 5 * 1024 * 1024
 """Largest graph file an import accepts (big UI exports with subgraphs are well under 2 MB)."""
 MAX_YAML_BYTES = 256 * 1024
 """Largest YAML file an import accepts."""
+MAX_DEPTH = 100
+"""Deepest nesting of lists and mappings an import accepts (real workflows stay under 20)."""
 _MB = 1024 * 1024
 _NOT_BLOCKING = frozenset({"missing_model"})  # ComfyUI may get the model later, or substitute it
 
@@ -152,6 +154,41 @@ def _text(data: bytes, source: str, limit: int) -> str:
         ) from None
 
 
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether lists and mappings nest deeper than `limit` (checked without recursion).
+
+    A container met twice (YAML aliases, even recursive ones) is walked once.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    seen: set[int] = set()
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, Mapping | list) or id(item) in seen:
+            continue
+        if depth > limit:
+            return True
+        seen.add(id(item))
+        children = item.values() if isinstance(item, Mapping) else item
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _parse_json(text: str, source: str) -> Any:
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidWorkflow(
+            [Problem(source, f"line {exc.lineno}", f"is not JSON: {exc.msg}", "graph")]
+        ) from None
+    except RecursionError:
+        parsed = None
+    if parsed is None or _too_deep(parsed):
+        raise InvalidWorkflow(
+            [Problem(source, "", "is not a workflow: its values nest far too deep", "graph")]
+        )
+    return parsed
+
+
 def read_graph(data: bytes, source: str, object_info: ObjectInfo | None) -> tuple[Graph, bool]:
     """Parse an uploaded graph (API or UI format) into an API-format graph.
 
@@ -167,13 +204,7 @@ def read_graph(data: bytes, source: str, object_info: ObjectInfo | None) -> tupl
         InvalidWorkflow: too big, not JSON, not a workflow, or a UI export that can't be
             converted (every unknown class named).
     """
-    text = _text(data, source, MAX_GRAPH_BYTES)
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidWorkflow(
-            [Problem(source, f"line {exc.lineno}", f"is not JSON: {exc.msg}", "graph")]
-        ) from None
+    parsed = _parse_json(_text(data, source, MAX_GRAPH_BYTES), source)
     if is_ui_format(parsed):
         if object_info is None:
             raise InvalidWorkflow(
@@ -222,6 +253,13 @@ def read_spec(data: bytes, source: str) -> WorkflowSpec:
         where = f"line {mark.line + 1}" if mark is not None else ""
         reason = getattr(exc, "problem", None) or "can't be parsed"
         raise InvalidWorkflow([Problem(source, where, f"is not YAML: {reason}", "yaml")]) from None
+    except RecursionError:
+        parsed = None
+        deep = True
+    else:
+        deep = _too_deep(parsed)
+    if deep:
+        raise InvalidWorkflow([Problem(source, "", "its values nest far too deep", "yaml")])
     return parse_spec(parsed, source)
 
 
