@@ -276,3 +276,25 @@ async def test_without_a_dev_guild_the_server_holding_the_commands_is_re_synced(
         assert "Saved" in await press(fake, it, preview, "Save")
         run = await fake.slash("nightsky", {"prompt": "stars", "steps": 1})
         assert (await wait_result(fake, run)).attachments
+
+
+async def test_a_ui_save_with_an_unknown_class_names_it(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path, packs: Path
+) -> None:
+    export = txt2img_ui_export()
+    export["nodes"].append(
+        {
+            "id": 20,
+            "type": "FancyUpscaler",
+            "mode": 0,
+            "inputs": [{"name": "image", "type": "IMAGE", "link": 30}],
+        }
+    )
+    export["links"].append([30, 8, 0, 20, 0, "IMAGE"])
+    upload = ("fancy.json", json.dumps(export).encode(), "application/json")
+    before = files_of(packs)
+    async with comfybot(fake, settings_for(tmp_path, comfy, fake, packs)):
+        _, message = await start_import(fake, {"file": upload})
+        assert message.content.startswith("❌") and "FancyUpscaler" in message.content
+        assert not message.components
+    assert files_of(packs) == before
