@@ -28,6 +28,7 @@ COGS: tuple[str, ...] = (
     "cogs.results",
     "cogs.workflows",
     "cogs.queue",
+    "cogs.jam",
     "cogs.admin",
 )
 

@@ -1,0 +1,386 @@
+"""Jams: a theme and a time limit; members generate in one thread, then everyone votes.
+
+    open ──(time is up, or /jam end)──> voting ──(voting time is up, or /jam end)──> closed
+
+A finished job made in an open jam's thread is an entry (up to `max_entries` per member, of the
+jam's workflow when it has one). While the jam is voting, each member has one vote, never for
+their own entry, and may change it until the vote closes. Everything is kept in SQLite (in the
+bot's database file), so a jam survives a restart; the Discord side (`cogs/jam.py`) opens the
+thread, posts the gallery and announces the winners. No discord import here.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from bot.errors import InvalidValue, NotAllowed, NotFound
+from bot.jobs.model import Job, JobState
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jams (
+    id TEXT PRIMARY KEY,
+    guild_id TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    theme TEXT NOT NULL,
+    workflow TEXT,
+    max_entries INTEGER NOT NULL,
+    ends_at REAL NOT NULL,
+    vote_seconds REAL NOT NULL,
+    vote_ends_at REAL,
+    state TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jams_thread ON jams(thread_id);
+CREATE TABLE IF NOT EXISTS jam_entries (
+    jam_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    owner_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    prompt TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    PRIMARY KEY (jam_id, job_id)
+);
+CREATE TABLE IF NOT EXISTS jam_votes (
+    jam_id TEXT NOT NULL,
+    voter_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (jam_id, voter_id)
+);
+"""
+
+MAX_MINUTES = 7 * 24 * 60
+MAX_ENTRIES = 10
+
+
+class JamState(StrEnum):
+    OPEN = "open"
+    VOTING = "voting"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Jam:
+    """One jam. Times are Unix seconds; `vote_ends_at` is set when voting starts."""
+
+    id: str
+    guild_id: str
+    channel_id: str
+    thread_id: str
+    theme: str
+    workflow: str | None
+    max_entries: int
+    ends_at: float
+    vote_seconds: float
+    vote_ends_at: float | None
+    state: JamState
+    created_by: str
+    created_at: float
+
+    @property
+    def deadline(self) -> float | None:
+        """When the jam next changes state by itself (None once closed)."""
+        if self.state is JamState.OPEN:
+            return self.ends_at
+        if self.state is JamState.VOTING:
+            return self.vote_ends_at
+        return None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image entered in a jam: the job that made it, numbered in the order they came."""
+
+    jam_id: str
+    job_id: str
+    owner_id: str
+    number: int
+    prompt: str
+    workflow: str
+    added_at: float
+
+
+@dataclass(frozen=True)
+class Standing:
+    """An entry and its votes; entries with as many votes share a rank."""
+
+    entry: Entry
+    votes: int
+    rank: int
+
+
+class Jams:
+    """The jams of every server, in SQLite (`":memory:"` for a throwaway book)."""
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # jams -------------------------------------------------------------------------------------
+    def start(
+        self,
+        *,
+        guild_id: str,
+        channel_id: str,
+        thread_id: str,
+        theme: str,
+        minutes: float,
+        created_by: str,
+        workflow: str | None = None,
+        max_entries: int = 1,
+        vote_minutes: float = 15,
+        now: float | None = None,
+    ) -> Jam:
+        """Open a jam in `thread_id` for `minutes`.
+
+        Raises:
+            InvalidValue: theme empty, or a time or entry limit out of range (names which).
+        """
+        theme = theme.strip()
+        if not theme:
+            raise InvalidValue("theme", "must not be empty")
+        for name, value in (("minutes", minutes), ("vote_minutes", vote_minutes)):
+            if not 0 < value <= MAX_MINUTES:
+                raise InvalidValue(name, f"must be between 1 and {MAX_MINUTES}")
+        if not 1 <= max_entries <= MAX_ENTRIES:
+            raise InvalidValue("entries", f"must be between 1 and {MAX_ENTRIES}")
+        now = time.time() if now is None else now
+        jam = Jam(
+            id=secrets.token_hex(3),
+            guild_id=guild_id,
+            channel_id=channel_id,
+            thread_id=thread_id,
+            theme=theme,
+            workflow=workflow,
+            max_entries=max_entries,
+            ends_at=now + minutes * 60,
+            vote_seconds=vote_minutes * 60,
+            vote_ends_at=None,
+            state=JamState.OPEN,
+            created_by=created_by,
+            created_at=now,
+        )
+        self._db.execute(
+            "INSERT INTO jams (id, guild_id, channel_id, thread_id, theme, workflow, max_entries,"
+            " ends_at, vote_seconds, vote_ends_at, state, created_by, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                jam.id,
+                jam.guild_id,
+                jam.channel_id,
+                jam.thread_id,
+                jam.theme,
+                jam.workflow,
+                jam.max_entries,
+                jam.ends_at,
+                jam.vote_seconds,
+                jam.vote_ends_at,
+                jam.state.value,
+                jam.created_by,
+                jam.created_at,
+            ),
+        )
+        return jam
+
+    def get(self, jam_id: str) -> Jam:
+        """The jam with this id.
+
+        Raises:
+            NotFound: there is none.
+        """
+        row = self._db.execute("SELECT * FROM jams WHERE id = ?", (jam_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"There is no jam `{jam_id}`.")
+        return _jam(row)
+
+    def in_thread(self, thread_id: str) -> Jam | None:
+        """The jam (open or voting) that lives in this thread, if any."""
+        row = self._db.execute(
+            "SELECT * FROM jams WHERE thread_id = ? AND state != ? ORDER BY created_at DESC",
+            (thread_id, JamState.CLOSED.value),
+        ).fetchone()
+        return _jam(row) if row else None
+
+    def active(self, guild_id: str | None = None) -> list[Jam]:
+        """Jams not closed yet (of one server, or all), soonest deadline first."""
+        sql = "SELECT * FROM jams WHERE state != ?"
+        params: list[Any] = [JamState.CLOSED.value]
+        if guild_id is not None:
+            sql += " AND guild_id = ?"
+            params.append(guild_id)
+        jams = [_jam(r) for r in self._db.execute(sql, params)]
+        return sorted(jams, key=lambda j: j.deadline or 0.0)
+
+    def recent(self, guild_id: str, limit: int = 10) -> list[Jam]:
+        rows = self._db.execute(
+            "SELECT * FROM jams WHERE guild_id = ? ORDER BY created_at DESC LIMIT ?",
+            (guild_id, limit),
+        )
+        return [_jam(r) for r in rows]
+
+    def start_voting(self, jam_id: str, now: float | None = None) -> Jam:
+        """Close the entries and open the vote (for the jam's voting time from now).
+
+        Raises:
+            NotFound: no such jam.
+            NotAllowed: the jam is not open any more.
+        """
+        jam = self.get(jam_id)
+        if jam.state is not JamState.OPEN:
+            raise NotAllowed(f"Jam `{jam_id}` is already {jam.state.value}.")
+        now = time.time() if now is None else now
+        self._db.execute(
+            "UPDATE jams SET state = ?, vote_ends_at = ? WHERE id = ? AND state = ?",
+            (JamState.VOTING.value, now + jam.vote_seconds, jam_id, JamState.OPEN.value),
+        )
+        return self.get(jam_id)
+
+    def finish(self, jam_id: str) -> list[Standing]:
+        """End the vote; the final standings.
+
+        Raises:
+            NotFound: no such jam.
+            NotAllowed: the jam is not voting.
+        """
+        jam = self.get(jam_id)
+        if jam.state is not JamState.VOTING:
+            raise NotAllowed(f"Jam `{jam_id}` is {jam.state.value}, not voting.")
+        self._db.execute("UPDATE jams SET state = ? WHERE id = ?", (JamState.CLOSED.value, jam_id))
+        return self.standings(jam_id)
+
+    # entries ----------------------------------------------------------------------------------
+    def consider(self, job: Job, prompt: str, now: float | None = None) -> Entry | str | None:
+        """Enter a finished job made in a jam's thread.
+
+        Returns the entry; or why it was not entered (a sentence for its owner); or None when the
+        job has nothing to do with a jam (or was entered already).
+        """
+        if job.state is not JobState.DONE or not job.channel_id or not job.outputs:
+            return None
+        jam = self.in_thread(job.channel_id)
+        if jam is None:
+            return None
+        known = self._db.execute(
+            "SELECT 1 FROM jam_entries WHERE jam_id = ? AND job_id = ?", (jam.id, job.id)
+        ).fetchone()
+        if known:
+            return None
+        now = time.time() if now is None else now
+        if jam.state is not JamState.OPEN or job.created_at > jam.ends_at:
+            return f"the jam “{jam.theme}” had closed its entries, so job `{job.id}` is not entered"
+        if jam.workflow and job.workflow != jam.workflow:
+            return (
+                f"the jam “{jam.theme}” takes images made with `{jam.workflow}`; job `{job.id}` "
+                f"used `{job.workflow}` and is not entered"
+            )
+        mine = self._db.execute(
+            "SELECT COUNT(*) AS n FROM jam_entries WHERE jam_id = ? AND owner_id = ?",
+            (jam.id, job.owner_id),
+        ).fetchone()["n"]
+        if mine >= jam.max_entries:
+            return (
+                f"you already have {mine} entr{'y' if mine == 1 else 'ies'} in the jam "
+                f"“{jam.theme}” (the limit is {jam.max_entries}), so job `{job.id}` is not entered"
+            )
+        number = (
+            self._db.execute(
+                "SELECT COALESCE(MAX(number), 0) AS n FROM jam_entries WHERE jam_id = ?", (jam.id,)
+            ).fetchone()["n"]
+            + 1
+        )
+        entry = Entry(jam.id, job.id, job.owner_id, number, prompt, job.workflow, now)
+        self._db.execute(
+            "INSERT INTO jam_entries (jam_id, job_id, owner_id, number, prompt, workflow,"
+            " added_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (jam.id, job.id, job.owner_id, number, prompt, job.workflow, now),
+        )
+        return entry
+
+    def entries(self, jam_id: str) -> list[Entry]:
+        rows = self._db.execute(
+            "SELECT * FROM jam_entries WHERE jam_id = ? ORDER BY number", (jam_id,)
+        )
+        return [_entry(r) for r in rows]
+
+    # votes ------------------------------------------------------------------------------------
+    def vote(self, jam_id: str, voter_id: str, job_id: str, now: float | None = None) -> Entry:
+        """Cast or change `voter_id`'s one vote in the jam.
+
+        Raises:
+            NotFound: no such jam or entry.
+            NotAllowed: the jam is not voting, or the entry is the voter's own.
+        """
+        jam = self.get(jam_id)
+        if jam.state is JamState.OPEN:
+            raise NotAllowed("Voting has not started yet.")
+        if jam.state is JamState.CLOSED:
+            raise NotAllowed("The vote is closed.")
+        row = self._db.execute(
+            "SELECT * FROM jam_entries WHERE jam_id = ? AND job_id = ?", (jam_id, job_id)
+        ).fetchone()
+        if row is None:
+            raise NotFound("That image is not an entry of this jam.")
+        entry = _entry(row)
+        if entry.owner_id == voter_id:
+            raise NotAllowed("You cannot vote for your own entry.")
+        self._db.execute(
+            "INSERT INTO jam_votes (jam_id, voter_id, job_id, at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(jam_id, voter_id)"
+            " DO UPDATE SET job_id = excluded.job_id, at = excluded.at",
+            (jam_id, voter_id, job_id, time.time() if now is None else now),
+        )
+        return entry
+
+    def vote_of(self, jam_id: str, voter_id: str) -> str | None:
+        """The job id `voter_id` voted for, if any."""
+        row = self._db.execute(
+            "SELECT job_id FROM jam_votes WHERE jam_id = ? AND voter_id = ?", (jam_id, voter_id)
+        ).fetchone()
+        return str(row["job_id"]) if row else None
+
+    def standings(self, jam_id: str) -> list[Standing]:
+        """Every entry with its votes, most votes first (ties keep the entry order)."""
+        counts = {
+            r["job_id"]: int(r["n"])
+            for r in self._db.execute(
+                "SELECT job_id, COUNT(*) AS n FROM jam_votes WHERE jam_id = ? GROUP BY job_id",
+                (jam_id,),
+            )
+        }
+        entries = self.entries(jam_id)
+        ordered = sorted(entries, key=lambda e: (-counts.get(e.job_id, 0), e.number))
+        standings = []
+        for entry in ordered:
+            votes = counts.get(entry.job_id, 0)
+            rank = 1 + sum(1 for e in entries if counts.get(e.job_id, 0) > votes)
+            standings.append(Standing(entry, votes, rank))
+        return standings
+
+
+def _jam(row: sqlite3.Row) -> Jam:
+    data = dict(row)
+    data["state"] = JamState(data["state"])
+    return Jam(**data)
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    return Entry(**dict(row))
+
+
+__all__ = ["Entry", "Jam", "JamState", "Jams", "Standing"]
