@@ -141,8 +141,9 @@ def test_a_custom_advanced_sampler_with_noise_seed() -> None:
 
 def test_rgthree_seed_and_kjnodes_int_constant_hold_seed_and_steps() -> None:
     inputs = _ksampler_inputs()
-    inputs.update(seed=["10", 0], steps=["11", 0])
-    graph = _sd15(class_type="KSampler", **inputs)
+    inputs.update(seed=["10", 0], steps=["11", 0], preview_method="auto", vae_decode="false")
+    graph = _sd15(class_type="KSampler (Efficient)", **inputs)
+    graph["6"]["inputs"]["samples"] = ["5", 3]
     graph["10"] = node("Seed (rgthree)", seed=1234)
     graph["11"] = node("INTConstant", value=30)
 
@@ -154,6 +155,26 @@ def test_rgthree_seed_and_kjnodes_int_constant_hold_seed_and_steps() -> None:
 
 
 def test_custom_text_nodes_feeding_the_encoders_hold_the_prompt() -> None:
+    graph = _sd15(class_type="KSampler", **_ksampler_inputs())
+    graph["2"]["inputs"]["text"] = ["20", 0]
+    graph["3"]["inputs"]["text"] = ["20", 1]
+    graph["20"] = node(
+        "SDXLPromptStyler",
+        text_positive="a castle",
+        text_negative="blurry",
+        style="base",
+        log_prompt=False,
+        style_positive=True,
+        style_negative=True,
+    )
+
+    found = detected(graph)
+
+    assert found["prompt"] == [("20", "text_positive")]
+    assert found["negative"] == [("20", "text_negative")]
+
+
+def test_a_one_value_text_node_feeding_an_encoder_holds_the_prompt() -> None:
     graph = _sd15(class_type="KSampler", **_ksampler_inputs())
     graph["2"]["inputs"]["text"] = ["20", 0]
     graph["3"]["inputs"]["text"] = ["21", 0]
