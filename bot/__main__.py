@@ -117,9 +117,13 @@ async def check(settings: Settings, *, offline: bool = False, out: TextIO | None
     out = out or sys.stdout
     problems: list[str] = []
     object_info: dict[str, Any] | None = None
+    version: str | None = None
     if not offline:
         object_info = await _fetch_object_info(settings, out)
-    workflows, load_problems = load_workflows(settings.workflows.dir, object_info)
+        version = await _fetch_version(settings) if object_info is not None else None
+    workflows, load_problems = load_workflows(
+        settings.workflows.dir, object_info, comfyui_version=version
+    )
     problems += [str(p) for p in load_problems]  # with object_info, checked against it too
     if settings.workflows.default not in workflows:
         problems.append(
@@ -150,6 +154,25 @@ async def _fetch_object_info(settings: Settings, out: TextIO) -> dict[str, Any] 
             await client.close()
     print(f"ok: ComfyUI at {backend.url} ({len(info)} node types)", file=out)
     return info
+
+
+async def _fetch_version(settings: Settings) -> str | None:
+    """The ComfyUI version `/system_stats` reports, or None when it can't be read."""
+    from bot.comfy.client import ComfyClient
+
+    timeout = aiohttp.ClientTimeout(total=min(10.0, settings.comfyui.request_timeout))
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        backend = settings.comfyui.pool()[0]
+        client = ComfyClient(session, backend.url, request_timeout=10.0, headers=backend.headers)
+        try:
+            stats = await client.system_stats()
+        except ComfyError:
+            return None
+        finally:
+            await client.close()
+    system = stats.get("system")
+    version = system.get("comfyui_version") if isinstance(system, dict) else None
+    return version if isinstance(version, str) and version else None
 
 
 # backends ------------------------------------------------------------------------------------

@@ -205,6 +205,7 @@ def build_workflow(
     *,
     source: str,
     graph: Graph | None = None,
+    comfyui_version: str | None = None,
 ) -> Workflow:
     """Load a pack's graph and resolve its params (detecting them when the spec has none).
 
@@ -217,6 +218,8 @@ def build_workflow(
         source: the YAML file as the user knows it, for messages.
         graph: the API-format graph itself, when it is not read from `directory` (an
             import not saved yet); `directory` then only names it in messages.
+        comfyui_version: the running ComfyUI's version, if known: a refusal for a missing
+            core node says it next to the version needed.
 
     Raises:
         InvalidWorkflow: the graph can't be loaded or a param can't be resolved; every
@@ -230,7 +233,7 @@ def build_workflow(
         )
     graph_path = directory / graph_name
     if graph is None:
-        graph = load_graph(graph_path, object_info)
+        graph = load_graph(graph_path, object_info, comfyui_version=comfyui_version)
     detected = spec.params is None
     specs = spec.params if spec.params is not None else detect_params(graph, object_info)
     if detected and not specs:
@@ -303,7 +306,11 @@ def load_workflow(yaml_path: str | Path, object_info: ObjectInfo | None = None) 
 
 
 def load_workflows(
-    directory: str | Path, object_info: ObjectInfo | None = None, *, check: bool = True
+    directory: str | Path,
+    object_info: ObjectInfo | None = None,
+    *,
+    check: bool = True,
+    comfyui_version: str | None = None,
 ) -> tuple[dict[str, Workflow], list[Problem]]:
     """Load every pack in a folder; a broken pack is reported and the others still load.
 
@@ -317,6 +324,7 @@ def load_workflows(
         object_info: ComfyUI's node definitions, if known.
         check: check the packs against `object_info` (the bot itself leaves that to ComfyUI,
             which may gain models and nodes while it runs).
+        comfyui_version: the running ComfyUI's version, if known, for messages.
 
     Returns:
         The packs that loaded (name -> workflow, sorted by name) and every problem found.
@@ -342,7 +350,14 @@ def load_workflows(
         try:
             spec = load_spec(path)
             used_graphs.add(spec.graph_file(path.stem))
-            loaded[path.stem] = build_workflow(path.stem, spec, folder, object_info, source=source)
+            loaded[path.stem] = build_workflow(
+                path.stem,
+                spec,
+                folder,
+                object_info,
+                source=source,
+                comfyui_version=comfyui_version,
+            )
         except InvalidWorkflow as exc:
             problems.extend(exc.problems)
     for path in (p for p in files if p.suffix == ".json"):
@@ -352,7 +367,14 @@ def load_workflows(
         try:
             _check_name(path.stem, source)
             spec = WorkflowSpec(title=path.stem)
-            loaded[path.stem] = build_workflow(path.stem, spec, folder, object_info, source=source)
+            loaded[path.stem] = build_workflow(
+                path.stem,
+                spec,
+                folder,
+                object_info,
+                source=source,
+                comfyui_version=comfyui_version,
+            )
         except InvalidWorkflow as exc:
             problems.extend(exc.problems)
     if object_info is not None and check:

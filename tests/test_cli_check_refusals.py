@@ -1,0 +1,55 @@
+"""`comfycord check` on a UI-format graph using nodes ComfyUI lacks: what to do, all at once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WORKFLOWS
+from tests.fakes.comfyui import FakeComfyUI
+from tests.test_cli import run_cli, write_config
+from tests.test_workflows_graph import _link, txt2img_ui_export
+
+
+async def test_check_names_every_missing_node_with_the_version_needed_and_the_one_running(
+    comfy: FakeComfyUI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("COMFYUI_URL", comfy.url)
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    shutil.copy(WORKFLOWS / "sd15-txt2img.json", packs / "sd15-txt2img.json")
+    shutil.copy(WORKFLOWS / "sd15-txt2img.yaml", packs / "sd15-txt2img.yaml")
+    export = txt2img_ui_export()
+    for node_id, kind, properties in [
+        (60, "SaveAudioMP3", {"cnr_id": "comfy-core", "ver": "0.3.66"}),
+        (61, "ImageResizeKJv2", {"cnr_id": "comfyui-kjnodes", "aux_id": "kijai/ComfyUI-KJNodes"}),
+    ]:
+        export["nodes"].append(
+            {
+                "id": node_id,
+                "type": kind,
+                "mode": 0,
+                "inputs": [{"name": "image", "type": "IMAGE", "link": node_id}],
+                "properties": properties,
+            }
+        )
+        export["links"].append(_link(node_id, 8, 0, node_id, 0, "IMAGE"))
+    (packs / "newer.json").write_text(json.dumps(export))
+
+    code = await run_cli("--config", str(write_config(tmp_path, packs)), "check")
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert (
+        "packs/newer.json: node 60 (SaveAudioMP3): 'SaveAudioMP3' is a ComfyUI core node this "
+        "ComfyUI doesn't have: it needs ComfyUI 0.3.66 or newer; this ComfyUI is 0.3.64. "
+        "Update ComfyUI"
+    ) in out
+    assert "node 61 (ImageResizeKJv2): 'ImageResizeKJv2' comes from the custom node pack " in out
+    assert "'comfyui-kjnodes' (kijai/ComfyUI-KJNodes)" in out
