@@ -217,6 +217,16 @@ def make_bot(record: dict[str, Any]) -> commands.Bot:
         record["announce"] = (sent.id, fetched.content, await fetched.attachments[0].read())
         await interaction.edit_original_response(content="posted")
 
+    @bot.tree.command(description="Posts twice with one nonce, once with another")
+    async def twice(interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True)
+        assert isinstance(interaction.channel, discord.TextChannel)
+        first = await interaction.channel.send("once", nonce="job-1")
+        again = await interaction.channel.send("once more", nonce="job-1")
+        other = await interaction.channel.send("other", nonce="job-2")
+        record["twice"] = (first.id, again.id, other.id, again.content)
+        await interaction.edit_original_response(content="sent")
+
     @bot.tree.command(description="Answers too late")
     async def slow(interaction: discord.Interaction, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -505,6 +515,43 @@ async def test_channel_messages_with_the_bot_token(
     assert message.interaction_id is None and message.author_id == fake.application_id
     assert [e[1]["content"] for e in message.edits] == ["announcement (edited)"]
     assert (await it.wait_original(lambda m: m.content == "posted")).content == "posted"
+
+
+async def test_a_repeated_nonce_returns_the_message_already_posted(
+    fake: FakeDiscord, bot: commands.Bot, record: dict[str, Any]
+) -> None:
+    await fake.slash("twice", {})
+    first, again, other, content = await wait_key(fake, record, "twice")
+    assert first == again != other and content == "once"
+    posted = [m for m in fake.messages_in(fake.channel_id) if m.interaction_id is None]
+    assert [m.content for m in posted] == ["once", "other"]
+    assert [m.nonce for m in posted] == ["job-1", "job-2"]
+
+
+async def test_nonce_rules_without_enforcement_and_out_of_the_window(fake: FakeDiscord) -> None:
+    async with raw_session(fake) as session:
+        status, body = await post_message(session, fake, {"content": "x", "nonce": "n" * 26})
+        assert (status, body["code"]) == (400, 50035) and "nonce" in body["errors"]
+        for _ in range(2):  # without enforce_nonce a nonce is only echoed back
+            status, body = await post_message(session, fake, {"content": "a", "nonce": "same"})
+            assert status == 200 and body["nonce"] == "same"
+        fake.nonce_window = 0.0
+        for _ in range(2):
+            payload = {"content": "b", "nonce": "late", "enforce_nonce": True}
+            status, body = await post_message(session, fake, payload)
+            assert status == 200
+    assert [m.content for m in fake.messages_in(fake.channel_id)] == ["a", "a", "b", "b"]
+
+
+async def test_a_held_request_is_applied_but_never_answered(fake: FakeDiscord) -> None:
+    fake.hold_after_apply("POST /channels/*/messages")
+    async with raw_session(fake) as session:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(post_message(session, fake, {"content": "lost answer"}), 0.5)
+        status, _ = await post_message(session, fake, {"content": "answered"})
+        assert status == 200
+    assert fake.held == [f"POST /channels/{fake.channel_id}/messages"]
+    assert [m.content for m in fake.messages_in(fake.channel_id)] == ["lost answer", "answered"]
 
 
 async def test_deleting_the_original_response(

@@ -31,6 +31,9 @@ Errors returned (HTTP status / Discord code), each recorded in ``fake.errors``:
   > 5 action rows, > 5 buttons a row, custom_id > 100 or repeated, label > 80;
   autocomplete answers > 25 choices; command names/descriptions/options/choices out of range:
   400 / 50035 Invalid Form Body (with Discord's nested ``errors`` object)
+- a channel message whose ``nonce`` is longer than 25 characters: 400 / 50035; with
+  ``enforce_nonce`` the same nonce from the same author within ``nonce_window`` (a few minutes,
+  as Discord says) returns the message already created instead of posting again
 - empty message: 400 / 50006; editing another user's message: 403 / 50005;
   bot missing channel permissions: 403 / 50013; unknown ids: 404 / 10003, 10008, 10015, 10063...
 - rate limits: per-route buckets (see ``DEFAULT_RATE_LIMITS``) and a global 50/s for bot-token
@@ -340,6 +343,7 @@ class FakeMessage:
     edited_timestamp: datetime | None = None
     edits: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     deleted: bool = False
+    nonce: str | None = None
 
     @property
     def ephemeral(self) -> bool:
@@ -573,8 +577,10 @@ class FakeDiscord:
         rate_limits: Mapping[str, tuple[int, float]] | None = None,
         heartbeat_interval: float = 41.25,
         host: str = "127.0.0.1",
+        nonce_window: float = 300.0,
     ) -> None:
         self.token_lifetime = token_lifetime
+        self.nonce_window = nonce_window
         self.attachment_size_limit = attachment_size_limit
         self.ack_timeout = ack_timeout
         self.heartbeat_interval = heartbeat_interval
@@ -602,6 +608,10 @@ class FakeDiscord:
         self._windows: dict[tuple[str, str], _Window] = {}
         self._global_window: _Window | None = None
         self._faults: list[_Fault] = []
+        self._holds: list[_Fault] = []
+        self._release = asyncio.Event()
+        self.held: list[str] = []
+        self._nonces: dict[tuple[int, str], tuple[float, FakeMessage]] = {}
 
         self._users: dict[int, dict[str, Any]] = {}
         self._members: dict[int, dict[str, Any]] = {}
@@ -662,6 +672,7 @@ class FakeDiscord:
     async def stop(self) -> None:
         """Close every gateway socket and stop serving (restores discord.py if installed)."""
         self.uninstall()
+        self._release.set()
         for ws in list(self._sockets):
             self._server_closed.add(ws)
             with contextlib.suppress(Exception):
@@ -1173,6 +1184,15 @@ class FakeDiscord:
                 remaining=times,
             )
         )
+
+    def hold_after_apply(self, route: str, *, times: int = 1) -> None:
+        """Apply the next ``times`` requests matching ``route``, then never answer them.
+
+        What a client sees when it dies (or its connection does) after Discord applied a request
+        but before the answer arrived. ``route`` is matched as in ``inject_error``; each held
+        request is appended to ``held``; on ``stop`` their connections are dropped.
+        """
+        self._holds.append(_Fault(route, 0, 0, "", 0.0, False, times))
 
     # ------------------------------------------------------------------ user actions
 
@@ -1878,6 +1898,11 @@ class FakeDiscord:
                 self._check_global(now)
             rate_headers = self._take_bucket(key, self._major(request), now)
             response = await handler(request)
+            if self._take_hold(key, concrete):
+                self.held.append(concrete)
+                await self._release.wait()
+                if request.transport is not None:
+                    request.transport.close()
         except _ApiError as error:
             response = self._json(error.payload(), error.status, error.headers)
             self._record_error(error.status, error.code, key, path, error.message, error.errors)
@@ -1926,6 +1951,16 @@ class FakeDiscord:
                     return self._rate_limited(fault.retry_after, is_global=fault.is_global)
                 return _ApiError(fault.status, fault.code, fault.message)
         return None
+
+    def _take_hold(self, key: str, concrete: str) -> bool:
+        for hold in self._holds:
+            matches = fnmatch.fnmatchcase(key, hold.pattern) or fnmatch.fnmatchcase(
+                concrete, hold.pattern
+            )
+            if hold.remaining > 0 and matches:
+                hold.remaining -= 1
+                return True
+        return False
 
     def _rate_limited(
         self, retry_after: float, *, is_global: bool, headers: Mapping[str, str] | None = None
@@ -2440,6 +2475,8 @@ class FakeDiscord:
             "flags": message.flags,
             "components": copy.deepcopy(message.components),
         }
+        if message.nonce is not None:
+            payload["nonce"] = message.nonce
         if message.webhook_id is not None:
             payload["webhook_id"] = str(message.webhook_id)
             payload["application_id"] = str(self.application_id)
@@ -2828,7 +2865,31 @@ class FakeDiscord:
         thread = self._channels[channel_id]["type"] in THREAD_TYPES
         needed = PERM_SEND_MESSAGES_IN_THREADS if thread else PERM_SEND_MESSAGES
         self._require(channel_id, needed | (PERM_ATTACH_FILES if uploads else 0))
+        nonce = payload.get("nonce")
+        if nonce is not None:
+            if not isinstance(nonce, str | int) or len(str(nonce)) > 25:
+                raise _ApiError(
+                    400,
+                    50035,
+                    "Invalid Form Body",
+                    errors={
+                        "nonce": {
+                            "_errors": [
+                                {"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 25 or fewer."}
+                            ]
+                        }
+                    },
+                )
+            nonce = str(nonce)
+            if payload.get("enforce_nonce"):
+                now = time.monotonic()
+                seen = self._nonces.get((self.application_id, nonce))
+                if seen is not None and now - seen[0] < self.nonce_window and not seen[1].deleted:
+                    return self._json(self._message_payload(seen[1]))
         message = self._create_message(channel_id, payload, uploads)
+        if nonce is not None:
+            message.nonce = nonce
+            self._nonces[(self.application_id, nonce)] = (time.monotonic(), message)
         return self._json(self._message_payload(message))
 
     async def _get_channel_message(self, request: web.Request) -> web.Response:
