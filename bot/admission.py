@@ -258,10 +258,21 @@ class Admission:
         Raises:
             UserError: what the engine refuses now (limits can change between admit and submit).
         """
+        return self.engine.enqueue(self.prepare(admitted, images))
+
+    def prepare(
+        self, admitted: Admitted, images: Mapping[str, ImageInput] | None = None
+    ) -> list[Job]:
+        """The jobs of an admitted request, built but not stored: `engine.enqueue` stores them
+        (with where their reply lives, when the caller has one).
+
+        Raises:
+            UserError: what the engine refuses now (limits can change between admit and submit).
+        """
         request = admitted.request
         if images:
             request = replace(request, images={**request.images, **images})
-        return await self.engine.submit(
+        return self.engine.prepare(
             request, count=admitted.count, exempt=admitted.exempt, seeds=admitted.seeds
         )
 

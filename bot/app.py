@@ -1,23 +1,31 @@
 """The discord.py bot: wires the engine and the cogs, syncs commands, handles errors.
 
 This module and `cogs/` are the only places that import discord.
+
+`COMFYCORD_DISCORD_API` and `COMFYCORD_DISCORD_GATEWAY` (environment) point the bot at another
+Discord API base and gateway URL (a proxy, or the fake Discord the tests serve on loopback).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 import discord
+import yarl
 from discord import app_commands
 from discord.ext import commands
 
 from bot.admission import Admission
 from bot.engine import Engine
 from bot.errors import ConfigError, UserError
+from bot.lifecycle import SHUTDOWN_SECONDS, stop_requested
 from bot.policy import Policy
 from bot.settings import Settings
 
@@ -35,6 +43,28 @@ COGS: tuple[str, ...] = (
 # comfycord never joins voice channels: don't warn about missing voice libraries.
 discord.VoiceClient.warn_nacl = False
 discord.VoiceClient.warn_dave = False
+
+RESTARTING = "The bot is restarting; try again in a minute."
+
+
+def use_discord_endpoints(env: Mapping[str, str] | None = None) -> None:
+    """Point discord.py at `COMFYCORD_DISCORD_API` / `COMFYCORD_DISCORD_GATEWAY` when set."""
+    env = os.environ if env is None else env
+    if api := env.get("COMFYCORD_DISCORD_API"):
+        discord.http.Route.BASE = api.rstrip("/")
+    if gateway := env.get("COMFYCORD_DISCORD_GATEWAY"):
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+
+
+class ComfyTree(app_commands.CommandTree["ComfyBot"]):
+    """The command tree: refuses new commands once the bot is shutting down."""
+
+    async def interaction_check(self, interaction: discord.Interaction[ComfyBot]) -> bool:
+        if not self.client.stopping:
+            return True
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.response.send_message(RESTARTING, ephemeral=True)
+        return False
 
 
 @runtime_checkable
@@ -67,6 +97,7 @@ class ComfyBot(commands.Bot):
             app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False),
         )
         options.setdefault("allowed_installs", app_commands.AppInstallationType(guild=True))
+        options.setdefault("tree_cls", ComfyTree)
         super().__init__(command_prefix=commands.when_mentioned, **options)
         self.engine = engine
         self.settings = settings
@@ -74,6 +105,9 @@ class ComfyBot(commands.Bot):
         self.admission = Admission(engine, self.policy)
         self.cog_names = tuple(cogs)
         self.start_engine = start_engine
+        self.stopping = False
+        # called first on shutdown (e.g. to tell members waiting for a job); bounded in time
+        self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self.tree.error(self.on_app_command_error)
 
     async def setup_hook(self) -> None:
@@ -120,6 +154,22 @@ class ComfyBot(commands.Bot):
             synced = await self.tree.sync()
             log.info("re-synced %d global commands", len(synced))
 
+    async def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> None:
+        """Stop in order: refuse new commands, run the shutdown hooks, stop the engine (queued
+        and running jobs stay in the store; running ones keep running on ComfyUI and are
+        collected after the restart), close the ComfyUI and Discord connections."""
+        self.stopping = True
+        hooks = [hook() for hook in self.shutdown_hooks]
+        if hooks:
+            try:
+                await asyncio.wait_for(asyncio.gather(*hooks, return_exceptions=True), timeout / 2)
+            except TimeoutError:
+                log.warning("shutdown hooks took longer than %.0f s; going on", timeout / 2)
+        try:
+            await asyncio.wait_for(self.close(), timeout / 2)
+        except TimeoutError:
+            log.warning("closing took longer than %.0f s", timeout / 2)
+
     async def close(self) -> None:
         try:
             if self.start_engine:
@@ -161,11 +211,23 @@ async def run_bot(settings: Settings) -> int:
         ConfigError: Discord refused the token or could not be reached (said in plain words).
     """
     assert settings.discord_token
+    use_discord_endpoints()
     async with aiohttp.ClientSession() as session:
         engine = Engine(session, settings)
         try:
             async with ComfyBot(engine, settings) as bot:
-                await bot.start(settings.discord_token)
+                with stop_requested() as stop:
+                    running = asyncio.ensure_future(bot.start(settings.discord_token))
+                    stopping = asyncio.ensure_future(stop.wait())
+                    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    stopping.cancel()
+                    if not running.done():
+                        await bot.shutdown()
+                        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                            await asyncio.wait_for(running, 1.0)
+                    if running.done() and not running.cancelled():
+                        running.result()  # why it ended, when it did on its own
+                log.info("stopped")
         except discord.LoginFailure:
             raise ConfigError(
                 "Discord refused the token in DISCORD_TOKEN: copy it again from the developer "
@@ -185,6 +247,7 @@ async def run_bot(settings: Settings) -> int:
 async def sync_commands(settings: Settings, guild_id: int | None) -> int:
     """Register the slash commands (globally, or to one server) and exit."""
     assert settings.discord_token
+    use_discord_endpoints()
     async with aiohttp.ClientSession() as session:
         engine = Engine(session, settings)
         bot = ComfyBot(engine, settings, start_engine=False)

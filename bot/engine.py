@@ -122,6 +122,7 @@ class Engine:
             prefetch=settings.comfyui.prefetch if len(self.pool) > 1 else 0,
             running_limit=self._running_limit,
             submit_retry_seconds=settings.comfyui.submit_retry_seconds,
+            fetch_retry_seconds=settings.comfyui.fetch_retry_seconds,
         )
         self._limits_for: Callable[[Job], LimitSettings] = lambda job: settings.limits
         self._started = False
@@ -282,6 +283,24 @@ class Engine:
         """Validate a request and queue it as `count` jobs (one group, consecutive seeds).
 
         `seeds`, when given, are the seeds of the `count` jobs instead (see `seeds_around`).
+        The same as `prepare` then `enqueue`.
+
+        Raises:
+            NotFound: unknown workflow.
+            InvalidValue: a value is wrong (names the parameter).
+            NotAllowed: the member is over a limit or in cooldown.
+        """
+        return self.enqueue(self.prepare(request, count=count, exempt=exempt, seeds=seeds))
+
+    def prepare(
+        self,
+        request: JobRequest,
+        *,
+        count: int = 1,
+        exempt: bool = False,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Job]:
+        """Validate a request and build its `count` jobs, without storing or queueing them.
 
         Raises:
             NotFound: unknown workflow.
@@ -326,8 +345,33 @@ class Engine:
             if request.images:
                 inputs = self._save_inputs(job.id, request.images)
                 job = job.evolve(meta={**job.meta, "inputs": inputs})
-            jobs.append(self.runner.enqueue(job))
+            jobs.append(job)
         return jobs
+
+    def enqueue(
+        self,
+        jobs: Sequence[Job],
+        *,
+        reply: Mapping[str, Any] | None = None,
+        token: str | None = None,
+        token_expires: float | None = None,
+    ) -> list[Job]:
+        """Store one request's jobs with where their reply lives, in one transaction; queue them.
+
+        `reply` (kept in each job's meta as "reply", with a "key" naming the reply) says where the
+        answer goes; `token` is the secret that edits it, kept apart and only until
+        `token_expires`. After a crash the jobs resume and the reply is found again.
+        """
+        stored = []
+        with self.store.transaction():
+            for job in jobs:
+                meta = {**job.meta, "reply": dict(reply)} if reply is not None else job.meta
+                job = job.evolve(state=JobState.QUEUED, meta=meta)
+                self.store.save(job)
+                stored.append(job)
+            if reply is not None and token and token_expires is not None:
+                self.store.keep_token(str(reply["key"]), token, token_expires)
+        return [self.runner.enqueue(job, saved=True) for job in stored]
 
     def check_limits(self, request: JobRequest, *, count: int = 1, exempt: bool = False) -> None:
         """Whether the member may queue `count` more jobs now (`submit` checks this too).
@@ -499,10 +543,32 @@ class Engine:
         self.runner.replace(job)
         return job
 
-    def mark_delivered(self, job_id: str) -> None:
-        job = self.store.get(job_id)
-        if job is not None and not job.delivered:
-            self.store.save(job.evolve(delivered=True))
+    def mark_delivered(self, job_id: str, **meta: Any) -> None:
+        """Record that a job's result reached its member (with `meta`, e.g. where it is)."""
+        self.mark_all_delivered([job_id], **meta)
+
+    def mark_all_delivered(self, job_ids: Sequence[str], **meta: Any) -> None:
+        """Mark one reply's jobs delivered in one transaction and forget the reply's token."""
+        with self.store.transaction():
+            for job_id in job_ids:
+                job = self.store.get(job_id)
+                if job is None:
+                    continue
+                key = job.meta.get("reply", {}).get("key")
+                if key:
+                    self.store.forget_token(str(key))
+                if not job.delivered or meta:
+                    self.store.save(job.evolve(delivered=True, meta={**job.meta, **meta}))
+
+    def reply_token(self, key: str) -> str | None:
+        """The secret that edits reply `key`, while it is valid (None once it expired)."""
+        return self.store.token(key)
+
+    def forget_reply_token(self, key: str) -> None:
+        self.store.forget_token(key)
+
+    def forget_expired_tokens(self) -> None:
+        self.store.forget_expired_tokens()
 
     def undelivered(self) -> list[Job]:
         return self.store.undelivered()

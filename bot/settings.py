@@ -81,6 +81,7 @@ class ComfySettings(_Section):
     heartbeat: float = Field(15.0, gt=0)
     request_timeout: float = Field(30.0, gt=0)
     submit_retry_seconds: float = Field(60.0, ge=0)
+    fetch_retry_seconds: float = Field(30.0, ge=0)
     substitute_missing_models: bool = True
 
     _check_url = field_validator("url")(_http_url)

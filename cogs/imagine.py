@@ -1,13 +1,20 @@
 """/imagine, one command per workflow that asks for it, live progress, results and their buttons.
 
-The flow of one request: validate (policy, caps, banned words, values) -> submit to the engine ->
-defer publicly -> the engine's updates edit the reply (coalesced) -> the final edit attaches the
-images. When the interaction token can no longer be used (15 minutes, or a bot restart) the
-result goes to the channel as a reply that mentions the member.
+The flow of one request: validate (policy, caps, banned words, values) -> store its jobs with
+where the reply lives (one transaction) -> defer publicly -> the engine's updates edit the reply
+(coalesced) -> the final edit attaches the images -> the jobs are marked delivered.
+
+The interaction token is stored with the jobs until it expires (15 minutes), so after a restart
+the reply is followed again, progress and result included. Once the token can no longer be used,
+the result goes to the channel as a reply that mentions the member, with a nonce derived from the
+request (a repeated post after a crash returns the message already posted), and the old reply is
+edited, when Discord allows it, to point to the result instead of showing a stale queue position.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import io
 import logging
@@ -16,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -44,6 +52,10 @@ log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME = 15 * 60
 TOKEN_MARGIN = 30  # stop using an interaction token this long before it expires
+SWEEP_INTERVAL = 20.0  # how often expired tokens are forgotten (must stay under TOKEN_MARGIN)
+DELIVERY_ATTEMPTS = 4  # Discord unreachable or failing: tries before waiting for a restart
+# An interaction webhook's "@original" message: the reply, when its message id is not known.
+_ORIGINAL: Any = "@original"
 MAX_ATTACHMENT_INPUT = 25 * 1024 * 1024
 MAX_FILES = 10
 # `count` offered by Discord goes up to the largest limit a server may set (limits.max_count is
@@ -197,8 +209,9 @@ class Reply:
     channel_id: int
     owner_id: int
     interaction: discord.Interaction | None = None
+    webhook: discord.Webhook | None = None  # the token's webhook, for a reply restored from store
     message_id: int | None = None
-    token_at: float = 0.0
+    expires_at: float = 0.0
     size_limit: int = 10 * 1024 * 1024
     latest: dict[str, JobUpdate] = field(default_factory=dict)
     preview: tuple[bytes, str] | None = None
@@ -211,12 +224,15 @@ class Reply:
     run_started: float | None = None
     running_edits: int = 0
     waiting_edits: int = 0
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
 
     def token_usable(self) -> bool:
-        return (
-            self.interaction is not None
-            and time.time() - self.token_at < TOKEN_LIFETIME - TOKEN_MARGIN
-        )
+        has_token = self.interaction is not None or self.webhook is not None
+        return has_token and time.time() < self.expires_at - TOKEN_MARGIN
+
+    def nonce(self, part: int = 0) -> str:
+        """The nonce of this reply's `part`-th channel post: the same after any restart."""
+        return f"cc:{self.key}:{part}"
 
 
 class CancelButton(
@@ -305,14 +321,20 @@ class Imagine(commands.Cog):
         self._by_job: dict[str, str] = {}
         self._commands: list[str] = []
         self._unlisten: Any = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(CancelButton, RerollButton, VariationsButton)
         self._unlisten = self.engine.listen(self._on_update)
         self._register_commands()
-        spawn(self._deliver_pending(), name="redeliver")
+        spawn(self._resume_replies(), name="resume-replies")
+        self._sweeper = spawn(self._sweep(), name="token-sweep")
+        self.bot.shutdown_hooks.append(self._on_shutdown)
 
     async def cog_unload(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._unlisten:
             self._unlisten()
         for name in self._commands:
@@ -453,7 +475,7 @@ class Imagine(commands.Cog):
                 for key, attachment in attachments.items()
             }
         try:
-            jobs = await self.bot.admission.submit(admitted, images)
+            jobs = self.bot.admission.prepare(admitted, images)
         except UserError as exc:
             if not interaction.response.is_done():
                 raise
@@ -467,17 +489,40 @@ class Imagine(commands.Cog):
         await self._start_reply(interaction, jobs)
 
     async def _start_reply(self, interaction: discord.Interaction, jobs: list[Job]) -> None:
-        """Acknowledge with the first state (one request), remember where the reply is."""
+        """Store the jobs with their reply, acknowledge (if not yet), show the first state.
+
+        The jobs and where their reply lives (channel, server, the interaction token and its
+        expiry) are written in one transaction before the acknowledgement: a crash at any moment
+        leaves either nothing acknowledged, or a stored request whose reply a restart finds again
+        (a reply Discord never saw acknowledged gets its result in the channel instead).
+        """
         first = jobs[0]
         key = first.group_id or first.id
+        created = interaction.created_at.timestamp()
         reply = Reply(
             key=key,
             job_ids=[j.id for j in jobs],
             channel_id=interaction.channel_id or 0,
             owner_id=interaction.user.id,
             interaction=interaction,
-            token_at=time.time(),
+            expires_at=min(created, time.time()) + TOKEN_LIFETIME,
             size_limit=interaction.filesize_limit,
+        )
+        if interaction.response.is_done():
+            reply.acked.set()
+        self._register(reply)  # updates before the acknowledgement only fill `latest`
+        location = {
+            "key": key,
+            "channel_id": reply.channel_id,
+            "guild_id": interaction.guild_id,
+            "application_id": interaction.application_id,
+            "message_id": None,
+            "owner_id": reply.owner_id,
+            "expires_at": reply.expires_at,
+            "size_limit": reply.size_limit,
+        }
+        self.engine.enqueue(
+            jobs, reply=location, token=interaction.token, token_expires=reply.expires_at
         )
         for job in jobs:
             current = self.engine.get_job(job.id) or job
@@ -486,62 +531,111 @@ class Imagine(commands.Cog):
             )
         shown = False
         message_id: int | None = None
-        if not interaction.response.is_done():
-            view = discord.ui.View(timeout=None)
-            view.add_item(CancelButton(key))
-            response = await interaction.response.send_message(
-                content=self._progress_text(reply), view=view
-            )
-            reply.sent += 1
-            reply.shown_at = time.monotonic()
-            shown = True
-            message_id = response.message_id if response is not None else None
-        if message_id is None:
-            try:
+        try:
+            if not interaction.response.is_done():
+                view = discord.ui.View(timeout=None)
+                view.add_item(CancelButton(key))
+                response = await interaction.response.send_message(
+                    content=self._progress_text(reply), view=view
+                )
+                reply.sent += 1
+                reply.shown_at = time.monotonic()
+                shown = True
+                message_id = response.message_id if response is not None else None
+            if message_id is None:
                 reply.sent += 1
                 message_id = (await interaction.original_response()).id
-            except discord.HTTPException:
+        except discord.HTTPException as exc:
+            if not shown and not interaction.response.is_done():
+                log.warning(
+                    "could not acknowledge request %s (%s); its result goes to the channel",
+                    key,
+                    exc.status,
+                )
+                self._drop_token(reply)
+            else:
                 log.info("could not look up the reply of %s", interaction.id)
-        reply.message_id = message_id
-        reply.coalescer = Coalescer(
-            lambda _: self._render_progress(reply), self.bot.settings.discord.progress_interval
-        )
-        if shown:
+        finally:
+            reply.acked.set()
+        if shown and reply.coalescer is not None:
             reply.coalescer.mark_sent()
-        self.replies[key] = reply
-        for job in jobs:
-            self._by_job[job.id] = key
-            self.engine.update_meta(
-                job.id,
-                reply={
-                    "key": key,
-                    "channel_id": reply.channel_id,
-                    "message_id": message_id,
-                    "owner_id": reply.owner_id,
-                    "token_at": reply.token_at,
-                    "size_limit": reply.size_limit,
-                },
-            )
+        if message_id is not None:
+            reply.message_id = message_id
+            for job_id in reply.job_ids:
+                stored = self.engine.get_job(job_id)
+                if stored is not None and stored.meta.get("reply"):
+                    self.engine.update_meta(
+                        job_id, reply={**stored.meta["reply"], "message_id": message_id}
+                    )
         moved = False  # what happened while the acknowledgement was on its way
         for job in jobs:
             current = self.engine.get_job(job.id) or job
             if current.state is not JobState.QUEUED:
                 moved = True
-                reply.latest[job.id] = JobUpdate(current, "submitted")
+                if current.state.active:
+                    reply.latest[job.id] = JobUpdate(current, "submitted")
                 if reply.run_started is None:
                     reply.run_started = time.monotonic()
-        if not shown or moved:
-            reply.coalescer.push(None)
-        if all((self.engine.get_job(j) or first).state.finished for j in reply.job_ids):
+        if all(self._state(reply, j).finished for j in reply.job_ids):
             self._schedule_final(reply)
+        elif (not shown or moved) and reply.coalescer is not None:
+            reply.coalescer.push(None)
+
+    def _register(self, reply: Reply) -> None:
+        """Follow a reply: the engine's updates of its jobs now edit it."""
+        reply.coalescer = Coalescer(
+            lambda _: self._render_progress(reply), self.bot.settings.discord.progress_interval
+        )
+        self.replies[reply.key] = reply
+        for job_id in reply.job_ids:
+            self._by_job[job_id] = reply.key
+
+    def _show(self, reply: Reply) -> None:
+        """Render the reply's current state now, or deliver it if every job has finished."""
+        if not reply.acked.is_set():
+            return  # the acknowledgement (under way) shows the state, or the next update does
+        if all(self._state(reply, j).finished for j in reply.job_ids):
+            self._schedule_final(reply)
+        elif reply.coalescer is not None and reply.token_usable():
+            reply.coalescer.push(None)
+
+    def _drop_token(self, reply: Reply) -> None:
+        """The reply's token no longer works: forget it (results then go to the channel)."""
+        reply.interaction = None
+        reply.webhook = None
+        self.engine.forget_reply_token(reply.key)
+
+    async def _edit_reply(self, reply: Reply, **fields: Any) -> discord.Message | None:
+        """Edit the reply through its interaction token (repeating an edit is harmless); None
+        when there is no token any more.
+
+        A token Discord refuses (expired, or the request was never acknowledged) is dropped.
+        """
+        await reply.acked.wait()
+        try:
+            if reply.interaction is not None:
+                return await reply.interaction.edit_original_response(**fields)
+            if reply.webhook is None:
+                return None
+            return await reply.webhook.edit_message(reply.message_id or _ORIGINAL, **fields)
+        except discord.HTTPException as exc:
+            if exc.status in (401, 404) or exc.code in (50027, 10015, 10008):
+                self._drop_token(reply)
+            raise
+
+    async def _followup(self, reply: Reply, files: list[discord.File]) -> None:
+        if reply.interaction is not None:
+            await reply.interaction.followup.send(files=files)
+        elif reply.webhook is not None:
+            await reply.webhook.send(files=files)
 
     # updates from the engine ----------------------------------------------------------------
     def _on_update(self, update: JobUpdate) -> None:
         key = self._by_job.get(update.job.id)
         reply = self.replies.get(key) if key else None
         if reply is None:
-            if update.kind == "finished" and update.job.meta.get("reply"):
-                self._deliver_orphan(update.job)
+            if update.job.meta.get("reply") and self.bot.is_ready():
+                self._follow_stored(update.job)
             return
         reply.latest[update.job.id] = update
         if update.kind == "position" and not self._position_due(reply, update):
@@ -550,11 +644,7 @@ class Imagine(commands.Cog):
             reply.run_started = time.monotonic()
         if update.kind == "preview" and update.preview:
             reply.preview = (update.preview, update.preview_mime or "image/jpeg")
-        if update.kind == "finished" and all(self._state(reply, j).finished for j in reply.job_ids):
-            self._schedule_final(reply)
-            return
-        if reply.coalescer is not None and reply.token_usable():
-            reply.coalescer.push(None)
+        self._show(reply)
 
     def _position_due(self, reply: Reply, update: JobUpdate) -> bool:
         if update.position is None or update.job.state is not JobState.QUEUED:
@@ -581,7 +671,9 @@ class Imagine(commands.Cog):
         if reply.finalizing:
             return
         reply.finalizing = True
-        spawn(self._finalize(reply), name=f"deliver-{reply.key}")
+        task = spawn(self._finalize(reply), name=f"deliver-{reply.key}")
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
 
     # progress ---------------------------------------------------------------------------------
     def _progress_text(self, reply: Reply) -> str:
@@ -606,7 +698,7 @@ class Imagine(commands.Cog):
         return clip(head + "\n".join(lines), 2000)
 
     async def _render_progress(self, reply: Reply) -> None:
-        if not reply.token_usable() or reply.finalizing or reply.interaction is None:
+        if not reply.token_usable() or reply.finalizing:
             return
         now = time.monotonic()
         if reply.run_started is not None:
@@ -629,59 +721,75 @@ class Imagine(commands.Cog):
             ext = "png" if "png" in mime else "jpg"
             attachments.append(discord.File(io.BytesIO(data), filename=f"preview.{ext}"))
             embed = discord.Embed().set_image(url=f"attachment://preview.{ext}")
-        try:
-            await reply.interaction.edit_original_response(
-                content=self._progress_text(reply),
-                embed=embed,
-                attachments=attachments,
-                view=view,
-            )
-        except discord.HTTPException as exc:
-            if exc.status == 401 or getattr(exc, "code", 0) == 50027:
-                reply.interaction = None
-            raise
+        await self._edit_reply(
+            reply,
+            content=self._progress_text(reply),
+            embed=embed,
+            attachments=attachments,
+            view=view,
+        )
 
     # results ----------------------------------------------------------------------------------
     async def _finalize(self, reply: Reply) -> None:
         if reply.coalescer is not None:
             await reply.coalescer.close()  # the result replaces the progress
         jobs = [j for j in (self.engine.get_job(i) for i in reply.job_ids) if j is not None]
-        try:
-            message_id = await self._deliver(reply, jobs)
-        except Exception:
-            log.exception("delivering %s failed; it will be tried again on restart", reply.key)
-            return
-        for job in jobs:
-            # where the result is, for /history's links
-            result = {"channel_id": reply.channel_id, "message_id": message_id}
-            self.engine.update_meta(job.id, result=result)
-            self.engine.mark_delivered(job.id)
+        delay = 1.0
+        for attempt in range(1, DELIVERY_ATTEMPTS + 1):
+            try:
+                message_id = await self._deliver(reply, jobs)
+                break
+            except (discord.DiscordServerError, aiohttp.ClientError, OSError) as exc:
+                if attempt == DELIVERY_ATTEMPTS:
+                    log.error(
+                        "delivering %s failed (%s); it is tried again on restart", reply.key, exc
+                    )
+                    return
+                log.warning(
+                    "delivering %s failed (%s); trying again in %.0f s", reply.key, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay *= 2
+            except Exception:
+                log.exception("delivering %s failed; it is tried again on restart", reply.key)
+                return
+        # right after Discord answered: the delivered mark and where the result is (for /history)
+        result = {"channel_id": reply.channel_id, "message_id": message_id}
+        self.engine.mark_all_delivered(reply.job_ids, result=result)
         self.replies.pop(reply.key, None)
         for job_id in reply.job_ids:
             self._by_job.pop(job_id, None)
 
     async def _deliver(self, reply: Reply, jobs: list[Job]) -> int:
-        """Post the result (the reply itself, or a message in the channel); its message id."""
+        """Post the result (the reply itself, or a message in the channel); its message id.
+
+        Repeating a delivery is harmless: an edit of the reply just happens again, and a channel
+        post carries the reply's nonce, so Discord returns the message already posted.
+        """
         files, notes = self._result_files(jobs, reply.size_limit)
         content, embed, view = self._result_message(jobs, notes)
         first_batch, rest = files[:MAX_FILES], files[MAX_FILES:]
-        if reply.token_usable() and reply.interaction is not None:
+        if reply.token_usable():
             try:
-                message = await reply.interaction.edit_original_response(
-                    content=content, embed=embed, attachments=first_batch, view=view
+                message = await self._edit_reply(
+                    reply, content=content, embed=embed, attachments=first_batch, view=view
                 )
-                for start in range(0, len(rest), MAX_FILES):
-                    await reply.interaction.followup.send(files=rest[start : start + MAX_FILES])
-                return message.id
-            except discord.HTTPException as exc:
-                if exc.status not in (401, 404):
+                if message is not None:
+                    for start in range(0, len(rest), MAX_FILES):
+                        await self._followup(reply, rest[start : start + MAX_FILES])
+                    return message.id
+            except discord.HTTPException:
+                if reply.token_usable():
                     raise
+            if not reply.token_usable():
                 log.info(
                     "interaction token of %s no longer works; posting to the channel", reply.key
                 )
                 files, notes = self._result_files(jobs, reply.size_limit)
                 first_batch, rest = files[:MAX_FILES], files[MAX_FILES:]
-        return await self._send_to_channel(reply, content, embed, view, first_batch, rest)
+        await self._point_to_result(reply)
+        message = await self._send_to_channel(reply, content, embed, view, first_batch, rest)
+        return message.id
 
     async def _send_to_channel(
         self,
@@ -691,9 +799,10 @@ class Imagine(commands.Cog):
         view: discord.ui.View,
         first_batch: list[discord.File],
         rest: list[discord.File],
-    ) -> int:
+    ) -> discord.Message:
         channel = self.bot.get_partial_messageable(reply.channel_id)
-        text = clip(f"<@{reply.owner_id}> {content}", 2000)
+        mention = f"<@{reply.owner_id}>"
+        text = clip(content if mention in content else f"{mention} {content}", 2000)
         mentions = discord.AllowedMentions(users=[discord.Object(reply.owner_id)])
         reference = None
         if reply.message_id:
@@ -708,14 +817,38 @@ class Imagine(commands.Cog):
                 view=view,
                 reference=reference,
                 allowed_mentions=mentions,
+                nonce=reply.nonce(0),
             )
         else:
             message = await channel.send(
-                content=text, embed=embed, files=first_batch, view=view, allowed_mentions=mentions
+                content=text,
+                embed=embed,
+                files=first_batch,
+                view=view,
+                allowed_mentions=mentions,
+                nonce=reply.nonce(0),
             )
-        for start in range(0, len(rest), MAX_FILES):
-            await channel.send(files=rest[start : start + MAX_FILES])
-        return message.id
+        for part, start in enumerate(range(0, len(rest), MAX_FILES), start=1):
+            await channel.send(files=rest[start : start + MAX_FILES], nonce=reply.nonce(part))
+        return message
+
+    async def _point_to_result(self, reply: Reply) -> None:
+        """Edit the old reply (with the bot token) so it no longer shows a queue or a Cancel
+        button but points to the result, which answers it in the channel; done before that
+        post, so a crash in between leaves nothing stale (both are repeated). Not every reply
+        allows it, which is fine."""
+        if not reply.message_id:
+            return
+        channel = self.bot.get_partial_messageable(reply.channel_id)
+        try:
+            await channel.get_partial_message(reply.message_id).edit(
+                content="✅ Done: the result is posted in this channel as a reply to this message.",
+                embed=None,
+                attachments=[],
+                view=None,
+            )
+        except discord.HTTPException as exc:
+            log.info("could not edit the old reply of %s (%s)", reply.key, exc.status)
 
     def _result_files(self, jobs: list[Job], limit: int) -> tuple[list[discord.File], list[str]]:
         files, notes = [], []
@@ -801,36 +934,95 @@ class Imagine(commands.Cog):
 
     # after a restart ----------------------------------------------------------------------------
     def _reply_from_meta(self, job: Job) -> Reply | None:
+        """The reply of a stored job, with its token's webhook while the token is valid."""
         meta = job.meta.get("reply")
         if not meta:
             return None
-        key = meta["key"]
+        key = str(meta["key"])
         group = self.engine.store.group(job.group_id) if job.group_id else [job]
-        return Reply(
+        message_id = meta.get("message_id")
+        reply = Reply(
             key=key,
             job_ids=[j.id for j in group],
             channel_id=int(meta["channel_id"]),
             owner_id=int(meta["owner_id"]),
-            message_id=meta.get("message_id"),
+            message_id=int(message_id) if message_id else None,
+            expires_at=float(meta.get("expires_at") or 0.0),
             size_limit=int(meta.get("size_limit") or 10 * 1024 * 1024),
         )
+        token = self.engine.reply_token(key)
+        application_id = meta.get("application_id")
+        if token and application_id:
+            reply.webhook = discord.Webhook.partial(int(application_id), token, client=self.bot)
+        reply.acked.set()
+        return reply
 
-    def _deliver_orphan(self, job: Job) -> None:
+    def _follow_stored(self, job: Job) -> None:
+        """Follow (or deliver) the reply of a job the store knows and this process does not."""
         reply = self._reply_from_meta(job)
         if reply is None or reply.key in self.replies:
             return
         jobs = [self.engine.get_job(j) for j in reply.job_ids]
-        if all(j is not None and j.state.finished for j in jobs):
-            self.replies[reply.key] = reply
-            self._schedule_final(reply)
+        if all(j is not None and j.delivered for j in jobs):
+            return
+        self._register(reply)
+        self._show(reply)
 
-    async def _deliver_pending(self) -> None:
+    async def _resume_replies(self) -> None:
+        """After a restart: follow every stored reply again, deliver every undelivered result."""
         await self.bot.wait_until_ready()
-        for job in self.engine.undelivered():
+        self.engine.forget_expired_tokens()
+        for job in self.engine.store.unfinished() + self.engine.undelivered():
             if job.meta.get("reply"):
-                self._deliver_orphan(job)
-            else:
-                self.engine.mark_delivered(job.id)
+                self._follow_stored(job)
+            elif job.state.finished:
+                self.engine.mark_delivered(job.id)  # not a Discord request (the CLI's)
+        log.info("following %d stored replies", len(self.replies))
+
+    async def _sweep(self) -> None:
+        """Forget expired tokens; give a reply about to lose its token a last, true word."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.engine.forget_expired_tokens()
+            for reply in list(self.replies.values()):
+                left = reply.expires_at - time.time()
+                if reply.finalizing or not reply.token_usable() or left > 2 * TOKEN_MARGIN:
+                    continue
+                view = discord.ui.View(timeout=None)
+                view.add_item(CancelButton(reply.key))
+                text = (
+                    self._progress_text(reply)
+                    + "\n⌛ This message stops updating here; the result will be posted in this "
+                    "channel."
+                )
+                with contextlib.suppress(discord.HTTPException):
+                    await self._edit_reply(reply, content=clip(text, 2000), view=view)
+                self._drop_token(reply)
+
+    async def _on_shutdown(self) -> None:
+        """Finish the deliveries under way and tell waiting members about the restart."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await asyncio.gather(
+            self.announce_restart(), *list(self._deliveries), return_exceptions=True
+        )
+
+    async def announce_restart(self) -> None:
+        """Tell members whose jobs wait or run that the bot restarts (their jobs stay queued)."""
+        notes = []
+        for reply in list(self.replies.values()):
+            if reply.finalizing or not reply.token_usable():
+                continue
+            text = (
+                self._progress_text(reply)
+                + "\n🔄 The bot is restarting: your job keeps its place and continues when it "
+                "is back."
+            )
+            notes.append(self._edit_reply(reply, content=clip(text, 2000), view=None))
+        results = await asyncio.gather(*notes, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            log.info("could not tell %d member(s) about the restart", len(failed))
 
     # buttons ------------------------------------------------------------------------------------
     async def cancel_from_button(self, interaction: discord.Interaction, key: str) -> None:
@@ -873,7 +1065,7 @@ class Imagine(commands.Cog):
                 raise NotFound(f"There is no job `{job_id}` any more.")
             admission = self.bot.admission
             admitted = admission.remix(requester_of(interaction), original, variations=variations)
-            jobs = await admission.submit(admitted)
+            jobs = admission.prepare(admitted)
             await self._start_reply(interaction, jobs)
         except UserError as exc:
             await send_error(interaction, exc.message)
@@ -896,7 +1088,9 @@ def _status_line(
     if job.state is JobState.CANCELLED:
         return f"🚫 {job.error or 'Cancelled'}"
     if update is not None and update.kind == "retrying":
-        return "⚠️ ComfyUI is not reachable right now; retrying…"
+        return f"⚠️ {update.note or 'ComfyUI is not reachable right now'}; retrying…"
+    if update is None and job.state is JobState.RUNNING:
+        return "⚙️ Running"  # followed again after a restart; the next event says more
     if update is None or update.kind in ("submitted", "position", "queued"):
         return "📨 Sent to ComfyUI, waiting to start…"
     parts = ["⚙️ Running"]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -47,6 +48,7 @@ from bot.tasks import spawn
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+T = TypeVar("T")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 
 
@@ -54,8 +56,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 class JobUpdate:
     """Something happened to a job: what listeners (Discord, the CLI) are told.
 
-    kind is one of: queued, position, submitted, retrying (ComfyUI unreachable), started,
-    progress, preview, finished.
+    kind is one of: queued, position, submitted, retrying (ComfyUI unreachable; `note` says
+    what is retried, in plain words), started, progress, preview, finished.
     """
 
     job: Job
@@ -68,6 +70,7 @@ class JobUpdate:
     steps: int = 0
     preview: bytes | None = None
     preview_mime: str | None = None
+    note: str | None = None
 
 
 Emit = Callable[[JobUpdate], None]
@@ -107,6 +110,7 @@ class Runner:
         prefetch: int = 0,
         running_limit: Callable[[Job], int | None] = lambda job: None,
         submit_retry_seconds: float = 60.0,
+        fetch_retry_seconds: float = 30.0,
     ) -> None:
         self.pool = pool
         self.dispatcher = Dispatcher(pool, substitute=substitute_models)
@@ -119,6 +123,7 @@ class Runner:
         self.prefetch = prefetch
         self.running_limit = running_limit
         self.submit_retry_seconds = submit_retry_seconds
+        self.fetch_retry_seconds = fetch_retry_seconds
         self._active: dict[str, _Active] = {}
         self._moved: list[Job] = []  # taken from a backend, waiting for another one
         self._abandoned: dict[str, set[str]] = {}  # backend -> prompt ids to withdraw there
@@ -157,8 +162,10 @@ class Runner:
         self._moved.clear()
 
     # public ---------------------------------------------------------------------------------
-    def enqueue(self, job: Job) -> Job:
-        job = self._save(job.evolve(state=JobState.QUEUED))
+    def enqueue(self, job: Job, *, saved: bool = False) -> Job:
+        """Queue a job (`saved`: the caller already stored it as queued)."""
+        if not saved:
+            job = self._save(job.evolve(state=JobState.QUEUED))
         self.queue.add(job)
         self.emit(JobUpdate(job, "queued", position=self.queue.position(job.id)))
         self._announce_positions()
@@ -393,7 +400,11 @@ class Runner:
                     raise OutputMissing(
                         f"ComfyUI lost this job {MAX_ATTEMPTS} times (restarts?); giving up"
                     )
-                active.prompt = await self.build_prompt(active.job, active.backend)
+                active.prompt = await self._retrying(
+                    active,
+                    "ComfyUI went away while receiving your image",
+                    lambda: self.build_prompt(active.job, active.backend),
+                )
                 prompt_id = client.new_prompt_id()
                 self._update(
                     active,
@@ -419,6 +430,10 @@ class Runner:
             await self._finish(active, result)
         except asyncio.CancelledError:
             raise
+        except BackendUnavailable as exc:
+            # the details (address, error) are for the log; the member gets plain words
+            log.warning("job %s failed: %s", job.id, exc.message)
+            self._fail(active, BackendUnavailable(_plain_unreachable(exc)))
         except UserError as exc:
             active.backend.note_error(exc.message)
             self._fail(active, exc)
@@ -466,6 +481,29 @@ class Runner:
                     if await client.queue_position(prompt_id) is not None:
                         return prompt_id  # the earlier POST did arrive
 
+    async def _retrying(self, active: _Active, note: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, tried again with backoff while ComfyUI is unreachable, for at most
+        `fetch_retry_seconds`; members are told `note` ("...; retrying") meanwhile.
+
+        Raises:
+            BackendUnavailable: still unreachable at the deadline (says `note` in plain words).
+        """
+        deadline = time.monotonic() + self.fetch_retry_seconds
+        delay = 0.25
+        while True:
+            try:
+                return await call()
+            except BackendUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    log.warning("job %s: giving up: %s", active.job.id, exc.message)
+                    raise BackendUnavailable(
+                        f"{note} and did not come back within {self.fetch_retry_seconds:.0f} s"
+                    ) from exc
+                log.warning("job %s: %s; retrying in %.1f s", active.job.id, exc.message, delay)
+                self.emit(JobUpdate(active.job, "retrying", note=note))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def _follow(self, active: _Active, tracker: PromptTracker) -> PromptResult:
         progress = _Progress(active.prompt)
         consumer = asyncio.create_task(self._consume(active, tracker, progress))
@@ -511,7 +549,11 @@ class Runner:
         folder.mkdir(parents=True, exist_ok=True)
         outputs = []
         for index, (node, ref) in enumerate(zip(nodes, refs, strict=True), start=1):
-            data = await active.backend.client.fetch_image(ref)
+            data = await self._retrying(
+                active,
+                "ComfyUI went away while sending your image",
+                functools.partial(active.backend.client.fetch_image, ref),
+            )
             suffix = Path(ref.filename).suffix.lower()
             suffix = suffix if suffix in IMAGE_SUFFIXES else ".png"
             path = folder / f"{index:02d}{suffix}"
@@ -591,6 +633,13 @@ def _node_title(prompt: dict[str, Any], node_id: str | None, err: Any) -> str:
         title = getattr(err, "node_type", None)
     title = title or "a node"
     return f"{title} (#{node_id})" if node_id else str(title)
+
+
+def _plain_unreachable(exc: BackendUnavailable) -> str:
+    """What a member is told when ComfyUI stayed unreachable: no address, no error class."""
+    if exc.__cause__ is not None and isinstance(exc.__cause__, BackendUnavailable):
+        return exc.message  # already plain (see Runner._retrying)
+    return "ComfyUI could not be reached, so the job could not run. Try again later."
 
 
 def _size(data: bytes) -> tuple[int, int]:

@@ -1,15 +1,20 @@
 """Durable storage in one SQLite file: jobs, per-server settings and the audit log.
 
 Writes are small and synchronous (WAL mode), so a job is on disk before the call returns:
-a crash right after `save()` loses nothing.
+a crash right after `save()` loses nothing. `transaction()` groups writes that belong together
+(a request's jobs with where their reply lives; a delivery's marks), so a crash keeps all or none.
+
+The secret that lets the bot edit a reply (a Discord interaction token) is kept in its own table,
+only until it expires, and never inside a job's record (which `/history` and logs may show).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,11 @@ CREATE TABLE IF NOT EXISTS audit (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_guild ON audit(guild_id, at);
+CREATE TABLE IF NOT EXISTS reply_tokens (
+    key TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
 
 
@@ -74,6 +84,46 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    # transactions ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes: all of them reach the disk, or none (a crash in between loses none)."""
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # reply tokens ---------------------------------------------------------------------------
+    def keep_token(self, key: str, token: str, expires_at: float) -> None:
+        """Keep the secret that lets the bot edit a request's reply until `expires_at`."""
+        self._db.execute(
+            "INSERT INTO reply_tokens (key, token, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET token = excluded.token,"
+            " expires_at = excluded.expires_at",
+            (key, token, expires_at),
+        )
+
+    def token(self, key: str, now: float | None = None) -> str | None:
+        """The reply's token while it is valid; expired ones are deleted, never returned."""
+        self.forget_expired_tokens(now)
+        row = self._db.execute("SELECT token FROM reply_tokens WHERE key = ?", (key,)).fetchone()
+        return str(row["token"]) if row else None
+
+    def forget_token(self, key: str) -> None:
+        self._db.execute("DELETE FROM reply_tokens WHERE key = ?", (key,))
+
+    def forget_expired_tokens(self, now: float | None = None) -> int:
+        """Delete every token past its expiry; how many were deleted."""
+        now = time.time() if now is None else now
+        cursor = self._db.execute("DELETE FROM reply_tokens WHERE expires_at <= ?", (now,))
+        return int(cursor.rowcount)
 
     # jobs -----------------------------------------------------------------------------------
     def save(self, job: Job) -> None:

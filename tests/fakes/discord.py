@@ -1185,14 +1185,15 @@ class FakeDiscord:
             )
         )
 
-    def hold_after_apply(self, route: str, *, times: int = 1) -> None:
+    def hold_after_apply(self, route: str, *, times: int = 1, with_files: bool = False) -> None:
         """Apply the next ``times`` requests matching ``route``, then never answer them.
 
         What a client sees when it dies (or its connection does) after Discord applied a request
-        but before the answer arrived. ``route`` is matched as in ``inject_error``; each held
-        request is appended to ``held``; on ``stop`` their connections are dropped.
+        but before the answer arrived. ``route`` is matched as in ``inject_error`` (with
+        ``with_files``, only requests that upload files count); each held request is appended to
+        ``held``; on ``stop`` their connections are dropped.
         """
-        self._holds.append(_Fault(route, 0, 0, "", 0.0, False, times))
+        self._holds.append(_Fault(route, 1 if with_files else 0, 0, "", 0.0, False, times))
 
     # ------------------------------------------------------------------ user actions
 
@@ -1898,7 +1899,7 @@ class FakeDiscord:
                 self._check_global(now)
             rate_headers = self._take_bucket(key, self._major(request), now)
             response = await handler(request)
-            if self._take_hold(key, concrete):
+            if self._take_hold(key, concrete, request.content_type.startswith("multipart/")):
                 self.held.append(concrete)
                 await self._release.wait()
                 if request.transport is not None:
@@ -1952,8 +1953,10 @@ class FakeDiscord:
                 return _ApiError(fault.status, fault.code, fault.message)
         return None
 
-    def _take_hold(self, key: str, concrete: str) -> bool:
+    def _take_hold(self, key: str, concrete: str, files: bool) -> bool:
         for hold in self._holds:
+            if hold.status and not files:  # status 1: only requests that upload files
+                continue
             matches = fnmatch.fnmatchcase(key, hold.pattern) or fnmatch.fnmatchcase(
                 concrete, hold.pattern
             )

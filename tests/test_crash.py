@@ -1,0 +1,230 @@
+"""Restarts, crashes and shutdowns: the bot as its own process, faults injected from outside.
+
+Each test kills (SIGKILL) or stops (SIGTERM) a real `comfycord run` process at a chosen moment,
+starts it again on the same store, and checks that every job is delivered exactly once and that
+no reply is left stale (thinking, a queue position, progress, or a Cancel button).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.jobs.model import JobState
+from tests.e2e import has_files
+from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.discord import FakeDiscord, FakeInteraction
+from tests.fakes.discord_fixtures import installed_fake
+from tests.process import BotProcess, result_messages, stale
+
+
+@pytest.fixture
+async def quiet_comfy() -> AsyncIterator[FakeComfyUI]:
+    """A fake ComfyUI without previews: the only edits that upload files carry results."""
+    fake = FakeComfyUI(previews=False, step_delay=0.005)
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+async def settled(bot: BotProcess, fake: FakeDiscord, its: list[FakeInteraction]) -> None:
+    """Wait until every stored job is finished and delivered and no acknowledged reply is stale."""
+
+    def done() -> bool:
+        jobs = bot.jobs()
+        acked = [it for it in its if it.original is not None]
+        return (
+            bool(jobs)
+            and all(j.state.finished and j.delivered for j in jobs)
+            and len(jobs) >= len(acked)
+            and not [it for it in acked if stale(it)]
+        )
+
+    try:
+        await fake.wait_for(done, timeout=40, interval=0.1)
+    except TimeoutError:
+        jobs = [(j.id, j.state.value, j.delivered) for j in bot.jobs()]
+        problems = [(it.id, stale(it)) for it in its if it.original is not None and stale(it)]
+        raise AssertionError(f"not settled: jobs {jobs}, stale {problems}\n{bot.log}") from None
+
+
+def assert_each_delivered_once(bot: BotProcess, fake: FakeDiscord) -> None:
+    posted = result_messages(fake)
+    jobs = bot.jobs()
+    for job in jobs:
+        assert job.delivered, job
+        if job.state is JobState.DONE:
+            assert len(posted.get(job.id, [])) == 1, (job.id, posted.get(job.id))
+    assert set(posted) <= {j.id for j in jobs}
+
+
+async def restarted_quietly(bot: BotProcess) -> None:
+    """Start the bot again and wait until it has looked at every stored reply."""
+    await bot.start()
+    await bot.fake.wait_for(lambda: _resumed(bot), timeout=20, interval=0.05)
+
+
+def _resumed(bot: BotProcess) -> bool:
+    last = (bot.folder / f"bot-{bot.runs}.log").read_text(encoding="utf-8", errors="replace")
+    return "following" in last and "stored replies" in last
+
+
+async def test_sigkill_right_after_a_burst_loses_nothing(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    async with installed_fake() as fake:
+        bot = BotProcess(tmp_path, fake, comfy)
+        try:
+            await bot.start()
+            members = [fake.add_member(f"member{n}") for n in range(5)]
+            its = []
+            for n in range(15):
+                options = {"prompt": f"burst {n}", "steps": 2}
+                its.append(await fake.slash("imagine", options, user_id=members[n % 5]))
+            await asyncio.sleep(0.05)  # the fault: SIGKILL within 0.1 s of the burst
+            await bot.kill()
+            await bot.start()
+            await settled(bot, fake, its)
+            assert_each_delivered_once(bot, fake)
+            prompts = {str(j.values["prompt"]) for j in bot.jobs()}
+            for n, it in enumerate(its):
+                if it.original is not None:  # acknowledged: its job exists and was answered
+                    assert f"burst {n}" in prompts
+            # no job ran twice on ComfyUI: a running one was collected, not sent again
+            assert len(comfy.prompts_received) == len(bot.jobs())
+            await bot.kill()
+            await restarted_quietly(bot)
+            assert_each_delivered_once(bot, fake)
+        finally:
+            await bot.stop()
+
+
+async def test_sigkill_inside_a_channel_post_does_not_post_twice(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    async with installed_fake(token_lifetime=1.0) as fake:
+        bot = BotProcess(tmp_path, fake, comfy)
+        try:
+            await bot.start()
+            comfy.hold_steps()
+            it = await fake.slash("imagine", {"prompt": "a held post", "steps": 2})
+            await comfy.wait_until_held()
+            await asyncio.sleep(
+                1.1
+            )  # the interaction token expires: the result goes to the channel
+            fake.hold_after_apply("POST /channels/*/messages")
+            comfy.release_steps()
+            await fake.wait_for(lambda: fake.held, timeout=15)  # Discord posted it; no answer
+            await bot.kill()
+            await bot.start()
+            await settled(bot, fake, [it])
+            assert_each_delivered_once(bot, fake)
+            [job] = bot.jobs()
+            [message] = result_messages(fake)[job.id]
+            assert message.nonce is not None and message.interaction_id is None
+            assert message.content.count(f"<@{it.user_id}>") == 1
+            assert it.original is not None and "result" in it.original.content
+        finally:
+            await bot.stop()
+
+
+async def test_sigkill_inside_the_final_edit_does_not_post_again(
+    quiet_comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    async with installed_fake() as fake:
+        bot = BotProcess(tmp_path, fake, quiet_comfy)
+        try:
+            await bot.start()
+            fake.hold_after_apply("PATCH /webhooks/*", with_files=True)
+            it = await fake.slash("imagine", {"prompt": "a held edit", "steps": 2})
+            await fake.wait_for(lambda: fake.held, timeout=15)  # the reply shows the result
+            assert has_files(it.original)
+            await bot.kill()
+            await bot.start()
+            await settled(bot, fake, [it])
+            assert_each_delivered_once(bot, fake)
+            [job] = bot.jobs()
+            assert result_messages(fake)[job.id] == [it.original]
+        finally:
+            await bot.stop()
+
+
+async def test_sigkill_after_the_result_posts_nothing_again(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    async with installed_fake() as fake:
+        bot = BotProcess(tmp_path, fake, comfy)
+        try:
+            await bot.start()
+            it = await fake.slash("imagine", {"prompt": "done then killed", "steps": 2})
+            await it.wait_original(has_files, timeout=15)
+            await bot.kill()  # as soon as the result shows, delivered mark written or not
+            await restarted_quietly(bot)
+            await settled(bot, fake, [it])
+            assert_each_delivered_once(bot, fake)
+        finally:
+            await bot.stop()
+
+
+async def test_a_restarted_bot_follows_waiting_replies_again(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    async with installed_fake() as fake:
+        bot = BotProcess(tmp_path, fake, comfy)
+        try:
+            await bot.start()
+            comfy.hold_steps()
+            first = await fake.slash("imagine", {"prompt": "running", "steps": 2})
+            await comfy.wait_until_held()
+            second = await fake.slash("imagine", {"prompt": "waiting", "steps": 2})
+            await second.wait_original(lambda m: "Queued" in m.content, timeout=10)
+            await bot.kill()
+            await bot.start()
+            await first.wait_original(lambda m: "Running" in m.content, timeout=10)
+            comfy.release_steps()
+            await settled(bot, fake, [first, second])
+            assert_each_delivered_once(bot, fake)
+            for it in (first, second):  # the result is in the member's own reply
+                assert has_files(it.original)
+            assert not [m for m in fake.messages_in(fake.channel_id) if m.interaction_id is None]
+        finally:
+            await bot.stop()
+
+
+async def test_sigterm_with_jobs_queued_and_running_exits_at_once_and_loses_nothing(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    async with installed_fake() as fake:
+        bot = BotProcess(tmp_path, fake, comfy)
+        try:
+            await bot.start()
+            comfy.hold_steps()
+            members = [fake.add_member(f"member{n}") for n in range(3)]
+            its = []
+            for n, member in enumerate(members):
+                options = {"prompt": f"stopped {n}", "steps": 2}
+                its.append(await fake.slash("imagine", options, user_id=member))
+            await comfy.wait_until_held()
+            for it in its[1:]:
+                await it.wait_original(lambda m: "Queued" in m.content, timeout=10)
+            code, took = await bot.terminate()
+            assert code == 0 and took < 10, bot.log
+            for it in its[1:]:
+                assert it.original is not None and "restarting" in it.original.content
+            running = comfy.running_prompt_id
+            assert running is not None  # left running on ComfyUI, collected after the restart
+            states = sorted(j.state.value for j in bot.jobs())
+            assert states in (["queued", "queued", "running"], ["queued", "queued", "submitted"])
+            comfy.release_steps()
+            await bot.start()
+            await settled(bot, fake, its)
+            assert_each_delivered_once(bot, fake)
+            assert all(j.state is JobState.DONE for j in bot.jobs())
+            assert len(comfy.prompts_received) == 3  # the running one was not sent again
+        finally:
+            await bot.stop()
