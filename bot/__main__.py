@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import shutil
 import sys
@@ -20,6 +21,7 @@ from bot.errors import ComfycordError, ComfyError, ConfigError, UserError
 from bot.jobs.model import JobState
 from bot.jobs.runner import JobUpdate
 from bot.jobs.store import Store
+from bot.lifecycle import SHUTDOWN_SECONDS, stop_requested
 from bot.settings import Settings, load_settings
 from bot.workflows import Workflow, load_workflows
 
@@ -355,6 +357,7 @@ async def generate(settings: Settings, args: argparse.Namespace, out: TextIO | N
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             ids: set[str] = set()
             finished: dict[str, Any] = {}
+            interrupted = False
 
             def on_update(update: JobUpdate) -> None:
                 if update.job.id not in ids:
@@ -377,13 +380,30 @@ async def generate(settings: Settings, args: argparse.Namespace, out: TextIO | N
                     images={k: image_offer(v) for k, v in images.items()},
                     count=args.count,
                 )
-                jobs = await admission.submit(admitted, images)
-                ids.update(j.id for j in jobs)
-                await done
+                with stop_requested() as stop:
+                    jobs = await admission.submit(admitted, images)
+                    ids.update(j.id for j in jobs)
+                    stopping = asyncio.ensure_future(stop.wait())
+                    waiters: set[asyncio.Future[Any]] = {done, stopping}
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                    stopping.cancel()
+                    if not done.done():
+                        # nothing would collect these jobs later: don't leave them on the GPU
+                        interrupted = True
+                        with contextlib.suppress(UserError, TimeoutError):
+                            async with asyncio.timeout(SHUTDOWN_SECONDS / 2):
+                                for job_id in sorted(ids):
+                                    await engine.cancel(job_id, by="a stop signal")
+                        print(
+                            f"interrupted: cancelled job(s) {', '.join(sorted(ids))}",
+                            file=sys.stderr,
+                        )
             finally:
                 bar.close()
                 await engine.stop()
                 store.close()
+        if interrupted:
+            return 130
         args.out.mkdir(parents=True, exist_ok=True)
         status = 0
         for job in finished.values():

@@ -8,6 +8,10 @@ no reply is left stale (thinking, a queue position, progress, or a Cancel button
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from tests.e2e import has_files
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeInteraction
 from tests.fakes.discord_fixtures import installed_fake
-from tests.process import BotProcess, result_messages, stale
+from tests.process import ROOT, BotProcess, result_messages, stale
 
 
 @pytest.fixture
@@ -228,3 +232,29 @@ async def test_sigterm_with_jobs_queued_and_running_exits_at_once_and_loses_noth
             assert len(comfy.prompts_received) == 3  # the running one was not sent again
         finally:
             await bot.stop()
+
+
+async def test_sigterm_stops_generate_and_cancels_its_job_on_comfyui(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    comfy.hold_steps()
+    env = {**os.environ, "COMFYUI_URL": comfy.url, "PYTHONPATH": str(ROOT)}
+    env.pop("COMFYCORD_CONFIG", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "generate", "sd15-txt2img", "--prompt", "stopped",
+        "--set", "steps=3", "--out", str(tmp_path / "out"),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        held = await comfy.wait_until_held(timeout=20)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 15)
+        assert proc.returncode == 130 and time.monotonic() - began < 10, err.decode()
+        assert "interrupted" in err.decode() and "Traceback" not in err.decode()
+        entry = await comfy.wait_for_history(held.prompt_id)  # interrupted, not left running
+        assert entry["status"]["status_str"] == "error"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
