@@ -460,6 +460,14 @@ class ComfyClient:
             tracker.grace_timer.cancel()
             tracker.grace_timer = None
 
+    def orphaned(self, prompt_id: str) -> bool:
+        """Whether a tracked, unsettled prompt was submitted under an earlier socket: its own
+        messages (progress, the end) no longer reach us; only reconciliation settles it."""
+        tracker = self._trackers.get(prompt_id)
+        if tracker is None or tracker.done or tracker.submitting or not tracker.submitted:
+            return False
+        return tracker.client_id != self._client_id  # None: resumed from an earlier process
+
     def untrack(self, prompt_id: str) -> None:
         """Stop following a prompt; if its result is still unknown it becomes ``"lost"``."""
         tracker = self._trackers.pop(prompt_id, None)
@@ -867,9 +875,17 @@ class ComfyClient:
     def _dispatch(self, event: Event) -> None:
         match event:
             case Status():
-                if event.queue_remaining is not None:
-                    self._queue_remaining = event.queue_remaining
-                self._request_refresh()
+                remaining = event.queue_remaining
+                changed = remaining is not None and remaining != self._queue_remaining
+                if remaining is not None:
+                    self._queue_remaining = remaining
+                orphans = [t for t in self._trackers.values() if self.orphaned(t.prompt_id)]
+                if changed and orphans:
+                    # the queue moved: an orphan may have just finished, and its messages went
+                    # to a socket that is gone; look now rather than after the refresh throttle
+                    self._schedule_reconcile(orphans, reason="queue changed")
+                else:
+                    self._request_refresh()
             case ExecutionStart(prompt_id=pid):
                 self._running_prompt = pid
                 tracker = self._route(pid, event)

@@ -201,8 +201,18 @@ class Runner:
         return sum(b.max_in_flight for b in up)
 
     def load(self, backend: Backend) -> int:
-        """Jobs a backend holds now (running and queued in its ComfyUI)."""
-        return sum(1 for a in self._active.values() if a.backend is backend)
+        """Jobs a backend holds now (running and queued in its ComfyUI).
+
+        A prompt orphaned by a websocket drop does not count: ComfyUI runs it anyway, and the
+        next job waits in ComfyUI's own queue instead of leaving the GPU idle until the orphan's
+        end is noticed.
+        """
+        return sum(
+            1
+            for a in self._active.values()
+            if a.backend is backend
+            and not (a.job.prompt_id and backend.client.orphaned(a.job.prompt_id))
+        )
 
     def position(self, job_id: str) -> int | None:
         """1-based place among jobs waiting to start (0 if it has started, None if unknown)."""
@@ -319,8 +329,10 @@ class Runner:
     # backend events -------------------------------------------------------------------------
     def _on_backend(self, event: BackendEvent) -> None:
         backend = event.backend
-        if event.kind == "connected" and self._abandoned.get(backend.name):
-            spawn(self._withdraw(backend), name=f"withdraw:{backend.name}")
+        if event.kind == "connected":
+            if self._abandoned.get(backend.name):
+                spawn(self._withdraw(backend), name=f"withdraw:{backend.name}")
+            self._wake.set()  # prompts orphaned by the drop no longer hold their slots
         elif event.kind in ("up", "refreshed"):
             self._refuse_unrunnable()
             self._wake.set()
@@ -433,6 +445,7 @@ class Runner:
         except BackendUnavailable as exc:
             # the details (address, error) are for the log; the member gets plain words
             log.warning("job %s failed: %s", job.id, exc.message)
+            active.backend.note_error(exc.message)
             self._fail(active, BackendUnavailable(_plain_unreachable(exc)))
         except UserError as exc:
             active.backend.note_error(exc.message)

@@ -1,0 +1,97 @@
+"""Transient ComfyUI failures are retried, not shown; a websocket drop leaves no idle GPU."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.engine import Engine, ImageInput, JobRequest
+from bot.jobs.model import JobState
+from tests.conftest import Recorder, make_settings, running_engine
+from tests.fakes.comfyui import FakeComfyUI
+
+EngineFx = tuple[Engine, Recorder]
+
+
+def request(prompt: str = "a lighthouse", owner: str = "1", steps: int = 2) -> JobRequest:
+    return JobRequest("sd15-txt2img", {"prompt": prompt, "steps": steps}, owner_id=owner)
+
+
+async def test_an_image_download_that_fails_then_recovers_is_retried(
+    engine: EngineFx, comfy: FakeComfyUI, caplog: pytest.LogCaptureFixture
+) -> None:
+    eng, rec = engine
+    comfy.fail_next("/view", 503, times=3)
+    [job] = await eng.submit(request())
+    [done] = await rec.finished(job.id, timeout=15)
+    assert done.job.state is JobState.DONE and done.job.outputs
+    [note] = {u.note for u in rec.of(job.id, "retrying")}
+    assert note == "ComfyUI went away while sending your image"
+    assert any(job.id in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+async def test_an_image_download_that_never_recovers_fails_in_plain_words(
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    comfy: FakeComfyUI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(tmp_path, comfy.url, comfyui={"fetch_retry_seconds": 1})
+    async with running_engine(session, settings) as (eng, rec):
+        comfy.fail_next("/view", 503, times=1000)
+        [job] = await eng.submit(request())
+        [done] = await rec.finished(job.id, timeout=15)
+    assert done.job.state is JobState.FAILED
+    assert done.job.error == (
+        "ComfyUI went away while sending your image and did not come back within 1 s"
+    )
+    assert any(
+        job.id in r.getMessage() and "503" in r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING
+    ), "the log names the job and what went wrong"
+
+
+async def test_an_upload_that_fails_then_recovers_is_retried(
+    engine: EngineFx, comfy: FakeComfyUI
+) -> None:
+    eng, rec = engine
+    [first] = await eng.submit(request())  # its image is the input of the next job
+    [done] = await rec.finished(first.id, timeout=15)
+    data = Path(done.job.outputs[0].path).read_bytes()
+    comfy.fail_next("/upload/image", 503, times=2)
+    img2img = JobRequest(
+        "sd15-img2img",
+        {"prompt": "again", "steps": 2},
+        owner_id="2",
+        images={"image": ImageInput("in.png", data)},
+    )
+    [job] = await eng.submit(img2img)
+    [finished] = await rec.finished(job.id, timeout=15)
+    assert finished.job.state is JobState.DONE
+    assert {u.note for u in rec.of(job.id, "retrying")} == {
+        "ComfyUI went away while receiving your image"
+    }
+
+
+async def test_a_websocket_drop_between_two_jobs_leaves_no_idle_gpu(
+    engine: EngineFx, comfy: FakeComfyUI
+) -> None:
+    eng, rec = engine  # one job in flight at a time
+    comfy.hold_steps()
+    [first] = await eng.submit(request("first", owner="1", steps=3))
+    [second] = await eng.submit(request("second", owner="2", steps=3))
+    held = await comfy.wait_until_held()
+    await comfy.drop_sockets()
+    # The first prompt's own messages went to the socket that is gone. Without waiting for
+    # them (or for a later status message), the second job is handed to ComfyUI, which starts
+    # it the moment the first ends.
+    await rec.wait(lambda: len(comfy.prompts_received) == 2, timeout=10)
+    assert comfy.running_prompt_id == held.prompt_id
+    comfy.release_steps()
+    done = await rec.finished(first.id, second.id, timeout=15)
+    assert [d.job.state for d in done] == [JobState.DONE, JobState.DONE]
+    assert [d.job.attempts for d in done] == [1, 1]
