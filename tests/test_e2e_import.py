@@ -298,3 +298,33 @@ async def test_a_ui_save_with_an_unknown_class_names_it(
         assert message.content.startswith("❌") and "FancyUpscaler" in message.content
         assert not message.components
     assert files_of(packs) == before
+
+
+async def test_a_saved_pack_obeys_the_policy_and_survives_a_restart(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path, packs: Path
+) -> None:
+    spicy = NIGHT_SKY_YAML.replace(b"command: nightsky\n", b"nsfw: true\n")
+    settings = settings_for(tmp_path, comfy, fake, packs)
+    async with comfybot(fake, settings):
+        it, preview = await start_import(
+            fake, {"file": ui_file("spicy.json"), "yaml": ("s.yaml", spicy, "text/yaml")}
+        )
+        assert "Saved **spicy**" in await press(fake, it, preview, "Save")
+        nsfw = await fake.autocomplete(
+            "imagine", {"prompt": "x"}, "workflow", channel_id=fake.nsfw_channel_id
+        )
+        assert "spicy" in {c["value"] for c in nsfw}
+        assert "spicy" not in await offered(fake)
+        refused = await fake.slash("imagine", {"prompt": "x", "workflow": "spicy"})
+        message = await refused.wait_original(lambda m: not m.loading)
+        assert message is not None and "age-restricted" in message.content, message.content
+        _, disabled = await answer(
+            fake, "workflows disable", {"name": "spicy"}, user_id=fake.moderator_id
+        )
+        assert "disabled" in disabled.content
+    async with comfybot(fake, settings) as bot:  # a restart loads it from its files
+        assert "spicy" in bot.engine.workflows
+        nsfw = await fake.autocomplete(
+            "imagine", {"prompt": "x"}, "workflow", channel_id=fake.nsfw_channel_id
+        )
+        assert "spicy" not in {c["value"] for c in nsfw}  # and the server's choice holds
