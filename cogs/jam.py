@@ -327,7 +327,8 @@ class JamCog(
                 if job is None or not job.outputs or not Path(job.outputs[0].path).is_file():
                     lines.append(f"`#{entry.number}` <@{entry.owner_id}>: (image no longer kept)")
                 else:
-                    name = f"entry-{entry.number}.png"
+                    # named like a result's file, so Apps → Upscale finds the job behind it
+                    name = f"{job.id}-{job.outputs[0].filename}"
                     data = Path(job.outputs[0].path).read_bytes()
                     fitted = fit_image(data, name, UPLOAD_LIMIT)
                     files.append(discord.File(io.BytesIO(fitted.data), filename=fitted.filename))

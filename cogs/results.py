@@ -337,7 +337,8 @@ def info_text(jobs: Sequence[Job], workflow: Workflow | None) -> str:
             lines.append(f"`{name}`: (an image: {Path(images[name]).name})")
         elif name in values:
             lines.append(f"`{name}`: {clip(_show(values[name]), 300)}")
-    lines.append(f"**Backend** {first.meta.get('backend') or 'ComfyUI'}")
+    backends = sorted({j.backend for j in jobs if j.backend})
+    lines.append(f"**Backend** {', '.join(backends) or 'ComfyUI'}")
     lines.append(
         f"**Job** `{first.id}`" + (f" (group `{first.group_id}`)" if first.group_id else "")
     )

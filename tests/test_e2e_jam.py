@@ -141,6 +141,11 @@ async def test_a_jam_moves_on_by_itself_when_its_time_is_up(
         [jam] = cog.jams.active(str(fake.guild_id))
         ann_entry = next(e for e in cog.jams.entries(jam.id) if e.owner_id == str(ann))
         await vote(fake, gallery, f"cc:jv:{jam.id}:{ann_entry.job_id}:{ann_entry.number}", bob)
+        # Apps → Upscale on the gallery takes the entry's own file and credits its maker
+        first = min(cog.jams.entries(jam.id), key=lambda e: e.number)
+        menu = await fake.message_command("Upscale", gallery.id, user_id=bob)
+        await wait_result(fake, menu)
+        assert bot.engine.recent(limit=1)[0].remix_of == first.job_id
         cog.now = lambda: time.time() + 12 * 60  # and the vote's
         cog.wake()
         result = await fake.wait_for(

@@ -903,3 +903,103 @@ async def test_install_and_uninstall_restore_discord_py() -> None:
         assert str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == fake.gateway_url
     assert base == discord.http.Route.BASE
     assert gateway == discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+
+
+async def test_integrations_overrides_show_a_command_to_a_role_or_hide_it(
+    fake: FakeDiscord, bot: commands.Bot
+) -> None:
+    helpers = fake.add_role("Helpers")
+    helper = fake.add_member("helper", roles=[helpers])
+    with pytest.raises(CommandUnavailable):
+        await fake.slash("modonly", {}, user_id=helper)
+    fake.set_command_permission("modonly", helpers, allow=True)  # a role allowed
+    it = await fake.slash("modonly", {}, user_id=helper)
+    assert (await it.wait_original()).content == "ok"
+    fake.set_command_permission("modonly", helper, allow=False)  # the member's own wins
+    with pytest.raises(CommandUnavailable):
+        await fake.slash("modonly", {}, user_id=helper)
+    fake.set_command_permission("echo", fake.guild_id, allow=False)  # @everyone denied
+    with pytest.raises(CommandUnavailable):
+        await fake.slash("echo", {"text": "x"})
+    it = await fake.slash("echo", {"text": "x"}, user_id=fake.owner_id)  # the owner always may
+    await it.wait_ack()
+
+
+async def test_threads_messages_and_their_permissions(fake: FakeDiscord) -> None:
+    url = f"{fake.api_base}/channels/{fake.channel_id}/threads"
+    async with raw_session(fake) as session:
+        async with session.post(url, json={"name": "", "type": 11}) as response:
+            assert response.status == 400 and (await response.json())["code"] == 50035
+        async with session.post(
+            url, json={"name": "Jam", "type": 11, "auto_archive_duration": 10080}
+        ) as response:
+            assert response.status == 201
+            thread = await response.json()
+        assert thread["parent_id"] == str(fake.channel_id) and thread["type"] == 11
+        assert [t["id"] for t in fake.threads_of(fake.channel_id)] == [thread["id"]]
+        thread_id = int(thread["id"])
+        posted = f"{fake.api_base}/channels/{thread_id}/messages"
+        async with session.post(posted, json={"content": "hello thread"}) as response:
+            assert response.status == 200
+        assert [m.content for m in fake.messages_in(thread_id)] == ["hello thread"]
+        # a thread takes its parent's permissions: no Send Messages in Threads, no message
+        fake.set_channel_permissions(fake.channel_id, fake.bot_role_id, deny=1 << 38)
+        async with session.post(posted, json={"content": "denied"}) as response:
+            assert response.status == 403 and (await response.json())["code"] == 50013
+        threads_of_thread = f"{fake.api_base}/channels/{thread_id}/threads"
+        async with session.post(threads_of_thread, json={"name": "x", "type": 11}) as response:
+            assert response.status == 400  # threads live in text channels only
+
+
+async def test_a_members_message_and_a_message_command(
+    fake: FakeDiscord, record: dict[str, Any]
+) -> None:
+    bot = make_bot(record)
+
+    @bot.tree.context_menu(name="Inspect")
+    async def inspect(interaction: discord.Interaction, message: discord.Message) -> None:
+        data = await message.attachments[0].read()
+        record["inspect"] = (message.id, message.author.id, data)
+        await interaction.response.send_message("seen", ephemeral=True)
+
+    async with running_bot(bot, fake):
+        menu = next(c for c in fake.commands if c["type"] == 3)
+        assert menu["name"] == "Inspect" and menu["description"] == ""
+        posted = fake.post("look", files=[("dot.png", PNG, "image/png")])
+        it = await fake.message_command("Inspect", posted.id, user_id=fake.moderator_id)
+        assert (await it.wait_original()).content == "seen"
+        assert record["inspect"] == (posted.id, fake.member_id, PNG)
+        with pytest.raises(FakeDiscordError):
+            await fake.message_command("Nope", posted.id)
+
+
+async def test_a_modal_beyond_discords_limits_is_invalid_form_body(
+    fake: FakeDiscord, bot: commands.Bot
+) -> None:
+    it = await fake.slash("slow", {"delay": 1.0})  # answered by hand below
+    url = f"{fake.api_base}/interactions/{it.id}/{it.token}/callback"
+
+    def text(i: int, **extra: Any) -> dict[str, Any]:
+        field = {"type": 4, "custom_id": f"f{i}", "label": "Prompt", "style": 2, **extra}
+        return {"type": 1, "components": [field]}
+
+    def modal(*rows: dict[str, Any]) -> dict[str, Any]:
+        return {"type": 9, "data": {"custom_id": "m", "title": "Edit", "components": list(rows)}}
+
+    bad = {
+        "six rows": modal(*(text(i) for i in range(6))),
+        "no rows": modal(),
+        "long label": modal(text(0, label="l" * 46)),
+        "long value": modal(text(0, value="v" * 4001)),
+        "value over max_length": modal(text(0, value="v" * 11, max_length=10)),
+        "bad style": modal(text(0, style=3)),
+        "duplicate": modal(text(0), text(0)),
+    }
+    async with aiohttp.ClientSession() as session:
+        for what, payload in bad.items():
+            async with session.post(url, json=payload) as response:
+                assert response.status == 400, what
+                assert (await response.json())["code"] == 50035, what
+        async with session.post(url, json=modal(text(0, value="a cat"), text(1))) as response:
+            assert response.status == 204
+    assert it.modal is not None and it.response_type == 9
