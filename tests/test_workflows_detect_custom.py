@@ -422,3 +422,24 @@ def test_a_detailer_pass_does_not_take_the_first_samplers_place() -> None:
     assert found["seed"] == [("5", "seed")]
     assert found["steps"] == [("5", "steps")]
     assert found["prompt"] == [("2", "text")]
+
+
+def test_a_gligen_box_passes_the_prompt_on_to_the_encoder_before_it() -> None:
+    graph = _sd15(class_type="KSampler", **_ksampler_inputs())
+    graph["5"]["inputs"]["positive"] = ["40", 0]
+    graph["40"] = node(
+        "GLIGENTextBoxApply",
+        conditioning_to=["2", 0],
+        clip=["1", 1],
+        gligen_textbox_model=["41", 0],
+        text="sun",
+        width=64,
+        height=64,
+        x=0,
+        y=0,
+    )
+    graph["41"] = node("GLIGENLoader", gligen_name="gligen.safetensors")
+
+    found = detected(graph)
+
+    assert found["prompt"] == [("2", "text")]

@@ -108,12 +108,14 @@ class _Reader:
         found = self.input_type(node_id, name)
         if found is not None:
             return kind in found.split(",")
-        return name in fallback or any(f in name for f in fallback if f.endswith("_"))
+        return name in fallback
 
     def conditioning_inputs(self, node_id: str) -> list[str]:
-        names = [n for n in self.inputs(node_id) if self.is_type(n and node_id, n, "CONDITIONING")]
+        """The conditioning inputs of a node (by /object_info, else by their names)."""
         if self.known(node_id):
-            return names
+            return [
+                n for n in self.inputs(node_id) if self.input_type(node_id, n) == "CONDITIONING"
+            ]
         return [n for n in self.inputs(node_id) if "cond" in n or n in ("positive", "negative")]
 
     # --- primitives ------------------------------------------------------------------------
@@ -256,7 +258,11 @@ class _Reader:
             seen.add((node_id, slot))
             if self.class_of(node_id) in _ZEROED:
                 continue
-            texts = self.text_inputs(node_id)
+            conditioning = self.conditioning_inputs(node_id)
+            linked = [n for n in conditioning if self.source(node_id, n) is not None]
+            # A node adding its own text to incoming conditioning (a GLIGEN box) passes the
+            # prompt on: the prompt is upstream.
+            texts = [] if linked else self.text_inputs(node_id)
             if texts:
                 negative_out = self.is_negative_name(self.output_name(node_id, slot) or "")
                 split = [n for n in texts if self.is_negative_name(n) == negative_out]
@@ -266,7 +272,6 @@ class _Reader:
                     if target is not None and target not in targets:
                         targets.append(target)
                 continue
-            conditioning = self.conditioning_inputs(node_id)
             out_name = self.output_name(node_id, slot)
             if out_name in conditioning:
                 follow = [out_name]
@@ -296,17 +301,20 @@ class _Reader:
         found = self.literal_target(node_id, name)
         if found is not None and isinstance(self.inputs(found[0]).get(found[1]), str):
             return found
-        source_id = source[0]
+        source_id, slot = source
         strings = [
             n
             for n, v in self.inputs(source_id).items()
             if isinstance(v, str) and self.input_type(source_id, n) in ("STRING", None)
         ]
+        # A node giving several texts: the negative one feeds a negative output.
+        negative_out = self.is_negative_name(self.output_name(source_id, slot) or "")
+        strings = [n for n in strings if self.is_negative_name(n) == negative_out] or strings
         multiline = [
             n for n in strings if (d := self.input_def(source_id, n)) and d.options.get("multiline")
         ]
-        for candidate in multiline or strings[:1]:
-            return (source_id, candidate)
+        if multiline or strings:
+            return (source_id, (multiline or strings)[0])
         linked = [n for n, v in self.inputs(source_id).items() if is_link(v)]
         if len(linked) == 1:
             return self.text_target(source_id, linked[0], depth + 1)
