@@ -42,6 +42,9 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
     logging.getLogger("discord.gateway").setLevel(logging.WARNING)
+    # discord.py's debug lines carry request URLs, and an interaction's URL holds its token
+    for name in ("discord.http", "discord.webhook.async_"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -980,24 +980,28 @@ class Imagine(commands.Cog):
         log.info("following %d stored replies", len(self.replies))
 
     async def _sweep(self) -> None:
-        """Forget expired tokens; give a reply about to lose its token a last, true word."""
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            self.engine.forget_expired_tokens()
-            for reply in list(self.replies.values()):
-                left = reply.expires_at - time.time()
-                if reply.finalizing or not reply.token_usable() or left > 2 * TOKEN_MARGIN:
-                    continue
-                view = discord.ui.View(timeout=None)
-                view.add_item(CancelButton(reply.key))
-                text = (
-                    self._progress_text(reply)
-                    + "\n⌛ This message stops updating here; the result will be posted in this "
-                    "channel."
-                )
-                with contextlib.suppress(discord.HTTPException):
-                    await self._edit_reply(reply, content=clip(text, 2000), view=view)
-                self._drop_token(reply)
+            await self.sweep_once()
+
+    async def sweep_once(self) -> None:
+        """Forget expired tokens; give a reply about to lose its token a last, true word (its
+        result will be posted in the channel). Runs every `SWEEP_INTERVAL` seconds."""
+        self.engine.forget_expired_tokens()
+        for reply in list(self.replies.values()):
+            left = reply.expires_at - time.time()
+            if reply.finalizing or not reply.token_usable() or left > 2 * TOKEN_MARGIN:
+                continue
+            view = discord.ui.View(timeout=None)
+            view.add_item(CancelButton(reply.key))
+            text = (
+                self._progress_text(reply)
+                + "\n⌛ This message stops updating here; the result will be posted in this "
+                "channel."
+            )
+            with contextlib.suppress(discord.HTTPException):
+                await self._edit_reply(reply, content=clip(text, 2000), view=view)
+            self._drop_token(reply)
 
     async def _on_shutdown(self) -> None:
         """Finish the deliveries under way and tell waiting members about the restart."""

@@ -40,8 +40,8 @@ class BotProcess:
             "discord": {"progress_interval": 0.3, "dev_guild": fake.guild_id},
             "limits": {"max_queued_per_member": 20},
         }
-        for section, values in settings.items():
-            config[section] = {**config.get(section, {}), **values}
+        for key, values in settings.items():
+            config[key] = {**config.get(key, {}), **values} if isinstance(values, dict) else values
         self.config = tmp_path / "comfycord.yaml"
         self.config.write_text(yaml.safe_dump(config), encoding="utf-8")
         self.proc: asyncio.subprocess.Process | None = None

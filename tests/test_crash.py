@@ -162,7 +162,7 @@ async def test_sigkill_after_the_result_posts_nothing_again(
     comfy: FakeComfyUI, tmp_path: Path
 ) -> None:
     async with installed_fake() as fake:
-        bot = BotProcess(tmp_path, fake, comfy)
+        bot = BotProcess(tmp_path, fake, comfy, log_level="DEBUG")
         try:
             await bot.start()
             it = await fake.slash("imagine", {"prompt": "done then killed", "steps": 2})
@@ -171,6 +171,7 @@ async def test_sigkill_after_the_result_posts_nothing_again(
             await restarted_quietly(bot)
             await settled(bot, fake, [it])
             assert_each_delivered_once(bot, fake)
+            assert it.token not in bot.log  # never logged, even at DEBUG
         finally:
             await bot.stop()
 
@@ -258,3 +259,33 @@ async def test_sigterm_stops_generate_and_cancels_its_job_on_comfyui(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_repeated_sigkill_delivers_every_job_exactly_once(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    async with installed_fake() as fake:
+        bot = BotProcess(tmp_path, fake, comfy)
+        try:
+            await bot.start()
+            members = [fake.add_member(f"member{n}") for n in range(4)]
+            its = []
+            for n in range(12):
+                options = {"prompt": f"again {n}", "steps": 3}
+                its.append(await fake.slash("imagine", options, user_id=members[n % 4]))
+            await asyncio.sleep(0.02)  # first kill: right after the burst
+            await bot.kill()
+            for delivered in (3, 7):  # then while results are being delivered
+                await bot.start()
+                await fake.wait_for(
+                    lambda n=delivered: sum(j.delivered for j in bot.jobs()) >= n,  # type: ignore[misc]
+                    timeout=30,
+                    interval=0.02,
+                )
+                await bot.kill()
+            await bot.start()
+            await settled(bot, fake, its)
+            assert_each_delivered_once(bot, fake)
+            assert len(comfy.prompts_received) == len(bot.jobs())
+        finally:
+            await bot.stop()

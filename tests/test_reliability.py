@@ -1,8 +1,11 @@
-"""Transient ComfyUI failures are retried, not shown; a websocket drop leaves no idle GPU."""
+"""Transient ComfyUI failures are retried, not shown; a websocket drop leaves no idle GPU;
+a reply whose token runs out says where the result will be."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -11,7 +14,9 @@ import pytest
 from bot.engine import Engine, ImageInput, JobRequest
 from bot.jobs.model import JobState
 from tests.conftest import Recorder, make_settings, running_engine
+from tests.e2e import comfybot, has_files
 from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.discord_fixtures import installed_fake
 
 EngineFx = tuple[Engine, Recorder]
 
@@ -95,3 +100,36 @@ async def test_a_websocket_drop_between_two_jobs_leaves_no_idle_gpu(
     done = await rec.finished(first.id, second.id, timeout=15)
     assert [d.job.state for d in done] == [JobState.DONE, JobState.DONE]
     assert [d.job.attempts for d in done] == [1, 1]
+
+
+async def test_a_reply_about_to_lose_its_token_says_where_the_result_will_be(
+    comfy: FakeComfyUI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with (
+        installed_fake(token_lifetime=3.0) as fake,
+        comfybot(fake, make_settings(tmp_path, comfy.url)) as bot,
+    ):
+        cog = bot.get_cog("Imagine")
+        assert cog is not None
+        # the 15-minute token, scaled down: it lasts 3 s here and is given up 0.5 s before
+        module = sys.modules[type(cog).__module__]
+        monkeypatch.setattr(module, "TOKEN_LIFETIME", 3.0)
+        monkeypatch.setattr(module, "TOKEN_MARGIN", 0.5)
+        comfy.hold_steps()
+        running = await fake.slash("imagine", {"prompt": "long", "steps": 2})
+        await comfy.wait_until_held()
+        waiting = await fake.slash("imagine", {"prompt": "later", "steps": 2})
+        await waiting.wait_original(lambda m: "Queued" in m.content)
+        await asyncio.sleep(2.2)  # the tokens near their end
+        await cog.sweep_once()  # what the bot does every 20 s
+        reply = await waiting.wait_original(lambda m: "stops updating" in m.content)
+        assert "Queued" in reply.content and reply.button("Cancel") is not None
+        await asyncio.sleep(0.9)  # both tokens have expired now
+        comfy.release_steps()
+        await fake.wait_for(lambda: all(j.delivered for j in bot.engine.recent()), 15)
+        for it in (running, waiting):
+            assert it.original is not None and "result is posted" in it.original.content
+            assert not it.original.components  # no Cancel button left on a finished job
+        posted = [m for m in fake.messages_in(fake.channel_id) if m.interaction_id is None]
+        assert len(posted) == 2 and all(has_files(m) for m in posted)
+        assert [m.content.count("<@") for m in posted] == [1, 1]  # the member, once
