@@ -328,3 +328,22 @@ async def test_a_saved_pack_obeys_the_policy_and_survives_a_restart(
             "imagine", {"prompt": "x"}, "workflow", channel_id=fake.nsfw_channel_id
         )
         assert "spicy" not in {c["value"] for c in nsfw}  # and the server's choice holds
+
+
+async def test_an_unanswered_preview_expires_and_leaves_nothing(
+    fake: FakeDiscord,
+    comfy: FakeComfyUI,
+    tmp_path: Path,
+    packs: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cogs import _packs
+
+    monkeypatch.setattr(_packs, "PREVIEW_TIMEOUT", 0.3)
+    before = files_of(packs)
+    async with comfybot(fake, settings_for(tmp_path, comfy, fake, packs)) as bot:
+        it, _ = await start_import(fake, {"file": ui_file()})
+        expired = await it.wait_original(lambda m: "expired" in m.content, timeout=10)
+        assert expired is not None and not expired.components and not expired.embeds
+        assert "nothing was saved" in expired.content
+        assert files_of(packs) == before and "night-sky-v2" not in bot.engine.workflows
