@@ -1,4 +1,5 @@
-"""The command line: `comfycord run | check | generate | workflows | backends | import | sync`."""
+"""The command line: comfycord run | serve | check | generate | workflows | backends | import
+| sync | keys."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -65,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--count", type=int, default=1, help="how many images (seeds)")
     gen.add_argument("--out", type=Path, default=Path("out"), help="where to write the images")
+    sub.add_parser("serve", help="serve the HTTP API alone (no Discord token needed)")
+    keys = sub.add_parser("keys", help="create, list and revoke HTTP API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key (printed once)")
+    create.add_argument("name")
+    create.add_argument("--limit-queued", type=int, help="jobs this key may have waiting")
+    create.add_argument("--workflows", help="the only workflows it may use: a,b")
+    keys_sub.add_parser("list", help="list the keys (never the keys themselves)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("name")
     sub.add_parser("workflows", help="list the workflows and their parameters")
     sub.add_parser("backends", help="the ComfyUI backends: state, version, device, jobs done")
     imp = sub.add_parser(
@@ -99,6 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(generate(settings, args))
         if args.command == "import":
             return asyncio.run(import_workflow(settings, args))
+        if args.command == "keys":
+            return manage_keys(settings, args)
+        if args.command == "serve":
+            from bot.http.server import serve
+
+            return asyncio.run(serve(settings))
         if args.command in ("run", "sync"):
             if not settings.discord_token:
                 print(TOKEN_HELP, file=sys.stderr)
@@ -227,6 +245,48 @@ async def show_backends(settings: Settings, out: TextIO | None = None) -> int:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         print("  ".join([*cells, row[-1]]).rstrip(), file=out)
     return 1 if any(row[2] == "down" for row in rows) else 0
+
+
+# keys ----------------------------------------------------------------------------------------
+def manage_keys(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """`comfycord keys create|list|revoke`."""
+    from bot.http.keys import KeyStore
+
+    out = out or sys.stdout
+    store = Store(settings.storage.path)
+    try:
+        keys = KeyStore(store)
+        if args.keys_command == "create":
+            workflows = [w.strip() for w in (args.workflows or "").split(",") if w.strip()]
+            known, _ = load_workflows(settings.workflows.dir)
+            unknown = [w for w in workflows if w not in known]
+            if unknown:
+                raise UserError(f"--workflows: no workflow called {', '.join(unknown)}")
+            created = keys.create(
+                args.name, limit_queued=args.limit_queued, workflows=workflows or None
+            )
+            print(f"key {args.name} created. It is shown only this once:", file=out)
+            print(f"  API key:        {created.secret}", file=out)
+            print(f"  webhook secret: {created.webhook_secret}", file=out)
+            print("Use it as: Authorization: Bearer <API key>", file=out)
+        elif args.keys_command == "list":
+            listed = keys.list()
+            for key in listed:
+                limit = key.limit_queued if key.limit_queued is not None else "default"
+                allowed = ",".join(key.workflows) if key.workflows else "all"
+                when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(key.created_at))
+                print(
+                    f"{key.name}  created {when} UTC  queued limit {limit}  workflows {allowed}",
+                    file=out,
+                )
+            if not listed:
+                print("no keys; create one with `comfycord keys create NAME`", file=out)
+        else:
+            keys.revoke(args.name)
+            print(f"key {args.name} revoked", file=out)
+    finally:
+        store.close()
+    return 0
 
 
 # workflows -----------------------------------------------------------------------------------

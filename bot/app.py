@@ -26,6 +26,7 @@ from bot.admission import Admission
 from bot.engine import Engine
 from bot.errors import ConfigError, UserError
 from bot.lifecycle import SHUTDOWN_SECONDS, stop_requested
+from bot.metrics import Metrics
 from bot.policy import Policy
 from bot.settings import Settings
 
@@ -98,7 +99,10 @@ class ComfyBot(commands.Bot):
         )
         options.setdefault("allowed_installs", app_commands.AppInstallationType(guild=True))
         options.setdefault("tree_cls", ComfyTree)
+        metrics = Metrics(engine)
+        options.setdefault("http_trace", _discord_trace(metrics))
         super().__init__(command_prefix=commands.when_mentioned, **options)
+        self.metrics = metrics
         self.engine = engine
         self.settings = settings
         self.policy = Policy(engine.store, settings, lambda: engine.workflows)
@@ -171,6 +175,7 @@ class ComfyBot(commands.Bot):
             log.warning("closing took longer than %.0f s", timeout / 2)
 
     async def close(self) -> None:
+        self.metrics.close()
         try:
             if self.start_engine:
                 await self.engine.stop()
@@ -191,6 +196,22 @@ class ComfyBot(commands.Bot):
             log.error("command failed (ref %s)", ref, exc_info=original)
             message = f"Something went wrong (ref {ref}). The bot's owner can find it in the log."
         await send_error(interaction, message)
+
+
+def _discord_trace(metrics: Metrics) -> aiohttp.TraceConfig:
+    """Counts message edits and 429 answers on the bot's Discord session, for /metrics."""
+
+    async def on_end(
+        session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        if params.method == "PATCH" and "/messages/" in params.url.path:
+            metrics.discord_edits.inc()
+        if params.response.status == 429:
+            metrics.discord_rate_limited.inc()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_end)
+    return trace
 
 
 async def send_error(interaction: discord.Interaction, message: str) -> None:
@@ -215,7 +236,17 @@ async def run_bot(settings: Settings) -> int:
     async with aiohttp.ClientSession() as session:
         engine = Engine(session, settings)
         try:
-            async with ComfyBot(engine, settings) as bot:
+            async with ComfyBot(engine, settings) as bot, contextlib.AsyncExitStack() as http:
+                if settings.http.enabled:
+                    from bot.http.server import serving
+
+                    # the API is up with the engine, before Discord; it stops after the bot
+                    await engine.start()
+                    http.push_async_callback(engine.stop)
+                    bot.start_engine = False
+                    await http.enter_async_context(
+                        serving(engine, bot.admission, settings, bot.metrics)
+                    )
                 with stop_requested() as stop:
                     running = asyncio.ensure_future(bot.start(settings.discord_token))
                     stopping = asyncio.ensure_future(stop.wait())

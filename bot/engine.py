@@ -26,7 +26,15 @@ import aiohttp
 
 from bot.comfy.client import ComfyClient
 from bot.comfy.pool import Backend, BackendStatus, Pool
-from bot.errors import ComfyError, InvalidValue, NoBackend, NotAllowed, NotFound, WorkflowError
+from bot.errors import (
+    ComfyError,
+    InvalidValue,
+    LimitReached,
+    NoBackend,
+    NotAllowed,
+    NotFound,
+    WorkflowError,
+)
 from bot.jobs.dispatch import Needs
 from bot.jobs.model import Job, JobState, new_job_id
 from bot.jobs.runner import JobUpdate, Runner
@@ -399,7 +407,7 @@ class Engine:
         waiting = self.queue.waiting_of(owner)
         running = self.runner.running_count(owner)
         if waiting + running + count > limits.max_queued_per_member + limits.max_running_per_member:
-            raise NotAllowed(
+            raise LimitReached(
                 f"You already have {waiting + running} job(s) queued or running; the limit is "
                 f"{limits.max_queued_per_member} waiting and {limits.max_running_per_member} "
                 "running. Wait for one to finish or cancel one with /cancel."
@@ -409,7 +417,7 @@ class Engine:
             if last is not None:
                 left = limits.cooldown_seconds - (time.time() - last)
                 if left > 0:
-                    raise NotAllowed(f"Cooldown: you can start another job in {left:.0f} s.")
+                    raise LimitReached(f"Cooldown: you can start another job in {left:.0f} s.")
 
     def _save_inputs(self, job_id: str, images: Mapping[str, ImageInput]) -> dict[str, str]:
         folder = Path(self.settings.storage.outputs).parent / "inputs"

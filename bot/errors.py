@@ -5,7 +5,8 @@ ComfycordError
 │   ├── ConfigError           settings file or environment is wrong (names file and key)
 │   ├── WorkflowError         a workflow pack (YAML or graph) is wrong (names file and key)
 │   ├── InvalidValue          a parameter value is out of range / unknown (names the param)
-│   ├── NotAllowed            policy, permissions, limits, banned words
+│   ├── NotAllowed            policy, permissions, banned words
+│   │   └── LimitReached      too many jobs queued or running, or in cooldown
 │   ├── NotFound              unknown workflow, job...
 │   └── ComfyError            anything that went wrong on the ComfyUI side
 │       ├── BackendUnavailable    ComfyUI is unreachable or answered 5xx
@@ -53,6 +54,10 @@ class InvalidValue(UserError):
 
 class NotAllowed(UserError):
     """The action is not allowed here or for this member."""
+
+
+class LimitReached(NotAllowed):
+    """The requester has too many jobs queued or running, or is in cooldown."""
 
 
 class NotFound(UserError):

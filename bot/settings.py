@@ -130,12 +130,34 @@ class LimitSettings(_Section):
     moderators_first: bool = False
 
 
+class HttpSettings(_Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = None
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_image_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    image_urls: bool = True
+    allow_private_urls: bool = False
+    url_timeout: float = Field(20.0, gt=0)
+    webhook_attempts: int = Field(5, ge=1, le=20)
+    webhook_backoff: float = Field(2.0, ge=0)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+
 class Settings(_Section):
     comfyui: ComfySettings = ComfySettings()
     discord: DiscordSettings = DiscordSettings()
     storage: StorageSettings = StorageSettings()
     workflows: WorkflowSettings = WorkflowSettings()
     limits: LimitSettings = LimitSettings()
+    http: HttpSettings = HttpSettings()
     log_level: str = "INFO"
     discord_token: str | None = Field(None, exclude=True, repr=False)
 

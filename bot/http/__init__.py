@@ -1,0 +1,1 @@
+"""The HTTP API: every workflow as a typed endpoint over the same engine, queue and limits."""
