@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from yarl import URL
 
 from bot.engine import Engine
 from bot.jobs.model import Job, JobState
@@ -25,13 +24,11 @@ DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
 
 
 def backend_of(engine: Engine, job: Job) -> str:
-    """The backend label of a job: where it ran, without any credentials in the URL."""
-    raw = str(job.meta.get("backend") or engine.settings.comfyui.url)
-    try:
-        url = URL(raw)
-    except ValueError:
-        return "unknown"
-    return f"{url.host}:{url.port}" if url.host else raw
+    """The backend label of a job: the pool's name of the backend it ran on."""
+    if job.backend:
+        return job.backend
+    backends = list(engine.pool)
+    return backends[0].name if backends else "unknown"
 
 
 class Metrics:
@@ -110,7 +107,8 @@ class Metrics:
         totals: dict[str, float] = dict(self._busy_total)
         for backend, since in self._busy_since.items():
             totals[backend] = totals.get(backend, 0.0) + now - since
-        totals.setdefault(backend_of(self.engine, Job("", "", {}, "")), 0.0)
+        for backend in self.engine.pool:
+            totals.setdefault(backend.name, 0.0)
         return totals
 
 

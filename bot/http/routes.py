@@ -423,11 +423,14 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 async def readyz(request: web.Request) -> web.StreamResponse:
     api = api_of(request)
     checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(api.engine.client.system_stats(), 5.0)
-        checks["comfyui"] = "reachable"
-    except Exception as exc:  # any failure means "not ready"; the probe never errors
-        checks["comfyui"] = f"unreachable ({type(exc).__name__})"
+    reached = []
+    for backend in api.engine.pool:
+        try:
+            await asyncio.wait_for(backend.client.system_stats(), 5.0)
+            reached.append(backend.name)
+        except Exception as exc:  # any failure means "not reachable"; the probe never errors
+            log.info("readiness: %s unreachable (%s)", backend.name, type(exc).__name__)
+    checks["comfyui"] = "reachable" if reached else "unreachable (no backend answered)"
     try:
         folder = Path(api.settings.storage.outputs)
         folder.mkdir(parents=True, exist_ok=True)
