@@ -443,3 +443,17 @@ def test_a_gligen_box_passes_the_prompt_on_to_the_encoder_before_it() -> None:
     found = detected(graph)
 
     assert found["prompt"] == [("2", "text")]
+
+
+def test_a_loader_picking_from_comfyuis_outputs_is_not_an_upload() -> None:
+    inputs = _ksampler_inputs()
+    inputs.update(latent_image=["9", 0], denoise=0.6)
+    graph = _sd15(class_type="KSampler", **inputs)
+    del graph["4"]
+    graph["8"] = node("LoadImageOutput", image="ComfyUI_00001_.png [output]")
+    graph["9"] = node("VAEEncode", pixels=["8", 0], vae=["1", 2])
+
+    found = detected(graph)
+
+    assert "image" not in found
+    assert found["prompt"] == [("2", "text")]

@@ -370,7 +370,10 @@ class _Reader:
                     found.append((node_id, "image", "mask" if kind == "LoadImageMask" else "image"))
                 continue
             uploads = [
-                d for d in self.defs(node_id) if any(d.options.get(o) for o in _UPLOAD_OPTIONS)
+                d
+                for d in self.defs(node_id)
+                if any(d.options.get(o) for o in _UPLOAD_OPTIONS)
+                and d.options.get("image_folder", "input") == "input"  # not a pick of outputs
             ]
             outputs = set(self.outputs(node_id))
             if uploads:
