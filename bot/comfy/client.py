@@ -593,6 +593,22 @@ class ComfyClient:
             elif tracker.submitted:
                 self._resolve(tracker, "interrupted")
 
+    async def delete_pending(self, prompt_id: str) -> bool:
+        """Take a prompt out of ComfyUI's queue if it has not started; returns whether it did.
+
+        False when it is running or done (it is left alone) or unknown. Its tracker, if any,
+        is left as it is: stop following it first.
+
+        Raises:
+            BackendUnavailable: ComfyUI is unreachable.
+        """
+        if not (await self.queue_snapshot()).position(prompt_id):
+            return False
+        await self._expect_ok("POST", "/queue", {"delete": [prompt_id]})
+        if (await self.queue_snapshot()).position(prompt_id) is not None:
+            return False  # it started before the delete
+        return await self.history(prompt_id) is None  # else it even finished meanwhile
+
     async def _interrupt(self, prompt_id: str) -> None:
         log.info("interrupting running prompt %s", prompt_id)
         await self._expect_ok("POST", "/interrupt", {"prompt_id": prompt_id})

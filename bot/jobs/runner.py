@@ -84,6 +84,14 @@ class _Active:
     task: asyncio.Task[None] | None = None
     cancel_by: str | None = None
     prompt: dict[str, Any] = field(default_factory=dict)
+    handed_at: float = field(default_factory=time.monotonic)
+    accepted: bool = False  # ComfyUI has queued its prompt
+    moving_to: Backend | None = None  # being taken to an idle backend (see `_steal`)
+
+    @property
+    def waiting_there(self) -> bool:
+        """Queued in its ComfyUI behind another prompt (prefetched), not started."""
+        return self.accepted and self.job.state is JobState.SUBMITTED
 
 
 class Runner:
@@ -205,13 +213,16 @@ class Runner:
 
         A prompt orphaned by a websocket drop does not count: ComfyUI runs it anyway, and the
         next job waits in ComfyUI's own queue instead of leaving the GPU idle until the orphan's
-        end is noticed.
+        end is noticed. A job being moved to it (see `_steal`) counts.
         """
         return sum(
             1
             for a in self._active.values()
-            if a.backend is backend
-            and not (a.job.prompt_id and backend.client.orphaned(a.job.prompt_id))
+            if a.moving_to is backend
+            or (
+                a.backend is backend
+                and not (a.job.prompt_id and backend.client.orphaned(a.job.prompt_id))
+            )
         )
 
     def position(self, job_id: str) -> int | None:
@@ -274,25 +285,45 @@ class Runner:
                 self._announce_positions()
 
     def _dispatch(self) -> bool:
-        """Hand out jobs while a backend has room; returns whether any was handed out."""
+        """Hand out jobs while a backend has room; returns whether any was handed out.
+
+        First to idle backends: a job prefetched on a busy backend moves to an idle one
+        (it was picked before every waiting job), then the next jobs in fair order. Then one
+        job more per busy backend (`prefetch`), soonest free first.
+        """
         started = False
         while True:
             # With no backend up, jobs go to the backends as they are and wait there for one to
             # answer (up to `submit_retry_seconds`), as with a single ComfyUI.
             up = [b for b in self.pool if b.up] or list(self.pool)
             free = [b for b in up if self.load(b) < b.max_in_flight]
+            if self._steal_for(free):
+                continue
             picked = self._pick(free)
             if picked is None and self.prefetch:
                 room = [b for b in up if self.load(b) < b.max_in_flight + self.prefetch]
-                picked = self._pick(room)
+                for backend in sorted(room, key=self._busy_since):
+                    picked = self._pick([backend])
+                    if picked is not None:
+                        break
             if picked is None:
                 return started
             job, backend = picked
             self._launch(job, backend, resume=False)
             started = True
 
+    def _busy_since(self, backend: Backend) -> float:
+        """When the oldest job a backend holds was handed to it (it should free up first)."""
+        return min(
+            (a.handed_at for a in self._active.values() if a.backend is backend),
+            default=0.0,
+        )
+
     def _pick(self, backends: list[Backend]) -> tuple[Job, Backend] | None:
-        """The next job in fair order that one of `backends` can run, and the one to run it."""
+        """The next job in fair order that one of `backends` can run, and the one to run it.
+
+        Jobs handed to a backend count towards their member's running limit, prefetched or not.
+        """
         if not backends:
             return None
         for job in self._moved:  # already picked once: they go first
@@ -301,8 +332,8 @@ class Runner:
                 self._moved.remove(job)
                 return job, backend
         running: dict[str, int] = {}
-        for active in self.active_jobs():
-            running[active.owner_id] = running.get(active.owner_id, 0) + 1
+        for job in self.active_jobs():
+            running[job.owner_id] = running.get(job.owner_id, 0) + 1
         chosen = self.queue.pop_next(
             running, self.running_limit, accept=lambda j: bool(self._capable(j, backends))
         )
@@ -311,6 +342,62 @@ class Runner:
         backend = self.dispatcher.choose(self._capable(chosen, backends), self.load)
         assert backend is not None  # accepted above
         return chosen, backend
+
+    def _steal_for(self, free: list[Backend]) -> bool:
+        """Move a job prefetched on a busy backend to an idle one; returns whether it did."""
+        waiting = sorted(
+            (
+                a
+                for a in self._active.values()
+                if a.waiting_there and a.moving_to is None and a.backend.up
+            ),
+            key=lambda a: a.handed_at,
+        )
+        for active in waiting:
+            if self.load(active.backend) <= active.backend.max_in_flight:
+                continue  # next in line there: it starts as soon as that backend can
+            others = sum(
+                1
+                for a in self._active.values()
+                if a.job.owner_id == active.job.owner_id and a is not active
+            )
+            cap = self.running_limit(active.job)
+            if cap is not None and others >= cap:
+                continue  # it waits behind its member's own job
+            targets = self._capable(active.job, [b for b in free if b is not active.backend])
+            target = self.dispatcher.choose(targets, self.load)
+            if target is not None:
+                active.moving_to = target
+                spawn(self._steal(active, target), name=f"steal-{active.job.id}")
+                return True
+        return False
+
+    async def _steal(self, active: _Active, target: Backend) -> None:
+        """Withdraw a prefetched prompt from its backend and run the job on `target`."""
+        job, source = active.job, active.backend
+        prompt_id = job.prompt_id
+        task = active.task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        withdrawn = False
+        if prompt_id:
+            try:
+                withdrawn = await source.client.delete_pending(prompt_id)
+            except BackendUnavailable as exc:
+                log.info("could not withdraw %s from %s: %s", prompt_id, source.name, exc)
+        if self._active.get(job.id) is not active:
+            return  # cancelled meanwhile
+        del self._active[job.id]
+        if withdrawn and active.cancel_by is None:
+            log.info("job %s moves from %s to idle %s", job.id, source.name, target.name)
+            job = self._save(job.evolve(state=JobState.QUEUED, prompt_id=None, backend=None))
+            self._launch(job, target, resume=False)
+        else:  # it started there after all (or is being cancelled): follow it again
+            self._launch(active.job, source, resume=True)
+            self._active[job.id].cancel_by = active.cancel_by
+        self._wake.set()
 
     def _launch(self, job: Job, backend: Backend, *, resume: bool) -> None:
         active = _Active(job, backend)
@@ -402,6 +489,7 @@ class Runner:
         try:
             result: PromptResult | None = None
             if resume and job.prompt_id:
+                active.accepted = True
                 tracker = client.track(job.prompt_id, resume=True)
                 await client.reconcile(job.prompt_id)
                 result = await self._follow(active, tracker)
@@ -436,6 +524,7 @@ class Runner:
                     raise
                 if accepted != prompt_id:  # an older ComfyUI chose its own id
                     self._update(active, prompt_id=accepted)
+                active.accepted = True
                 if active.cancel_by is not None:
                     await client.cancel(accepted)
                 result = await self._follow(active, tracker)
