@@ -158,6 +158,7 @@ class Engine:
                 log.warning("ComfyUI %s not reachable at start; will keep trying", backend.name)
         if not self.workflows:
             self.reload_workflows()
+        self.pool.object_info()  # merged now rather than on the first request
         await self.runner.start()
         self._started = True
 

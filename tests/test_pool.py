@@ -432,3 +432,31 @@ async def test_cli_backends_prints_each_backend(
         assert "NVIDIA GeForce RTX 4090" in gpu1 and "GiB free" in gpu1
         assert gpu1.split()[-2:] == ["1", "-"]  # jobs done, no error
         assert " down " in gpu2 and "not reachable" in gpu2
+
+
+async def test_a_job_prefetched_behind_a_busy_backend_moves_to_one_that_falls_idle(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    async with fakes(a={}, b={}) as servers:
+        a_fake, b_fake = servers["a"], servers["b"]
+        settings = pool_settings(tmp_path, servers, comfyui={"prefetch": 1})
+        a_fake.hold_steps()
+        b_fake.hold_steps()
+        async with running_engine(session, settings) as (eng, rec):
+            jobs = [(await eng.submit(request(owner=str(i))))[0] for i in range(3)]
+            await wait_for(lambda: len(a_fake.queue["queue_pending"]) == 1)
+            await wait_for(lambda: b_fake.running_prompt_id is not None)
+            third = eng.get_job(jobs[2].id)
+            assert third is not None and third.backend == "a"  # queued behind the first
+            first_try = third.prompt_id
+            b_fake.release_steps()  # b finishes the second job and falls idle
+            [done] = await rec.finished(jobs[2].id, timeout=20)
+            assert done.job.state is JobState.DONE and done.job.backend == "b"
+            assert not a_fake.queue["queue_pending"] and first_try not in a_fake.history
+            a_fake.release_steps()
+            await rec.finished(*(j.id for j in jobs), timeout=20)
+            assert all(len(rec.of(j.id, "finished")) == 1 for j in jobs)
+            assert len(a_fake.busy) == 1 and len(b_fake.busy) == 2
+            [a_status, b_status] = eng.backends()
+            assert (a_status.jobs_done, b_status.jobs_done) == (1, 2)
+            assert a_status.busy_seconds > 0 and b_status.busy_seconds > 0

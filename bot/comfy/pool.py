@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ class BackendStatus:
     running: int  # jobs handed to it (running or queued in its ComfyUI)
     jobs_done: int
     last_error: str | None
+    busy_seconds: float = 0.0
 
     @property
     def version(self) -> str:
@@ -135,6 +137,7 @@ class Backend:
         self.health: Health | None = None
         self.last_error: str | None = None
         self.jobs_done = 0
+        self.busy_seconds = 0.0  # time its ComfyUI spent running our jobs (start to outcome)
         self.down_since: float | None = time.monotonic()
         self.expired = False
         self._announce = announce
@@ -188,6 +191,7 @@ class Backend:
             load,
             self.jobs_done if jobs_done is None else jobs_done,
             self.last_error,
+            self.busy_seconds,
         )
 
     # events ---------------------------------------------------------------------------------
@@ -276,6 +280,7 @@ class Pool:
             raise ValueError("a pool needs at least one backend")
         self.backends = backends
         self._listeners: list[Callable[[BackendEvent], None]] = []
+        self._merged: tuple[list[Mapping[str, Any]], dict[str, Any]] | None = None
         for backend in backends:
             backend._announce = self._emit
 
@@ -337,7 +342,13 @@ class Pool:
             return None
         if len(infos) == 1:
             return dict(infos[0])
-        return merge_object_info(infos)
+        cached = self._merged
+        same = cached is not None and len(cached[0]) == len(infos)
+        if cached is not None and same and all(map(operator.is_, cached[0], infos)):
+            return cached[1]  # merged once per change of a backend's node list
+        merged = merge_object_info(infos)
+        self._merged = (infos, merged)
+        return merged
 
 
 def merge_object_info(infos: list[Mapping[str, Any]]) -> dict[str, Any]:

@@ -87,6 +87,7 @@ class _Active:
     handed_at: float = field(default_factory=time.monotonic)
     accepted: bool = False  # ComfyUI has queued its prompt
     moving_to: Backend | None = None  # being taken to an idle backend (see `_steal`)
+    gpu_since: float | None = None  # when ComfyUI started running it
 
     @property
     def waiting_there(self) -> bool:
@@ -543,6 +544,9 @@ class Runner:
             log.exception("job %s failed unexpectedly", job.id)
             self._fail(active, None)
         finally:
+            if active.gpu_since is not None:
+                active.backend.busy_seconds += time.monotonic() - active.gpu_since
+                active.gpu_since = None
             if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 if self._active.get(job.id) is active:
                     del self._active[job.id]
@@ -620,6 +624,8 @@ class Runner:
     async def _consume(self, active: _Active, tracker: PromptTracker, progress: _Progress) -> None:
         async for event in tracker:
             update = progress.feed(event)
+            if isinstance(event, ExecutionStart) and active.gpu_since is None:
+                active.gpu_since = time.monotonic()
             if isinstance(event, ExecutionStart) and active.job.state is not JobState.RUNNING:
                 self._update(active, state=JobState.RUNNING)
                 self.emit(JobUpdate(active.job, "started"))
