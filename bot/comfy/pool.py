@@ -341,7 +341,7 @@ class Pool:
         if not infos:
             return None
         if len(infos) == 1:
-            return dict(infos[0])
+            return infos[0] if isinstance(infos[0], dict) else dict(infos[0])
         cached = self._merged
         same = cached is not None and len(cached[0]) == len(infos)
         if cached is not None and same and all(map(operator.is_, cached[0], infos)):

@@ -234,6 +234,8 @@ class Runner:
 
     def refusal(self, job: Job) -> str | None:
         """Why no backend can run this job (None: one can, or may once it is reachable)."""
+        if len(self.pool) == 1:
+            return None  # its ComfyUI answers for itself
         needs = self._needs_for(job)
         return None if needs is None else self.dispatcher.refusal(needs)
 
@@ -275,6 +277,8 @@ class Runner:
         return self._needs[job.id]
 
     def _capable(self, job: Job, backends: list[Backend]) -> list[Backend]:
+        if len(self.pool) == 1:
+            return backends
         needs = self._needs_for(job)
         return backends if needs is None else self.dispatcher.capable(needs, backends)
 
