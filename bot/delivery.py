@@ -158,8 +158,9 @@ def position_edit_due(
 
     Members care about bands of positions (1, 2, 3, 5, 10, 20, 50, ...), not each move. The
     reply is always edited when `current` is two bands or more from what it shows, so it is
-    never wrong by more than one band. Entering the next band is shown when the job is among
-    the next three or the reply was last edited `refresh` seconds ago or more, if the
+    never wrong by more than one band. Among the next three every band shows; further back,
+    entering the next band towards the front shows if the reply was last edited `refresh`
+    seconds ago or more (being pushed back by one band is not worth an edit). Both only if the
     reply can afford it: `edits` waiting edits made so far, plus this one, plus the ones that
     will be needed to stay within one band on the way to the front, within `allowance` (None:
     no limit).
@@ -171,7 +172,7 @@ def position_edit_due(
         return False
     if gap >= 2:
         return True
-    if current > 3 and since_edit < refresh:
+    if current > 3 and (current > shown or since_edit < refresh):
         return False
     return allowance is None or edits + 1 + band_of(current) // 2 <= allowance
 

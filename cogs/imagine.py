@@ -766,7 +766,8 @@ class Imagine(commands.Cog):
         Repeating a delivery is harmless: an edit of the reply just happens again, and a channel
         post carries the reply's nonce, so Discord returns the message already posted.
         """
-        files, notes = self._result_files(jobs, reply.size_limit)
+        held = {job_id: u.images for job_id, u in reply.latest.items() if u.images}
+        files, notes = self._result_files(jobs, reply.size_limit, held)
         content, embed, view = self._result_message(jobs, notes)
         first_batch, rest = files[:MAX_FILES], files[MAX_FILES:]
         if reply.token_usable():
@@ -785,7 +786,7 @@ class Imagine(commands.Cog):
                 log.info(
                     "interaction token of %s no longer works; posting to the channel", reply.key
                 )
-                files, notes = self._result_files(jobs, reply.size_limit)
+                files, notes = self._result_files(jobs, reply.size_limit, held)
                 first_batch, rest = files[:MAX_FILES], files[MAX_FILES:]
         await self._point_to_result(reply)
         message = await self._send_to_channel(reply, content, embed, view, first_batch, rest)
@@ -850,16 +851,24 @@ class Imagine(commands.Cog):
         except discord.HTTPException as exc:
             log.info("could not edit the old reply of %s (%s)", reply.key, exc.status)
 
-    def _result_files(self, jobs: list[Job], limit: int) -> tuple[list[discord.File], list[str]]:
+    def _result_files(
+        self, jobs: list[Job], limit: int, in_memory: dict[str, tuple[bytes, ...]] | None = None
+    ) -> tuple[list[discord.File], list[str]]:
+        """The images to attach: the bytes the engine handed over, else the copies on disk."""
         files, notes = [], []
         for job in jobs:
-            for output in job.outputs:
+            held = (in_memory or {}).get(job.id, ())
+            for index, output in enumerate(job.outputs):
                 path = Path(output.path)
-                if not path.is_file():
+                if index < len(held):
+                    data = held[index]
+                elif path.is_file():
+                    data = path.read_bytes()
+                else:
                     notes.append(f"image {output.filename} of job {job.id} is missing on disk")
                     continue
                 name = f"{job.id}-{output.filename}"
-                fitted = fit_image(path.read_bytes(), name, limit)
+                fitted = fit_image(data, name, limit)
                 if fitted.note:
                     notes.append(f"{name} was {fitted.note} to fit Discord's upload limit")
                 files.append(discord.File(io.BytesIO(fitted.data), filename=fitted.filename))

@@ -114,7 +114,10 @@ def test_a_waiting_reply_is_edited_for_bands_not_for_moves() -> None:
     assert position_edit_due(40, 19, 31.0)  # next band, 30 s later: show it
     assert position_edit_due(40, 9, 0.0)  # two bands away: never wrong by more than one
     assert position_edit_due(3, 2, 0.0)  # among the next three, every band shows
-    assert position_edit_due(12, 30, 0.0) is False  # pushed back within one band
+    assert position_edit_due(12, 30, 0.0) is False  # pushed back by one band
+    assert position_edit_due(40, 60, 60.0) is False  # not even when the last edit is old
+    assert position_edit_due(1, 2, 0.0)  # among the next three, every band shows
+    assert position_edit_due(12, 60, 0.0)  # pushed back two bands
     # what a reply can afford: this edit plus those still needed on the way (to #1 from 2000:
     # bands 1000 -> 200 -> 50 -> 10 -> 3 -> 1 is five)
     assert position_edit_due(40, 19, 31.0, edits=1, allowance=4)  # 1 made, this, 2 to come

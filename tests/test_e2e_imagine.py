@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.jobs.runner import JobUpdate, image_size
 from tests.conftest import WORKFLOWS, make_settings
 from tests.e2e import (
     comfybot,
@@ -58,6 +59,29 @@ async def test_imagine_acknowledges_shows_progress_and_attaches_the_images(
         assert embed["description"] == "a cat"
         assert message.custom_ids[0] == f"cc:reroll:{job.id}"
         assert fake.errors == []
+
+
+async def test_the_result_is_sent_from_memory_not_read_back_from_disk(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, comfy.url)
+    async with comfybot(fake, settings) as bot:
+        removed: list[str] = []
+
+        def remove_the_copy(update: JobUpdate) -> None:  # runs before the delivery task
+            if update.kind == "finished":
+                for output in update.job.outputs:
+                    Path(output.path).unlink()
+                    removed.append(output.path)
+
+        bot.engine.listen(remove_the_copy)
+        it = await fake.slash("imagine", {"prompt": "a cat", "steps": 1})
+        message = await wait_result(fake, it)
+        [job] = bot.engine.recent(limit=1)
+        assert removed and [a.data for a in message.attachments] == output_images(
+            comfy, job.prompt_id
+        )
+        assert "missing" not in message.content
 
 
 async def test_progress_shows_previews_and_queue_position(
@@ -313,3 +337,11 @@ async def test_bot_restarted_mid_job_delivers_the_result_once(
     async with comfybot(fake, settings):
         await asyncio.sleep(0.5)
         assert len(results()) == 1  # not delivered again
+
+
+def test_image_size_reads_a_png_header_and_asks_pillow_for_the_rest() -> None:
+    for fmt in ("PNG", "JPEG", "WEBP"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (321, 123)).save(buffer, fmt)
+        assert image_size(buffer.getvalue()) == (321, 123)
+    assert image_size(b"not an image") == (0, 0)

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import io
 import logging
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class JobUpdate:
     preview: bytes | None = None
     preview_mime: str | None = None
     note: str | None = None
+    images: tuple[bytes, ...] = ()  # finished: the outputs' bytes, as saved to `job.outputs`
 
 
 Emit = Callable[[JobUpdate], None]
@@ -659,7 +661,7 @@ class Runner:
             raise OutputMissing("The workflow finished but produced no images")
         folder = self.outputs_dir / active.job.id
         folder.mkdir(parents=True, exist_ok=True)
-        outputs = []
+        outputs, images = [], []
         for index, (node, ref) in enumerate(zip(nodes, refs, strict=True), start=1):
             data = await self._retrying(
                 active,
@@ -670,8 +672,9 @@ class Runner:
             suffix = suffix if suffix in IMAGE_SUFFIXES else ".png"
             path = folder / f"{index:02d}{suffix}"
             path.write_bytes(data)
-            width, height = _size(data)
+            width, height = image_size(data)
             outputs.append(Output(str(path), path.name, node, width, height))
+            images.append(data)
         active.backend.jobs_done += 1
         self._update(
             active,
@@ -680,7 +683,8 @@ class Runner:
             finished_at=time.time(),
             error=None,
         )
-        self.emit(JobUpdate(active.job, "finished"))
+        # the bytes go along: delivering them needs no read back from disk
+        self.emit(JobUpdate(active.job, "finished", images=tuple(images)))
 
     def _fail(self, active: _Active, exc: UserError | None) -> None:
         state = JobState.CANCELLED if isinstance(exc, Interrupted) else JobState.FAILED
@@ -754,7 +758,11 @@ def _plain_unreachable(exc: BackendUnavailable) -> str:
     return "ComfyUI could not be reached, so the job could not run. Try again later."
 
 
-def _size(data: bytes) -> tuple[int, int]:
+def image_size(data: bytes) -> tuple[int, int]:
+    """Width and height of an image: read from a PNG's header, else by Pillow; (0, 0) if unknown."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        return int(width), int(height)
     try:
         with Image.open(io.BytesIO(data)) as img:
             return img.size
