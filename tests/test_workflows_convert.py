@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.workflows import InvalidWorkflow
 from bot.workflows.convert import convert_ui
-from bot.workflows.graph import ui_to_api
+from bot.workflows.graph import load_graph, ui_to_api
 from tests.test_workflows import object_info
 from tests.test_workflows_graph import _link, txt2img_ui_export
 
@@ -317,3 +319,46 @@ def test_a_missing_custom_node_names_its_pack() -> None:
     assert problem.code == "unknown_node"
     assert "'comfyui-kjnodes' (kijai/ComfyUI-KJNodes)" in problem.message
     assert "Install it" in problem.message
+
+
+def _broken(change: str) -> dict[str, Any]:
+    export = copy.deepcopy(_with_positive_in_a_subgraph())
+    if change == "links not a list":
+        export["links"] = 7
+    elif change == "a node id that is a list":
+        _node(export, 9)["id"] = [9]
+    elif change == "a link id that is a list":
+        _node(export, 3)["inputs"][0]["link"] = [1]
+    elif change == "a node type that is a list":
+        _node(export, 7)["type"] = ["SetNode"]
+    elif change == "subgraph inputs not a list":
+        export["definitions"]["subgraphs"][0]["inputs"] = True
+    elif change == "a subgraph holding itself":
+        inner = export["definitions"]["subgraphs"][0]["nodes"][0]
+        inner["type"] = "prompt-subgraph"
+    return export
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "links not a list",
+        "a node id that is a list",
+        "a link id that is a list",
+        "a node type that is a list",
+        "subgraph inputs not a list",
+        "a subgraph holding itself",
+    ],
+)
+def test_a_malformed_export_is_converted_or_refused_never_crashes(
+    change: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(_broken(change)), encoding="utf-8")
+
+    try:
+        graph = load_graph(path, object_info())
+    except InvalidWorkflow as exc:
+        assert exc.problems  # refused, saying why
+    else:
+        assert all(isinstance(node["class_type"], str) for node in graph.values())

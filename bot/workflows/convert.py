@@ -22,7 +22,7 @@ can say what to install or which ComfyUI is needed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,24 +156,24 @@ class _Scope:
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.data = data
         self.nodes: dict[Any, Mapping[str, Any]] = {}
-        for node in data.get("nodes") or []:
-            if isinstance(node, Mapping) and "id" in node:
+        for node in _items(data.get("nodes")):
+            if isinstance(node, Mapping) and _is_id(node.get("id")):
                 self.nodes[node["id"]] = node
         self.links: dict[Any, _Link] = {}
-        for link in data.get("links") or []:
-            if isinstance(link, Sequence) and not isinstance(link, str) and len(link) >= 5:
+        for link in _items(data.get("links")):
+            if isinstance(link, list) and len(link) >= 5 and _is_id(link[0]):
                 self.links[link[0]] = _Link(link[1], _int(link[2]))
-            elif isinstance(link, Mapping) and "id" in link:
+            elif isinstance(link, Mapping) and _is_id(link.get("id")):
                 self.links[link["id"]] = _Link(link.get("origin_id"), _int(link.get("origin_slot")))
         self.inputs: list[Mapping[str, Any]] = [
-            i for i in data.get("inputs") or [] if isinstance(i, Mapping)
+            i for i in _items(data.get("inputs")) if isinstance(i, Mapping)
         ]
         self.outputs: list[Mapping[str, Any]] = [
-            o for o in data.get("outputs") or [] if isinstance(o, Mapping)
+            o for o in _items(data.get("outputs")) if isinstance(o, Mapping)
         ]
         self.setters: dict[str, Mapping[str, Any]] = {}
         for node in self.nodes.values():
-            if node.get("type") in SETTERS and node.get("mode") != MODE_MUTED:
+            if str(node.get("type")) in SETTERS and node.get("mode") != MODE_MUTED:
                 name = _first_value(node)
                 if isinstance(name, str):
                     self.setters.setdefault(name, node)
@@ -181,10 +181,20 @@ class _Scope:
     def output_link(self, slot: int) -> Any:
         """The inner link that feeds the subgraph's output `slot`."""
         if 0 <= slot < len(self.outputs):
-            ids = self.outputs[slot].get("linkIds") or []
+            ids = _items(self.outputs[slot].get("linkIds"))
             if ids:
                 return ids[0]
         return None
+
+
+def _items(value: Any) -> list[Any]:
+    """A list from the export, or an empty one when it holds something else."""
+    return value if isinstance(value, list) else []
+
+
+def _is_id(value: Any) -> bool:
+    """Whether a value can be a node or link id (a number or a string)."""
+    return isinstance(value, int | str) and not isinstance(value, bool)
 
 
 def _int(value: Any) -> int:
@@ -203,7 +213,7 @@ def _first_value(node: Mapping[str, Any]) -> Any:
 
 def _slots(node: Mapping[str, Any]) -> list[_Slot]:
     found = []
-    for item in node.get("inputs") or []:
+    for item in _items(node.get("inputs")):
         if not isinstance(item, Mapping):
             continue
         widget = item.get("widget")
@@ -263,7 +273,7 @@ class _Converter:
         definitions = data.get("definitions")
         if not isinstance(definitions, Mapping) or depth > _MAX_DEPTH:
             return
-        for sub in definitions.get("subgraphs") or []:
+        for sub in _items(definitions.get("subgraphs")):
             if isinstance(sub, Mapping) and isinstance(sub.get("id"), str):
                 self.subgraphs.setdefault(sub["id"], _Scope(sub))
                 self._collect_definitions(sub, depth + 1)
@@ -272,10 +282,10 @@ class _Converter:
 
     def resolve(self, frame: _Frame, link_id: Any, wanted: str, depth: int = 0) -> Any:
         """Where a link really comes from: a `_Source`, a `_Value`, `_GONE`, or None."""
-        if link_id is None or depth > _MAX_DEPTH:
+        if not _is_id(link_id) or depth > _MAX_DEPTH:
             return None
         link = frame.scope.links.get(link_id)
-        if link is None:
+        if link is None or not _is_id(link.origin):
             return None
         if link.origin == SUBGRAPH_INPUT_NODE:
             return self.resolve_subgraph_input(frame, link.slot, wanted, depth + 1)
@@ -348,7 +358,7 @@ class _Converter:
         self, frame: _Frame, node: Mapping[str, Any], slot: int, wanted: str, depth: int
     ) -> Any:
         inputs = self.bypass_slots(frame, node)
-        outputs = node.get("outputs") or []
+        outputs = _items(node.get("outputs"))
         output = outputs[slot] if 0 <= slot < len(outputs) else None
         out_type = str(output.get("type") or "*") if isinstance(output, Mapping) else "*"
         if out_type == "*":
@@ -415,7 +425,9 @@ class _Converter:
         """An unknown node linked to nothing (a label, a note of some pack): never run."""
         if any(s.link is not None for s in _slots(node)):
             return False
-        return not any(isinstance(o, Mapping) and o.get("links") for o in node.get("outputs") or [])
+        return not any(
+            isinstance(o, Mapping) and o.get("links") for o in _items(node.get("outputs"))
+        )
 
     def widget_names(self, node: Mapping[str, Any]) -> list[tuple[str, int, Any]]:
         """`(name, slots taken in widgets_values, default)` for each widget, in order."""
@@ -587,9 +599,9 @@ def _order(node_id: str) -> tuple[tuple[int, ...], str]:
 
 def iter_ui_nodes(data: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
     """Every node of a UI-format export, those inside subgraph definitions included."""
-    yield from (n for n in data.get("nodes") or [] if isinstance(n, Mapping))
+    yield from (n for n in _items(data.get("nodes")) if isinstance(n, Mapping))
     definitions = data.get("definitions")
     if isinstance(definitions, Mapping):
-        for sub in definitions.get("subgraphs") or []:
+        for sub in _items(definitions.get("subgraphs")):
             if isinstance(sub, Mapping):
                 yield from iter_ui_nodes(sub)
