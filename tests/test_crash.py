@@ -270,26 +270,32 @@ async def test_repeated_sigkill_delivers_every_job_exactly_once(
             await bot.start()
             members = [fake.add_member(f"member{n}") for n in range(4)]
             its = []
-            for n in range(12):
-                options = {"prompt": f"again {n}", "steps": 3}
-                its.append(await fake.slash("imagine", options, user_id=members[n % 4]))
-            await asyncio.sleep(0.02)  # first kill: right after the burst
+
+            async def burst(first: int, count: int) -> None:
+                for n in range(first, first + count):
+                    options = {"prompt": f"again {n}", "steps": 3}
+                    its.append(await fake.slash("imagine", options, user_id=members[n % 4]))
+
+            await burst(0, 8)
+            await asyncio.sleep(0.02)  # first kill: right after a burst
             await bot.kill()
-            for delivered in (3, 7):  # then while results are being delivered
-                await bot.start()
-                # how many jobs outlived the first kill depends on its moment: wait for the
-                # n-th delivery, or for the last one when fewer jobs were stored
+            await bot.start()
+            await burst(8, 8)
+            await fake.wait_for(lambda: all(it.response_type for it in its[8:]), timeout=15)
+            for part in (1, 2):  # then twice while results are being delivered
+                total = len(bot.jobs())
                 await fake.wait_for(
-                    lambda n=delivered: (
-                        sum(j.delivered for j in bot.jobs()) >= min(n, len(bot.jobs()))
-                    ),  # type: ignore[misc]
+                    lambda part=part, total=total: (  # type: ignore[misc]
+                        3 * sum(j.delivered for j in bot.jobs()) >= part * total
+                    ),
                     timeout=30,
                     interval=0.02,
                 )
                 await bot.kill()
-            await bot.start()
+                await bot.start()
             await settled(bot, fake, its)
             assert_each_delivered_once(bot, fake)
+            assert len(bot.jobs()) >= 8  # the second burst, at least, was acknowledged
             assert len(comfy.prompts_received) == len(bot.jobs())
         finally:
             await bot.stop()
