@@ -162,21 +162,30 @@ async def check(settings: Settings, *, offline: bool = False, out: TextIO | None
 
 
 async def _fetch_object_info(settings: Settings, out: TextIO) -> dict[str, Any] | None:
+    """The node classes of every backend that answers (model lists merged), None if none does."""
     from bot.comfy.client import ComfyClient
+    from bot.comfy.pool import merge_object_info
 
     timeout = aiohttp.ClientTimeout(total=min(10.0, settings.comfyui.request_timeout))
+    infos = []
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        backend = settings.comfyui.pool()[0]
-        client = ComfyClient(session, backend.url, request_timeout=10.0, headers=backend.headers)
-        try:
-            info = await client.object_info()
-        except ComfyError as exc:
-            print(f"note: {exc}; checked without ComfyUI's node list", file=out)
-            return None
-        finally:
-            await client.close()
-    print(f"ok: ComfyUI at {backend.url} ({len(info)} node types)", file=out)
-    return info
+        for backend in settings.comfyui.pool():
+            client = ComfyClient(
+                session, backend.url, request_timeout=10.0, headers=backend.headers
+            )
+            try:
+                info = await client.object_info()
+            except ComfyError as exc:
+                print(f"note: {exc}; checked without its node list", file=out)
+                continue
+            finally:
+                await client.close()
+            print(f"ok: ComfyUI at {backend.url} ({len(info)} node types)", file=out)
+            infos.append(info)
+    if not infos:
+        print("note: checked without ComfyUI's node list", file=out)
+        return None
+    return infos[0] if len(infos) == 1 else merge_object_info(infos)
 
 
 async def _fetch_version(settings: Settings) -> str | None:

@@ -460,3 +460,21 @@ async def test_a_job_prefetched_behind_a_busy_backend_moves_to_one_that_falls_id
             [a_status, b_status] = eng.backends()
             assert (a_status.jobs_done, b_status.jobs_done) == (1, 2)
             assert a_status.busy_seconds > 0 and b_status.busy_seconds > 0
+
+
+async def test_cli_check_reads_every_backend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = sharpen_pack(tmp_path)
+    async with fakes(a={}, b={"extra_nodes": {"ImageSharpenPlus": SHARPEN}}) as servers:
+        config = tmp_path / "pool.yaml"
+        config.write_text(
+            f"workflows:\n  dir: {folder}\n"
+            "comfyui:\n  backends:\n"
+            f"    - {{url: '{servers['a'].url}', name: a}}\n"
+            f"    - {{url: '{servers['b'].url}', name: b}}\n"
+        )
+        code = await run_cli("--config", str(config), "check")
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert out.count("ok: ComfyUI at") == 2 and "ok: workflow sharpen" in out

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import operator
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -351,7 +351,7 @@ class Pool:
         return merged
 
 
-def merge_object_info(infos: list[Mapping[str, Any]]) -> dict[str, Any]:
+def merge_object_info(infos: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Node definitions of several backends: every class, and list choices united."""
     merged: dict[str, Any] = {}
     for info in infos:
