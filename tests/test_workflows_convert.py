@@ -362,3 +362,68 @@ def test_a_malformed_export_is_converted_or_refused_never_crashes(
         assert exc.problems  # refused, saying why
     else:
         assert all(isinstance(node["class_type"], str) for node in graph.values())
+
+
+@pytest.mark.parametrize(
+    "stored", [[5, 30], [5, "randomize", 30]], ids=["one per input", "with a control slot"]
+)
+def test_promoted_seed_and_steps_of_a_subgraph_instance_are_read_in_either_layout(
+    stored: list[Any],
+) -> None:
+    sampler = {
+        "id": 1,
+        "type": "KSampler",
+        "mode": 0,
+        "inputs": [
+            {"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": 1},
+            {"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": 2},
+        ],
+        "outputs": [{"name": "LATENT", "type": "LATENT", "links": []}],
+        "widgets_values": [0, "fixed", 20, 7, "euler", "normal", 1],
+    }
+    export = {
+        "nodes": [
+            {
+                "id": 9,
+                "type": "sampling",
+                "mode": 0,
+                "inputs": [],
+                "outputs": [],
+                "widgets_values": stored,
+            }
+        ],
+        "links": [],
+        "definitions": {
+            "subgraphs": [
+                {
+                    "id": "sampling",
+                    "inputs": [
+                        {"name": "seed", "type": "INT", "linkIds": [1]},
+                        {"name": "steps", "type": "INT", "linkIds": [2]},
+                    ],
+                    "outputs": [],
+                    "nodes": [sampler],
+                    "links": [
+                        {
+                            "id": 1,
+                            "origin_id": -10,
+                            "origin_slot": 0,
+                            "target_id": 1,
+                            "target_slot": 0,
+                        },
+                        {
+                            "id": 2,
+                            "origin_id": -10,
+                            "origin_slot": 1,
+                            "target_id": 1,
+                            "target_slot": 1,
+                        },
+                    ],
+                }
+            ]
+        },
+    }
+
+    inputs = convert_ui(export, object_info()).graph["9:1"]["inputs"]
+
+    assert (inputs["seed"], inputs["steps"], inputs["cfg"]) == (5, 30, 7)

@@ -138,6 +138,8 @@ def _types_fit(given: Any, wanted: Any) -> bool:
 class _Link:
     origin: Any
     slot: int
+    target: Any = None
+    target_slot: int = 0
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,14 @@ class _Scope:
         self.links: dict[Any, _Link] = {}
         for link in _items(data.get("links")):
             if isinstance(link, list) and len(link) >= 5 and _is_id(link[0]):
-                self.links[link[0]] = _Link(link[1], _int(link[2]))
+                self.links[link[0]] = _Link(link[1], _int(link[2]), link[3], _int(link[4]))
             elif isinstance(link, Mapping) and _is_id(link.get("id")):
-                self.links[link["id"]] = _Link(link.get("origin_id"), _int(link.get("origin_slot")))
+                self.links[link["id"]] = _Link(
+                    link.get("origin_id"),
+                    _int(link.get("origin_slot")),
+                    link.get("target_id"),
+                    _int(link.get("target_slot")),
+                )
         self.inputs: list[Mapping[str, Any]] = [
             i for i in _items(data.get("inputs")) if isinstance(i, Mapping)
         ]
@@ -177,6 +184,16 @@ class _Scope:
                 name = _first_value(node)
                 if isinstance(name, str):
                     self.setters.setdefault(name, node)
+
+    def input_targets(self, index: int) -> list[tuple[Mapping[str, Any], int]]:
+        """The inner nodes (and their input slots) the subgraph's input `index` feeds."""
+        found = []
+        for link_id in _items(self.inputs[index].get("linkIds")):
+            link = self.links.get(link_id) if _is_id(link_id) else None
+            node = self.nodes.get(link.target) if link and _is_id(link.target) else None
+            if link is not None and node is not None:
+                found.append((node, link.target_slot))
+        return found
 
     def output_link(self, slot: int) -> Any:
         """The inner link that feeds the subgraph's output `slot`."""
@@ -385,19 +402,43 @@ class _Converter:
             return None
         return self.resolve(frame, inputs[index].link, wanted, depth + 1)
 
+    def promoted(self, scope: _Scope, index: int) -> tuple[bool, bool]:
+        """Whether a subgraph input shows a widget on its instances, and whether that widget
+        is followed by a "control after generate" slot (a seed's)."""
+        widget = str(scope.inputs[index].get("type")) in nodeinfo.WIDGET_TYPES
+        control = False
+        for node, target_slot in scope.input_targets(index):
+            slots = _slots(node)
+            if not 0 <= target_slot < len(slots):
+                continue
+            slot = slots[target_slot]
+            widget = widget or slot.widget is not None
+            kind = str(node.get("type"))
+            definition = nodeinfo.input_def(self.object_info, kind, slot.widget or slot.name)
+            if definition is not None:
+                widget = widget or definition.is_widget
+                control = control or definition.has_control_widget
+        return widget, control
+
     def child_frame(self, frame: _Frame, instance: Mapping[str, Any]) -> _Frame:
         scope = self.subgraphs[str(instance.get("type"))]
-        names = [
-            str(i.get("name", ""))
-            for i in scope.inputs
-            if str(i.get("type")) in nodeinfo.WIDGET_TYPES
-        ]
+        promoted = []
+        for index, item in enumerate(scope.inputs):
+            widget, control = self.promoted(scope, index)
+            if widget:
+                promoted.append((str(item.get("name", "")), control))
         raw = instance.get("widgets_values")
         values: dict[str, Any] = {}
         if isinstance(raw, list):
-            values = dict(zip(names, raw, strict=False))
+            # One value per promoted input; older editors also kept a seed's control slot.
+            with_controls = len(raw) > len(promoted)
+            position = 0
+            for name, control in promoted:
+                if position < len(raw):
+                    values[name] = raw[position]
+                position += 1 + (with_controls and control)
         elif isinstance(raw, Mapping):
-            values = {n: raw[n] for n in names if n in raw}
+            values = {n: raw[n] for n, _ in promoted if n in raw}
         return _Frame(scope, (*frame.path, str(instance.get("id"))), frame, instance, values)
 
     # --- writing nodes -----------------------------------------------------------------------
