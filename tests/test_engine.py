@@ -44,6 +44,28 @@ async def test_job_runs_and_outputs_are_the_images_comfyui_made(
     assert stored is not None and stored.state is JobState.DONE and stored.outputs
 
 
+async def test_images_download_while_the_history_is_read(
+    engine: EngineFx, comfy: FakeComfyUI
+) -> None:
+    eng, rec = engine
+    succeeded: list[float] = []
+    send = comfy._send_json
+
+    def spy(sid: str | None, event: str, data: dict[str, object]) -> None:
+        if event == "execution_success":
+            succeeded.append(asyncio.get_running_loop().time())
+        send(sid, event, data)
+
+    comfy._send_json = spy  # type: ignore[method-assign]
+    comfy.delay_next("/history/*", 1.0)
+    comfy.delay_next("/view", 1.0)
+    [job] = await eng.submit(request(steps=1))
+    [done] = await rec.finished(job.id)
+    took = asyncio.get_running_loop().time() - succeeded[0]
+    assert done.job.state is JobState.DONE and done.images
+    assert took < 1.8, took  # one second of each, side by side; one after the other is two
+
+
 async def test_values_reach_comfyui_structurally(engine: EngineFx, comfy: FakeComfyUI) -> None:
     eng, rec = engine
     nasty = 'he said "hi" {"3": {"class_type": "X"}} \\ %s ${x} 🎨 ünïcödé\n'

@@ -25,9 +25,12 @@ from PIL import Image
 from bot.comfy.client import PromptResult, PromptTracker
 from bot.comfy.events import (
     Event,
+    Executed,
     Executing,
     ExecutionCached,
     ExecutionStart,
+    ExecutionSuccess,
+    ImageRef,
     Preview,
     Progress,
 )
@@ -90,6 +93,8 @@ class _Active:
     accepted: bool = False  # ComfyUI has queued its prompt
     moving_to: Backend | None = None  # being taken to an idle backend (see `_steal`)
     gpu_since: float | None = None  # when ComfyUI started running it
+    # images fetched as soon as ComfyUI says the run succeeded, while its history is read
+    early: dict[ImageRef, asyncio.Task[bytes]] = field(default_factory=dict)
 
     @property
     def waiting_there(self) -> bool:
@@ -550,6 +555,11 @@ class Runner:
             log.exception("job %s failed unexpectedly", job.id)
             self._fail(active, None)
         finally:
+            for early in active.early.values():
+                if early.done() and not early.cancelled():
+                    early.exception()  # not needed after all: retrieved, so never reported
+                early.cancel()
+            active.early.clear()
             if active.gpu_since is not None:
                 active.backend.busy_seconds += time.monotonic() - active.gpu_since
                 active.gpu_since = None
@@ -635,8 +645,33 @@ class Runner:
             if isinstance(event, ExecutionStart) and active.job.state is not JobState.RUNNING:
                 self._update(active, state=JobState.RUNNING)
                 self.emit(JobUpdate(active.job, "started"))
+            if isinstance(event, Executed):
+                progress.outputs += [r for r in event.images if r.type == "output"]
+            if isinstance(event, ExecutionSuccess):
+                self._fetch_early(active, progress.outputs)
             if update is not None:
                 self.emit(progress.update(active.job, update))
+
+    def _fetch_early(self, active: _Active, refs: list[ImageRef]) -> None:
+        """Start downloading the outputs the run announced: the history read that settles the
+        result is one more round trip, and the download need not wait for it."""
+        for ref in refs:
+            if ref not in active.early:
+                fetch = active.backend.client.fetch_image(ref)
+                active.early[ref] = asyncio.get_running_loop().create_task(fetch)
+
+    async def _image(self, active: _Active, ref: ImageRef) -> bytes:
+        early = active.early.pop(ref, None)
+        if early is not None:
+            try:
+                return await early
+            except (BackendUnavailable, OutputMissing):
+                pass  # fetched again below, with retries
+        return await self._retrying(
+            active,
+            "ComfyUI went away while sending your image",
+            functools.partial(active.backend.client.fetch_image, ref),
+        )
 
     async def _finish(self, active: _Active, result: PromptResult) -> None:
         if result.status == "interrupted" or active.cancel_by is not None:
@@ -663,11 +698,7 @@ class Runner:
         folder.mkdir(parents=True, exist_ok=True)
         outputs, images = [], []
         for index, (node, ref) in enumerate(zip(nodes, refs, strict=True), start=1):
-            data = await self._retrying(
-                active,
-                "ComfyUI went away while sending your image",
-                functools.partial(active.backend.client.fetch_image, ref),
-            )
+            data = await self._image(active, ref)
             suffix = Path(ref.filename).suffix.lower()
             suffix = suffix if suffix in IMAGE_SUFFIXES else ".png"
             path = folder / f"{index:02d}{suffix}"
@@ -711,6 +742,7 @@ class _Progress:
         self.node_title: str | None = None
         self.step = 0
         self.steps = 0
+        self.outputs: list[ImageRef] = []  # the files the run says it saved
 
     def feed(self, event: Event) -> Preview | str | None:
         if isinstance(event, ExecutionCached):
