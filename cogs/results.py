@@ -40,6 +40,7 @@ WF_RE = r"[^:]{1,64}"
 ROWS, PER_ROW, OPTIONS = 5, 5, 25
 MAX_INPUT = 25 * 1024 * 1024
 TEXT_INPUT_MAX = 4000  # Discord's limit for a modal's text input
+MAX_MENUS = 5  # message commands of an app (Discord allows a few; keep room for others)
 
 
 # the items ----------------------------------------------------------------------------------------
@@ -169,7 +170,43 @@ class ActionSelect(
             await send_error(interaction, "That choice is not known any more.")
 
 
+class ImageSelect(
+    discord.ui.DynamicItem[discord.ui.Select[Any]],
+    template=r"cc:img:(?P<channel>\d+):(?P<message>\d+):(?P<wf>[^:]{1,64})",
+):
+    """Which image of a message the Apps-menu follow-up should take (sent privately)."""
+
+    def __init__(
+        self,
+        channel_id: int,
+        message_id: int,
+        workflow: str,
+        options: Sequence[discord.SelectOption] = (),
+    ) -> None:
+        super().__init__(
+            discord.ui.Select(
+                custom_id=f"cc:img:{channel_id}:{message_id}:{workflow}",
+                placeholder="Which image?",
+                options=list(options) or [discord.SelectOption(label="-", value="0")],
+            )
+        )
+        self.channel_id, self.message_id, self.workflow = channel_id, message_id, workflow
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
+    ) -> ImageSelect:
+        return cls(int(match["channel"]), int(match["message"]), match["wf"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        value = self.item.values[0] if self.item.values else "0"
+        await _cog(interaction).chosen_image(
+            interaction, self.channel_id, self.message_id, self.workflow, int(value)
+        )
+
+
 ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
+    ImageSelect,
     EditButton,
     InfoButton,
     DeleteButton,
@@ -391,8 +428,17 @@ class Results(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(*ITEMS)
+        self.rebuild_commands()
+
+    async def cog_unload(self) -> None:
+        self._remove_menus()
+        self.bot.remove_dynamic_items(*ITEMS)
+
+    def rebuild_commands(self) -> None:
+        """One Apps-menu command per follow-up workflow loaded now (Discord allows a few)."""
+        self._remove_menus()
         for followup in followups(self.engine.workflows):
-            if followup.label in self._menus or len(self._menus) >= 5:
+            if followup.label in self._menus or len(self._menus) >= MAX_MENUS:
                 continue
             menu = app_commands.ContextMenu(
                 name=followup.label, callback=self._menu_callback(followup)
@@ -400,10 +446,10 @@ class Results(commands.Cog):
             self.bot.tree.add_command(menu, override=True)
             self._menus.append(followup.label)
 
-    async def cog_unload(self) -> None:
+    def _remove_menus(self) -> None:
         for name in self._menus:
             self.bot.tree.remove_command(name, type=discord.AppCommandType.message)
-        self.bot.remove_dynamic_items(*ITEMS)
+        self._menus.clear()
 
     def offered(self, first: Job) -> list[Followup]:
         """The follow-ups the result's channel allows (checked again when clicked)."""
@@ -454,25 +500,31 @@ class Results(commands.Cog):
     async def from_message(
         self, interaction: discord.Interaction, message: discord.Message, followup: Followup
     ) -> None:
-        """Apps → LABEL on a message: its first image (a comfycord result's own file when it is
-        one), into the follow-up workflow."""
+        """Apps → LABEL on a message: its image (asked which, privately, when it has several)."""
         try:
-            source = self._result_source(message)
-            if source is None:
-                attachment = _first_image(message)
-                # checked before anything is read or shown
-                offer = requester_of(interaction)
-                self.bot.admission.workflow_for(offer, followup.workflow)
-                if attachment.size > MAX_INPUT:
-                    raise InvalidValue(followup.param, "is too large (25 MiB at most)")
-                await interaction.response.defer(thinking=True)
-                data = await attachment.read()
-                source = Source(
-                    ImageInput(attachment.filename, data),
-                    author_id=str(message.author.id),
-                    message_id=str(message.id),
+            images = _images(message)
+            if len(images) > 1:
+                # refuse what may not run here before asking anything
+                self.bot.admission.workflow_for(requester_of(interaction), followup.workflow)
+                chooser = ImageSelect(
+                    message.channel.id,
+                    message.id,
+                    followup.workflow,
+                    [
+                        discord.SelectOption(
+                            label=f"Image {n}", description=clip(a.filename, 100), value=str(i)
+                        )
+                        for i, (n, a) in enumerate(enumerate(images[:OPTIONS], start=1))
+                    ],
                 )
-            await self._run(interaction, followup, source)
+                if len(chooser.item.custom_id or "") <= 100:
+                    view = discord.ui.View(timeout=None)
+                    view.add_item(chooser)
+                    await interaction.response.send_message(
+                        f"Which image should {followup.label} take?", view=view, ephemeral=True
+                    )
+                    return
+            await self._from_attachment(interaction, message, followup, images[0])
         except UserError as exc:
             await _fail(interaction, exc.message)
         except discord.HTTPException:
@@ -482,23 +534,75 @@ class Results(commands.Cog):
             log.exception("%s from message %s failed", followup.label, message.id)
             await _fail(interaction, "Something went wrong; the bot's log says more.")
 
-    def _result_source(self, message: discord.Message) -> Source | None:
+    async def chosen_image(
+        self,
+        interaction: discord.Interaction,
+        channel_id: int,
+        message_id: int,
+        workflow: str,
+        index: int,
+    ) -> None:
+        """The image picked in the private chooser: the message is read again."""
+        try:
+            followup = self._followup(workflow)
+            channel = self.bot.get_partial_messageable(channel_id)
+            try:
+                message = await channel.fetch_message(message_id)
+            except discord.NotFound:
+                raise NotFound("That message is gone.") from None
+            images = _images(message)
+            if not 0 <= index < len(images):
+                raise NotFound("That image is gone from the message.")
+            await self._from_attachment(interaction, message, followup, images[index])
+        except UserError as exc:
+            await _fail(interaction, exc.message)
+        except discord.HTTPException:
+            log.warning("could not read message %s", message_id)
+            await _fail(interaction, "Discord did not let me read that image; try again.")
+        except Exception:
+            log.exception("%s from message %s failed", workflow, message_id)
+            await _fail(interaction, "Something went wrong; the bot's log says more.")
+
+    async def _from_attachment(
+        self,
+        interaction: discord.Interaction,
+        message: discord.Message,
+        followup: Followup,
+        attachment: discord.Attachment,
+    ) -> None:
+        """One image of a message (a comfycord result's own file when it is one) into the
+        follow-up workflow."""
+        source = self._result_source(message, attachment)
+        if source is None:
+            # checked before anything is read or shown
+            self.bot.admission.workflow_for(requester_of(interaction), followup.workflow)
+            if attachment.size > MAX_INPUT:
+                raise InvalidValue(followup.param, "is too large (25 MiB at most)")
+            await interaction.response.defer(thinking=True)
+            data = await attachment.read()
+            source = Source(
+                ImageInput(attachment.filename, data),
+                author_id=str(message.author.id),
+                message_id=str(message.id),
+            )
+        await self._run(interaction, followup, source)
+
+    def _result_source(
+        self, message: discord.Message, attachment: discord.Attachment
+    ) -> Source | None:
         """A comfycord result's image as the exact file its job produced, when it is one."""
         if self.bot.user is None or message.author.id != self.bot.user.id:
             return None
-        for attachment in message.attachments:
-            found = re.match(rf"^({JOB_RE})-(.+)$", attachment.filename)
-            job = self.engine.get_job(found.group(1)) if found else None
-            if job is None or found is None:
-                continue
-            names = [Path(o.filename).stem for o in job.outputs]
-            stem = Path(found.group(2)).stem
-            if stem in names:
-                index = names.index(stem)
-                return Source(
-                    output_image(job, index), job=job, index=index, message_id=str(message.id)
-                )
-        return None
+        found = re.match(rf"^({JOB_RE})-(.+)$", attachment.filename)
+        job = self.engine.get_job(found.group(1)) if found else None
+        if job is None or found is None:
+            return None
+        names = [Path(o.filename).stem for o in job.outputs]
+        stem = Path(found.group(2)).stem
+        if stem not in names:
+            return None
+        index = names.index(stem)
+        return Source(output_image(job, index), job=job, index=index, message_id=str(message.id))
 
     async def _run(
         self, interaction: discord.Interaction, followup: Followup, source: Source
@@ -609,11 +713,16 @@ def _is_image(workflow: Workflow, name: str) -> bool:
     return param is not None and param.type == "image"
 
 
-def _first_image(message: discord.Message) -> discord.Attachment:
-    for attachment in message.attachments:
-        if (attachment.content_type or "").startswith("image/"):
-            return attachment
-    raise NotFound("That message has no image attached.")
+def _images(message: discord.Message) -> list[discord.Attachment]:
+    """The message's image attachments.
+
+    Raises:
+        NotFound: it has none.
+    """
+    images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+    if not images:
+        raise NotFound("That message has no image attached.")
+    return images
 
 
 async def _fail(interaction: discord.Interaction, message: str) -> None:

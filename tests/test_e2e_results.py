@@ -266,3 +266,48 @@ async def test_followups_that_do_not_fit_as_buttons_become_select_menus(
             fed_image(comfy, comfy.prompts_received[-1])
             == output_images(comfy, jobs[2].prompt_id)[0]
         )
+
+
+async def test_apps_menu_on_several_images_asks_which_one_privately(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, comfy.url)
+    async with comfybot(fake, settings) as bot:
+        it = await fake.slash("imagine", {"prompt": "two boats", "steps": 1, "count": 2})
+        result = await wait_result(fake, it)
+        jobs = sorted(bot.engine.recent(limit=2), key=lambda j: j.meta["index"])
+        other = fake.add_member("other")
+        menu = await fake.message_command("Upscale", result.id, user_id=other)
+        await menu.wait_ack()
+        question = await menu.wait_original()
+        assert menu.ephemeral and "Which image" in question.content
+        [chooser] = [c for c in question.iter_components() if c["type"] == 3]
+        assert [o["label"] for o in chooser["options"]] == ["Image 1", "Image 2"]
+        assert len(comfy.prompts_received) == 2  # nothing runs before the choice
+        picked = await fake.select(question.id, chooser["custom_id"], ["1"], user_id=other)
+        await wait_result(fake, picked)
+        job = bot.engine.recent(limit=1)[0]
+        assert job.workflow == "upscale" and job.remix_of == jobs[1].id
+        body = comfy.prompts_received[-1]
+        assert fed_image(comfy, body) == output_images(comfy, jobs[1].prompt_id)[0]
+
+
+async def test_a_followup_pack_added_later_gets_its_apps_menu_without_a_restart(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    packs = with_followups(tmp_path)
+    settings = make_settings(tmp_path, comfy.url, workflows={"dir": str(packs)})
+    async with comfybot(fake, settings) as bot:
+        menus = {c["name"] for c in fake.commands if c.get("type") == 3}
+        assert menus == {"Upscale"}
+        pack = (WORKFLOWS / "upscale.yaml").read_text(encoding="utf-8")
+        pack = pack.replace("label: Upscale", "label: Sharpen").replace("command: upscale", "")
+        (packs / "sharpen.yaml").write_text(pack)
+        bot.engine.reload_workflows()
+        await bot.workflows_changed()
+        menus = {c["name"] for c in fake.commands if c.get("type") == 3 and c.get("guild_id")}
+        assert menus == {"Upscale", "Sharpen"}
+        posted = fake.post(files=[("p.png", png("navy"), "image/png")])
+        it = await fake.message_command("Sharpen", posted.id)
+        await wait_result(fake, it)
+        assert bot.engine.recent(limit=1)[0].workflow == "sharpen"
