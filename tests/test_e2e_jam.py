@@ -144,7 +144,10 @@ async def test_a_jam_moves_on_by_itself_when_its_time_is_up(
         # Apps → Upscale on the gallery takes the entry's own file and credits its maker
         first = min(cog.jams.entries(jam.id), key=lambda e: e.number)
         menu = await fake.message_command("Upscale", gallery.id, user_id=bob)
-        await wait_result(fake, menu)
+        question = await menu.wait_original()  # two images: which one?
+        [chooser] = [c for c in question.iter_components() if c["type"] == 3]
+        picked = await fake.select(question.id, chooser["custom_id"], ["0"], user_id=bob)
+        await wait_result(fake, picked)
         assert bot.engine.recent(limit=1)[0].remix_of == first.job_id
         cog.now = lambda: time.time() + 12 * 60  # and the vote's
         cog.wake()
