@@ -106,6 +106,7 @@ class ComfyBot(commands.Bot):
         self.engine = engine
         self.settings = settings
         self.policy = Policy(engine.store, settings, lambda: engine.workflows)
+        self.policy.set_parent_lookup(self._thread_parent)
         self.admission = Admission(engine, self.policy)
         self.cog_names = tuple(cogs)
         self.start_engine = start_engine
@@ -113,6 +114,13 @@ class ComfyBot(commands.Bot):
         # called first on shutdown (e.g. to tell members waiting for a job); bounded in time
         self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self.tree.error(self.on_app_command_error)
+
+    def _thread_parent(self, channel_id: str) -> str | None:
+        """The channel a thread belongs to (None for anything else)."""
+        channel = self.get_channel(int(channel_id)) if channel_id.isdigit() else None
+        if isinstance(channel, discord.Thread):
+            return str(channel.parent_id)
+        return None
 
     async def setup_hook(self) -> None:
         if not self.engine.workflows:

@@ -1,7 +1,8 @@
 """What each server and channel may generate, decided by its moderators, kept in the store.
 
 Resolution of "is workflow W allowed in channel C of server G":
-a channel setting for W wins, then the server setting for W, else allowed. Workflows marked
+a channel setting for W wins (a thread without one follows its parent channel), then the server
+setting for W, else allowed. Workflows marked
 `nsfw: true` are only ever allowed in age-restricted channels. Every change is audited.
 """
 
@@ -48,6 +49,20 @@ class Policy:
         self.store = store
         self.settings = settings
         self._workflows = workflows
+        self._parent_of: Callable[[str], str | None] = lambda channel_id: None
+
+    def set_parent_lookup(self, parent_of: Callable[[str], str | None]) -> None:
+        """How to find a thread's channel: a thread without a setting of its own follows it."""
+        self._parent_of = parent_of
+
+    def _channel_setting(self, channel_id: str, key: str) -> Any:
+        """A channel's setting; for a thread without its own, its parent channel's."""
+        value = self.store.get_setting(_c(channel_id), key)
+        if value is None:
+            parent = self._parent_of(channel_id)
+            if parent is not None and parent != channel_id:
+                value = self.store.get_setting(_c(parent), key)
+        return value
 
     # workflows ------------------------------------------------------------------------------
     def is_allowed(
@@ -61,7 +76,7 @@ class Policy:
         if guild_id is None:
             return True
         if channel_id is not None:
-            value = self.store.get_setting(_c(channel_id), f"wf:{name}")
+            value = self._channel_setting(channel_id, f"wf:{name}")
             if value is not None:
                 return bool(value)
         value = self.store.get_setting(_g(guild_id), f"wf:{name}")
@@ -113,7 +128,7 @@ class Policy:
 
     def default_workflow(self, guild_id: str | None, channel_id: str | None) -> str:
         if channel_id is not None:
-            value = self.store.get_setting(_c(channel_id), "default")
+            value = self._channel_setting(channel_id, "default")
             if value:
                 return str(value)
         if guild_id is not None:

@@ -156,3 +156,28 @@ async def test_a_jam_moves_on_by_itself_when_its_time_is_up(
         )
         assert f"<@{ann}>" in result.content and "a cat" in result.content
         assert cog.jams.active(str(fake.guild_id)) == []
+
+
+async def test_a_jam_thread_follows_its_channels_policy(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, comfy.url)
+    mod = fake.moderator_id
+    async with comfybot(fake, settings) as bot:
+        await answer(
+            fake,
+            "workflows disable",
+            {"name": "sd15-img2img", "channel": fake.channel_id},
+            user_id=mod,
+        )
+        await answer(fake, "jam start", {"theme": "boats", "minutes": 5}, user_id=mod)
+        [thread] = fake.threads_of(fake.channel_id)
+        it = await fake.slash(
+            "imagine",
+            {"prompt": "x", "workflow": "sd15-img2img"},
+            channel_id=int(thread["id"]),
+        )
+        await it.wait_ack()
+        refused = await it.wait_original()
+        assert it.ephemeral and "not enabled in this channel" in refused.content
+        assert bot.engine.recent() == []

@@ -208,3 +208,15 @@ def test_every_change_is_audited_newest_first(policy: Policy) -> None:
     assert "secret" not in log[1].detail
     assert all(e.at > 0 for e in log)
     assert policy.audit_log(OTHER_GUILD) == []
+
+
+def test_a_thread_follows_its_channel_unless_it_has_its_own_setting(policy: Policy) -> None:
+    thread = "13"
+    policy.set_parent_lookup(lambda channel: ART if channel == thread else None)
+    policy.set_enabled(GUILD, ART, "sd15-img2img", False, MOD)
+    policy.set_default(GUILD, ART, "sd15-txt2img", MOD)
+    assert allowed(policy, thread) == ["sd15-txt2img"]
+    assert policy.default_workflow(GUILD, thread) == "sd15-txt2img"
+    policy.set_enabled(GUILD, thread, "sd15-img2img", True, MOD)  # the thread's own wins
+    assert allowed(policy, thread) == ["sd15-img2img", "sd15-txt2img"]
+    assert allowed(policy, ART) == ["sd15-txt2img"]
