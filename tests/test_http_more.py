@@ -131,6 +131,19 @@ async def test_cli_keys_create_list_revoke_and_serve(
             assert await run_cli("--config", str(config), "keys", "revoke", "site") == 0
             async with http.get(f"{api.address}/v1/workflows", headers=auth) as r:
                 assert r.status == 401
+            # a job left waiting and a client still following it do not hold up the stop
+            key = api.keys.create("late")
+            late = {"Authorization": f"Bearer {key.secret}"}
+            comfy.hold_steps()
+            url = f"{api.address}/v1/workflows/sd15-txt2img/jobs"
+            async with http.post(url, json={"prompt": "x", "steps": 3}, headers=late) as r:
+                [job] = (await r.json())["jobs"]
+            async with http.get(job["events_url"], headers=late) as stream:
+                assert stream.status == 200
+                await stream.content.readline()  # the first event arrived
+                stop.set()
+                assert await asyncio.wait_for(task, 10) == 0
+            comfy.release_steps()
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 10) == 0
@@ -191,7 +204,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_run_serves_http_beside_the_bot_and_counts_discord_edits(
+async def test_run_serves_http_beside_the_bot_and_counts_discord_edits_and_429s(
     comfy: FakeComfyUI, tmp_path: Path
 ) -> None:
     async with installed_fake() as fake:
@@ -216,11 +229,15 @@ async def test_run_serves_http_beside_the_bot_and_counts_discord_edits(
                                 if r.status == 200:
                                     break
                         await asyncio.sleep(0.05)
+                # one edit of the reply is answered 429 (discord.py waits and retries it)
+                fake.inject_error("PATCH /webhooks/*/*/messages/*", 429, retry_after=0.1)
                 it = await fake.slash("imagine", {"prompt": "a cat", "steps": 2})
                 await it.wait_original(has_files, timeout=15)
+                assert fake.rate_limited_count == 1
                 async with http.get(f"{base}/metrics") as r:
                     found = samples(await r.text())
-            assert value(found, "comfycord_discord_edits_total") >= 1
+            assert value(found, "comfycord_discord_edits_total") >= 2
+            assert value(found, "comfycord_discord_rate_limited_total") == 1
             done = value(
                 found, "comfycord_jobs_finished_total", workflow="sd15-txt2img", state="done"
             )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -17,6 +16,7 @@ from bot.engine import Engine
 from bot.http.problems import problems_middleware
 from bot.http.routes import API, key_of, routes
 from bot.http.service import HttpApi
+from bot.lifecycle import stop_requested
 from bot.metrics import Metrics
 from bot.policy import Policy
 from bot.settings import Settings
@@ -88,7 +88,8 @@ async def serving(
 ) -> AsyncIterator[HttpApi]:
     """Serve the API on `http.host:http.port` while the block runs."""
     api = HttpApi(engine, admission, settings, metrics)
-    runner = web.AppRunner(build_app(api), access_log=None)
+    # open event streams get this long to end on shutdown, then they are cut
+    runner = web.AppRunner(build_app(api), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.http.host, settings.http.port)
@@ -110,23 +111,27 @@ async def serve(
 ) -> int:
     """`comfycord serve`: the engine and the HTTP API, without Discord, until stopped.
 
-    `ready` is called once it listens; setting `stop` (or SIGINT/SIGTERM) ends it.
+    `ready` is called once it listens; SIGINT/SIGTERM (or setting `stop`) ends it: the API
+    stops taking requests, open event streams are given 2 s, queued and running jobs stay in
+    the store for the next start.
     """
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     async with aiohttp.ClientSession() as session:
         engine = Engine(session, settings)
         admission = Admission(engine, Policy(engine.store, settings, lambda: engine.workflows))
         metrics = Metrics(engine)
         try:
-            await engine.start()
-            async with serving(engine, admission, settings, metrics) as api:
-                if ready is not None:
-                    ready(api)
-                await stop.wait()
+            with stop_requested() as signalled:
+                await engine.start()
+                async with serving(engine, admission, settings, metrics) as api:
+                    if ready is not None:
+                        ready(api)
+                    waits = [asyncio.ensure_future(signalled.wait())]
+                    if stop is not None:
+                        waits.append(asyncio.ensure_future(stop.wait()))
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    for wait in waits:
+                        wait.cancel()
+                log.info("stopped")
         finally:
             await engine.stop()
             metrics.close()
