@@ -478,3 +478,29 @@ async def test_cli_check_reads_every_backend(
         out = capsys.readouterr().out
         assert code == 0, out
         assert out.count("ok: ComfyUI at") == 2 and "ok: workflow sharpen" in out
+
+
+async def test_prompts_to_withdraw_survive_a_restart_of_the_bot(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    async with fakes(a={}, b={}) as servers:
+        a_fake = servers["a"]
+        settings = pool_settings(tmp_path, servers)
+        a_fake.hold_steps()
+        async with running_engine(session, settings) as (eng, rec):
+            [job] = await eng.submit(request())
+            await wait_for(lambda: a_fake.running_prompt_id is not None)
+            old = a_fake.running_prompt_id
+            await a_fake.go_offline()
+            [done] = await rec.finished(job.id, timeout=20)
+            assert done.job.state is JobState.DONE and done.job.backend == "b"
+        # a new bot process, while `a` is still away: it still withdraws the old prompt there
+        async with running_engine(session, settings) as (eng, _):
+            await a_fake.go_online()
+            a = eng.pool.get("a")
+            assert a is not None
+            await wait_for(lambda: a.up)
+            a_fake.release_steps()
+            entry = await a_fake.wait_for_history(old)
+            assert entry["status"]["status_str"] != "success"  # interrupted, not run to the end
+            assert eng.store.settings_in("pool.withdraw") == {}

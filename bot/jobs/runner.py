@@ -52,6 +52,8 @@ from bot.tasks import spawn
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+#: Store scope of the prompts to withdraw from a backend when it comes back (by backend name).
+WITHDRAW_SCOPE = "pool.withdraw"
 T = TypeVar("T")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 
@@ -160,6 +162,13 @@ class Runner:
             else:
                 log.info("resuming job %s (prompt %s on %s)", job.id, job.prompt_id, backend.name)
                 self._launch(job, backend, resume=True)
+        for (scope, name), prompt_ids in self.store.settings_in(WITHDRAW_SCOPE).items():
+            backend = self.pool.get(name)
+            if scope != WITHDRAW_SCOPE or backend is None or not isinstance(prompt_ids, list):
+                continue
+            self._abandoned[name] = {str(p) for p in prompt_ids}
+            if backend.client.connected:
+                spawn(self._withdraw(backend), name=f"withdraw:{name}")
         self._loop_task = spawn(self._dispatch_loop(), name="dispatch")
         self._announce_positions()
         self._wake.set()
@@ -456,6 +465,12 @@ class Runner:
                 return
             log.info("withdrew prompt %s from %s (its job ran elsewhere)", prompt_id, backend.name)
             pending.discard(prompt_id)
+            self._keep_abandoned(backend.name)
+
+    def _keep_abandoned(self, backend: str) -> None:
+        """Store the prompts still to withdraw from a backend (a restart must not forget them)."""
+        pending = sorted(self._abandoned.get(backend, ()))
+        self.store.set_setting(WITHDRAW_SCOPE, backend, pending or None)
 
     async def _move(self, active: _Active, why: str) -> None:
         """Take a job from its backend and give it to the next capable one."""
@@ -474,6 +489,7 @@ class Runner:
         job, backend = active.job, active.backend
         if job.prompt_id:
             self._abandoned.setdefault(backend.name, set()).add(job.prompt_id)
+            self._keep_abandoned(backend.name)
             backend.client.untrack(job.prompt_id)
         log.warning("job %s moves away from %s: %s", job.id, backend.name, why)
         moved = self._save(job.evolve(state=JobState.QUEUED, prompt_id=None, backend=None))
