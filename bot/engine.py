@@ -240,6 +240,7 @@ class Engine:
             yaml_name=yaml_name,
             name=name,
             existing=self.workflows,
+            comfyui_version=next((b.health.version for b in self.pool if b.up and b.health), None),
         )
 
     def save_import(self, preview: ImportPreview) -> Workflow:

@@ -189,13 +189,21 @@ def _parse_json(text: str, source: str) -> Any:
     return parsed
 
 
-def read_graph(data: bytes, source: str, object_info: ObjectInfo | None) -> tuple[Graph, bool]:
+def read_graph(
+    data: bytes,
+    source: str,
+    object_info: ObjectInfo | None,
+    *,
+    comfyui_version: str | None = None,
+) -> tuple[Graph, bool]:
     """Parse an uploaded graph (API or UI format) into an API-format graph.
 
     Args:
         data: the file's bytes.
         source: the file name as uploaded, for messages.
         object_info: ComfyUI's node definitions (needed to convert a UI-format export).
+        comfyui_version: the running ComfyUI's version, if known: a refusal for a missing
+            core node says it next to the version needed.
 
     Returns:
         The API-format graph, and whether it was converted from the UI format.
@@ -219,7 +227,8 @@ def read_graph(data: bytes, source: str, object_info: ObjectInfo | None) -> tupl
                     )
                 ]
             )
-        return parse_api_graph(ui_to_api(parsed, object_info, source=source), source), True
+        converted = ui_to_api(parsed, object_info, source=source, comfyui_version=comfyui_version)
+        return parse_api_graph(converted, source), True
     if isinstance(parsed, Mapping) and isinstance(parsed.get("prompt"), Mapping):
         parsed = parsed["prompt"]  # a saved POST /prompt body
     if not isinstance(parsed, Mapping) or not any(
@@ -387,6 +396,7 @@ def prepare_import(
     yaml_name: str = "spec.yaml",
     name: str | None = None,
     existing: Mapping[str, Workflow] | None = None,
+    comfyui_version: str | None = None,
 ) -> ImportPreview:
     """Read, convert and check an uploaded workflow without writing anything.
 
@@ -400,6 +410,7 @@ def prepare_import(
         yaml_name: the YAML's name as uploaded, for messages.
         name: the pack name to use; must be valid (never changed silently).
         existing: the loaded workflows (their names and `/commands` are taken).
+        comfyui_version: the running ComfyUI's version, if known, for messages.
 
     Returns:
         The preview: options, problems and the files' text.
@@ -416,7 +427,7 @@ def prepare_import(
         if name != file_stem(file_name):
             notes.append(f"named `{name}` after the file `{file_name[:80]}`")
     check_free(name, folder, existing)
-    graph, converted = read_graph(data, source, object_info)
+    graph, converted = read_graph(data, source, object_info, comfyui_version=comfyui_version)
     if converted:
         notes.append("converted from a UI-format save to the API format ComfyUI runs")
     if yaml_data is not None:
