@@ -85,6 +85,7 @@ class JamCog(
         self._clock: asyncio.Task[None] | None = None
         self._unlisten: Any = None
         self.now = time.time  # the clock (tests move it forward)
+        self._told: set[str] = set()  # groups whose owner was told about a refusal
         super().__init__()
 
     async def cog_load(self) -> None:
@@ -250,6 +251,10 @@ class JamCog(
             return
         result = self.jams.consider(job, self._prompt_of(job))
         if isinstance(result, str):
+            if job.group_id is not None:  # one note for a whole `count:N` request
+                if job.group_id in self._told:
+                    return
+                self._told.add(job.group_id)
             spawn(self._tell(job, result), name=f"jam-refusal-{job.id}")
 
     def _prompt_of(self, job: Job) -> str:

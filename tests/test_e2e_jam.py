@@ -30,10 +30,11 @@ def jam_cog(bot: ComfyBot) -> JamCog:
     return cog  # type: ignore[return-value]
 
 
-async def enter(fake: FakeDiscord, thread: int, user: int, prompt: str) -> FakeMessage:
-    it = await fake.slash(
-        "imagine", {"prompt": prompt, "steps": 1}, user_id=user, channel_id=thread
-    )
+async def enter(
+    fake: FakeDiscord, thread: int, user: int, prompt: str, count: int = 1
+) -> FakeMessage:
+    options = {"prompt": prompt, "steps": 1, "count": count}
+    it = await fake.slash("imagine", options, user_id=user, channel_id=thread)
     return await wait_result(fake, it)
 
 
@@ -69,12 +70,16 @@ async def test_a_jam_runs_from_start_to_winners_through_a_restart(
         intro = fake.messages_in(thread_id)[0]
         assert "lighthouses" in intro.content and "/imagine" in intro.content
         await enter(fake, thread_id, ann, "a lighthouse at dawn")
-        # a second image of ann is not entered (one entry each): she is told in the thread
-        await enter(fake, thread_id, ann, "another lighthouse")
-        await fake.wait_for(
-            lambda: any("not entered" in m.content for m in fake.messages_in(thread_id))
-        )
+        # more images of ann are not entered (one entry each): she is told once in the thread
+        await enter(fake, thread_id, ann, "more lighthouses", count=3)
+
+        def notes() -> list[FakeMessage]:
+            return [m for m in fake.messages_in(thread_id) if "not entered" in m.content]
+
+        await fake.wait_for(notes)
         await enter(fake, fake.channel_id, bob, "not in the thread")  # not an entry either
+        [note] = notes()
+        assert f"<@{ann}>" in note.content and "limit is 1" in note.content
 
     async with comfybot(fake, settings) as bot:  # a restart while the jam is open
         await enter(fake, thread_id, bob, "a lighthouse in a storm")
