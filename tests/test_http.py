@@ -234,6 +234,23 @@ async def test_image_urls_to_private_addresses_are_refused_by_default(
         assert comfy.prompts_received == []
 
 
+async def test_image_urls_can_be_turned_off(tmp_path: Path, comfy: FakeComfyUI) -> None:
+    settings = http_settings(make_settings(tmp_path, comfy.url), image_urls=False)
+    async with served(settings) as srv:
+        key = srv.key()
+        url = f"{srv.url}/v1/workflows/sd15-img2img/jobs"
+        for image, says in (
+            ("https://example.org/cat.png", "not accepted"),
+            ("not base64!", "base64 or a data: URL"),
+        ):
+            body = {"prompt": "x", "image": image}
+            async with srv.http.post(url, json=body, headers=srv.auth(key)) as r:
+                problem = await r.json()
+                assert r.status == 422 and problem["field"] == "image"
+                assert says in problem["detail"]
+        assert srv.engine.store.recent() == []
+
+
 async def test_wait_answers_with_the_result_and_is_capped(srv: Served) -> None:
     key = srv.key()
     url = f"{srv.url}/v1/workflows/sd15-txt2img/jobs"

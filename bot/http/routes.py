@@ -253,7 +253,9 @@ async def create_jobs(request: web.Request) -> web.StreamResponse:
                 allow_private=http.allow_private_urls,
             )
         else:
-            images[name] = decode_image(text, name, max_bytes=http.max_image_bytes)
+            images[name] = decode_image(
+                text, name, max_bytes=http.max_image_bytes, urls=http.image_urls
+            )
     for name, image in images.items():
         if len(image.data) > http.max_image_bytes:
             raise ApiProblem(

@@ -148,7 +148,7 @@ async def fetch_image(
     return ImageInput(name if "." in name else name + ".png", bytes(data))
 
 
-def decode_image(text: str, field: str, *, max_bytes: int) -> ImageInput:
+def decode_image(text: str, field: str, *, max_bytes: int, urls: bool = True) -> ImageInput:
     """An image given inline: a `data:image/...;base64,` URL or bare base64.
 
     Raises:
@@ -164,9 +164,8 @@ def decode_image(text: str, field: str, *, max_bytes: int) -> ImageInput:
     try:
         data = base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidValue(
-            field, "must be an image as base64, a data: URL or an http(s) URL"
-        ) from None
+        ways = "base64, a data: URL or an http(s) URL" if urls else "base64 or a data: URL"
+        raise InvalidValue(field, f"must be an image as {ways}") from None
     kind = sniff_image_type(data) or ""
     ext = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}.get(kind, ".png")
     return ImageInput("image" + ext, data)
