@@ -304,8 +304,9 @@ async def test_burst_of_twenty_requests_is_delivered_once_each_without_429(
         assert all(r.attachments for r in results)
         assert all(it.acknowledged_at is not None and it.acknowledged_at < 3 for it in its)
         assert fake.rate_limited_count == 0
-        jobs = bot.engine.recent(limit=50)
-        assert len(jobs) == 20 and all(j.delivered for j in jobs)
+        # the delivered mark is written when Discord's answer arrives, just after the edit shows
+        await fake.wait_for(lambda: all(j.delivered for j in bot.engine.recent(limit=50)), 10)
+        assert len(bot.engine.recent(limit=50)) == 20
         await asyncio.sleep(0.5)
         with_files = [m for m in fake.messages_in(fake.channel_id) if m.attachments]
         assert len(with_files) == 20
