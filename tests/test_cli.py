@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import yaml
 from bot.__main__ import main
 from tests.conftest import WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
+from tests.process import ROOT
 from tests.test_workflows_graph import txt2img_ui_export
 
 
@@ -150,6 +153,23 @@ def test_workflows_lists_parameters(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "sd15-txt2img: SD 1.5 text to image" in out
     assert "steps: int; 1..50; default 20" in out
     assert "(/img2img)" in out
+
+
+def test_output_cut_short_by_its_reader_is_no_error(tmp_path: Path) -> None:
+    """`comfycord workflows | head`: the reader goes away first; no traceback, exit 0."""
+    config = write_config(tmp_path)
+    with subprocess.Popen(
+        [sys.executable, "-m", "bot", "--config", str(config), "workflows"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone before a line is written
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=60)
+    assert code == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
 
 def test_run_without_a_token_says_what_to_set(
