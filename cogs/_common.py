@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import discord
+from discord import app_commands
 
 from bot.admission import Requester
 from bot.errors import NotAllowed
@@ -55,6 +56,18 @@ def ids(interaction: discord.Interaction) -> tuple[str | None, str | None]:
     guild = str(interaction.guild_id) if interaction.guild_id is not None else None
     channel = str(interaction.channel_id) if interaction.channel_id is not None else None
     return guild, channel
+
+
+def allowed_workflow_choices(
+    interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete: the workflows this channel allows whose name contains what was typed."""
+    guild, channel = ids(interaction)
+    allowed = bot_of(interaction).policy.allowed(
+        guild, channel, nsfw_channel=is_nsfw_channel(interaction)
+    )
+    needle = current.lower()
+    return [app_commands.Choice(name=n, value=n) for n in allowed if needle in n.lower()][:25]
 
 
 def clip(text: str, limit: int) -> str:

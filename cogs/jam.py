@@ -29,7 +29,14 @@ from bot.jams import MAX_ENTRIES, MAX_MINUTES, Entry, Jam, Jams, JamState, Stand
 from bot.jobs.model import Job, JobState
 from bot.jobs.runner import JobUpdate
 from bot.tasks import spawn
-from cogs._common import actor, bot_of, clip, ids, is_nsfw_channel, require_moderator
+from cogs._common import (
+    actor,
+    allowed_workflow_choices,
+    bot_of,
+    clip,
+    ids,
+    require_moderator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +184,7 @@ class JamCog(
     async def _workflows(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        guild, channel = ids(interaction)
-        allowed = self.bot.policy.allowed(guild, channel, nsfw_channel=is_nsfw_channel(interaction))
-        needle = current.lower()
-        return [app_commands.Choice(name=n, value=n) for n in allowed if needle in n.lower()][:25]
+        return allowed_workflow_choices(interaction, current)
 
     @app_commands.command(name="list", description="Jams of this server: running and recent")
     async def list_(self, interaction: discord.Interaction) -> None:

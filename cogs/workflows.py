@@ -18,7 +18,14 @@ from bot.app import ComfyBot
 from bot.errors import InvalidValue, NotAllowed
 from bot.policy import LIMIT_KEYS
 from cogs import _packs
-from cogs._common import actor, clip, ids, is_nsfw_channel, require_moderator
+from cogs._common import (
+    actor,
+    allowed_workflow_choices,
+    clip,
+    ids,
+    is_nsfw_channel,
+    require_moderator,
+)
 
 
 def _guild(interaction: discord.Interaction) -> str:
@@ -300,10 +307,7 @@ class Catalog(
     async def _names(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        guild, channel = ids(interaction)
-        allowed = self.bot.policy.allowed(guild, channel, nsfw_channel=is_nsfw_channel(interaction))
-        needle = current.lower()
-        return [app_commands.Choice(name=n, value=n) for n in allowed if needle in n.lower()][:25]
+        return allowed_workflow_choices(interaction, current)
 
     @app_commands.command(name="list", description="Workflows this channel allows")
     async def list_(self, interaction: discord.Interaction) -> None:
