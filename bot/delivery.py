@@ -144,6 +144,27 @@ def fit_image(data: bytes, filename: str, limit: int) -> FittedImage:
 #: progress intervals (30 s at the default 1.5 s).
 POSITION_REFRESH = 20
 
+# What a reply costs. Per job of T seconds on the GPU a reply may make ceil(T / interval) + 3
+# Discord requests: the acknowledgement (it shows the first position), the edit when the job
+# starts, the result, and one per interval besides: its "slack". Waiting and running edits share
+# the slack. The running edits are held to it as they go (`edit_budget`); the waiting ones come
+# first, so they are planned on how long the workflow's recent runs took at least
+# (`waiting_allowance`), in this order:
+# 1. edits that keep the shown position within one band of the truth (the band two away was
+#    entered); one more than the slack may go, the start edit then being left out;
+# 2. the next band towards the front: every band among the next three, while it and the edits
+#    of kind 1 still ahead fit in the slack; further back at most once per `refresh`, and only
+#    while they take at most half of it: the other half stays for the step bar and previews.
+
+
+def edits_to_front(position: int) -> int:
+    """Edits that keep a reply showing `position` within one band until its job is next.
+
+    An edit is due when the job is two bands ahead of what the reply shows, so each covers two
+    bands: from band b (see `BANDS`) that is b // 2 edits.
+    """
+    return max(0, band_of(position)) // 2
+
 
 def position_edit_due(
     shown: int | None,
@@ -156,14 +177,8 @@ def position_edit_due(
 ) -> bool:
     """Whether a waiting reply that shows place `shown` should be edited to show `current`.
 
-    Members care about bands of positions (1, 2, 3, 5, 10, 20, 50, ...), not each move. The
-    reply is always edited when `current` is two bands or more from what it shows, so it is
-    never wrong by more than one band. Among the next three every band shows; further back,
-    entering the next band towards the front shows if the reply was last edited `refresh`
-    seconds ago or more (being pushed back by one band is not worth an edit). Both only if the
-    reply can afford it: `edits` waiting edits made so far, plus this one, plus the ones that
-    will be needed to stay within one band on the way to the front, within `allowance` (None:
-    no limit).
+    `edits`: waiting edits the reply made so far; `allowance`: its slack (None: nothing measured
+    yet, no limit). See the rules above.
     """
     if shown is None:
         return True
@@ -171,29 +186,34 @@ def position_edit_due(
     if gap == 0:
         return False
     if gap >= 2:
-        return True
+        return allowance is None or edits + 1 <= allowance + 1
     if current > 3 and (current > shown or since_edit < refresh):
-        return False
-    return allowance is None or edits + 1 + band_of(current) // 2 <= allowance
+        return False  # one band further back, or the next band too soon after the last edit
+    if allowance is None:
+        return True
+    # among the next three the whole slack may go; further back, half stays for the running
+    share = allowance if current <= 3 else allowance // 2
+    return edits + 1 + edits_to_front(current) <= share
 
 
-def waiting_allowance(jobs: int, typical_seconds: float | None, interval: float) -> int | None:
-    """Waiting edits a reply can afford: those its running progress would make, per job.
+def start_edit_due(waiting_edits: int, allowance: int | None) -> bool:
+    """Whether the edit that says a job started fits, after `waiting_edits` waiting edits."""
+    return allowance is None or waiting_edits <= allowance
 
-    A reply's budget is `edit_budget`; the acknowledgement, the start and the result take three
-    per job, the rest is shared by waiting and running edits. None when no job has been
-    measured yet.
+
+def waiting_allowance(jobs: int, run_seconds: float | None, interval: float) -> int | None:
+    """The slack of a reply of `jobs` jobs that run `run_seconds` each: one edit per interval.
+
+    None when no job of the workflow has been measured yet.
     """
-    if typical_seconds is None:
+    if run_seconds is None:
         return None
-    return jobs * math.ceil(typical_seconds / interval)
+    return jobs * max(1, math.ceil(run_seconds / interval))
 
 
 def edit_budget(jobs: int, running_seconds: float, interval: float) -> int:
-    """Discord requests a reply may make in all: three per job plus one per `interval` on ComfyUI.
-
-    (The acknowledgement, one position edit and the result per job; the running progress.)
-    """
+    """Discord requests a reply may make in all, `running_seconds` after its first job started:
+    three per job (acknowledgement, start, result) plus one per `interval` running."""
     return math.ceil(max(0.0, running_seconds) / interval) + 3 * jobs
 
 

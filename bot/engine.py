@@ -118,6 +118,9 @@ class Engine:
         self.queue = FairQueue()
         self._listeners: list[Listener] = []
         self._durations: deque[float] = deque(maxlen=50)  # seconds on ComfyUI of recent jobs
+        # seconds on the GPU (start to result) of recent jobs, per workflow
+        self._runs: dict[str, deque[float]] = {}
+        self._run_since: dict[str, float] = {}
         self.runner = Runner(
             self.pool,
             self.store,
@@ -187,8 +190,15 @@ class Engine:
 
     def _emit(self, update: JobUpdate) -> None:
         job = update.job
-        if update.kind == "finished" and job.state is JobState.DONE and job.elapsed is not None:
-            self._durations.append(job.elapsed)
+        if update.kind == "started":
+            self._run_since.setdefault(job.id, time.monotonic())
+        elif update.kind == "finished":
+            since = self._run_since.pop(job.id, None)
+            if job.state is JobState.DONE and job.elapsed is not None:
+                self._durations.append(job.elapsed)
+            if job.state is JobState.DONE and since is not None:
+                runs = self._runs.setdefault(job.workflow, deque(maxlen=20))
+                runs.append(time.monotonic() - since)
         for listener in list(self._listeners):
             try:
                 listener(update)
@@ -526,6 +536,18 @@ class Engine:
     def typical_duration(self) -> float | None:
         """Median seconds on ComfyUI of recent jobs; None before the first one finished."""
         return statistics.median(self._durations) if self._durations else None
+
+    def short_run(self, workflow: str) -> float | None:
+        """Seconds on the GPU that recent jobs of `workflow` took at least (a low percentile,
+        so one odd fast run does not count); None before one finished.
+
+        What a reply's Discord budget (one request per progress interval running, see
+        `bot.delivery`) can be planned on before its own job has run.
+        """
+        runs = self._runs.get(workflow)
+        if not runs:
+            return None
+        return sorted(runs)[len(runs) // 10]
 
     def expected_wait(self, job_id: str) -> float | None:
         """Seconds until a waiting job should start, from how long recent jobs took.

@@ -38,12 +38,14 @@ from bot.delivery import (
     format_wait,
     position_edit_due,
     progress_bar,
+    start_edit_due,
     waiting_allowance,
 )
 from bot.engine import ImageInput
 from bot.errors import NotAllowed, NotFound, UserError
 from bot.jobs.model import Job, JobState
 from bot.jobs.runner import JobUpdate
+from bot.jobs.scheduler import band_of
 from bot.tasks import spawn
 from bot.workflows import Param, Workflow
 from cogs._common import bot_of, clip, ids, is_moderator, is_nsfw_channel, requester_of
@@ -224,6 +226,7 @@ class Reply:
     run_started: float | None = None
     running_edits: int = 0
     waiting_edits: int = 0
+    start_skipped: bool = False
     acked: asyncio.Event = field(default_factory=asyncio.Event)
 
     def token_usable(self) -> bool:
@@ -570,10 +573,15 @@ class Imagine(commands.Cog):
         moved = False  # what happened while the acknowledgement was on its way
         for job in jobs:
             current = self.engine.get_job(job.id) or job
-            if current.state is not JobState.QUEUED:
+            if current.state is JobState.QUEUED:
+                continue
+            latest = reply.latest.get(job.id)
+            if current.state.active and (latest is None or latest.kind == "position"):
+                reply.latest[job.id] = JobUpdate(current, "submitted")
+            if current.state is JobState.SUBMITTED:
+                moved = moved or self._submit_due(reply, job.id)
+            else:
                 moved = True
-                if current.state.active:
-                    reply.latest[job.id] = JobUpdate(current, "submitted")
                 if reply.run_started is None:
                     reply.run_started = time.monotonic()
         if all(self._state(reply, j).finished for j in reply.job_ids):
@@ -638,27 +646,48 @@ class Imagine(commands.Cog):
                 self._follow_stored(update.job)
             return
         reply.latest[update.job.id] = update
-        if update.kind == "position" and not self._position_due(reply, update):
-            return  # a move within its band (or soon after the last edit): not worth an edit
-        if update.kind not in ("queued", "position") and reply.run_started is None:
+        if update.kind == "position":
+            if not self._position_due(reply, update):
+                return  # a move within its band (or soon after the last edit): not worth an edit
+        elif update.kind == "submitted":
+            if not self._submit_due(reply, update.job.id):
+                return  # still waiting, now on ComfyUI: what the reply shows is close enough
+        elif update.kind != "queued" and reply.run_started is None:
             reply.run_started = time.monotonic()
         if update.kind == "preview" and update.preview:
             reply.preview = (update.preview, update.preview_mime or "image/jpeg")
         self._show(reply)
 
+    def _allowance(self, reply: Reply) -> int | None:
+        """The reply's slack: edits besides the acknowledgement, start and result it can
+        afford, from how long its workflow's recent runs took at least."""
+        first = reply.latest.get(reply.job_ids[0])
+        job = first.job if first is not None else self.engine.get_job(reply.job_ids[0])
+        run = self.engine.short_run(job.workflow) if job is not None else None
+        interval = self.bot.settings.discord.progress_interval
+        return waiting_allowance(len(reply.job_ids), run, interval)
+
+    def _edit_due(self, reply: Reply, job_id: str, position: int) -> bool:
+        interval = self.bot.settings.discord.progress_interval
+        return position_edit_due(
+            reply.shown.get(job_id),
+            position,
+            time.monotonic() - reply.shown_at,
+            edits=reply.waiting_edits,
+            allowance=self._allowance(reply),
+            refresh=POSITION_REFRESH * interval,
+        )
+
     def _position_due(self, reply: Reply, update: JobUpdate) -> bool:
         if update.position is None or update.job.state is not JobState.QUEUED:
             return False
-        interval = self.bot.settings.discord.progress_interval
-        allowance = waiting_allowance(len(reply.job_ids), self.engine.typical_duration(), interval)
-        return position_edit_due(
-            reply.shown.get(update.job.id),
-            update.position,
-            time.monotonic() - reply.shown_at,
-            edits=reply.waiting_edits,
-            allowance=allowance,
-            refresh=POSITION_REFRESH * interval,
-        )
+        return self._edit_due(reply, update.job.id, update.position)
+
+    def _submit_due(self, reply: Reply, job_id: str) -> bool:
+        """A job went to ComfyUI's own queue: it is next. Worth an edit only when the reply
+        shows it two bands or more further back (#3 or beyond)."""
+        shown = reply.shown.get(job_id)
+        return shown is not None and band_of(shown) >= 2 and self._edit_due(reply, job_id, 1)
 
     def _state(self, reply: Reply, job_id: str) -> JobState:
         update = reply.latest.get(job_id)
@@ -690,6 +719,8 @@ class Imagine(commands.Cog):
             if job.state is JobState.QUEUED and position:
                 reply.shown[job_id] = position
                 wait = self.engine.expected_wait(job_id)
+            elif job.state is JobState.SUBMITTED:
+                reply.shown[job_id] = 1  # next: only what runs on ComfyUI is ahead
             lines.append(prefix + _status_line(job, update, position, wait))
         first = self.engine.get_job(reply.job_ids[0])
         head = ""
@@ -702,10 +733,14 @@ class Imagine(commands.Cog):
             return
         now = time.monotonic()
         if reply.run_started is not None:
-            # running: at most one edit per interval in all, the result always kept in reserve
+            # running: the start edit if the waiting left room for it, then at most one edit per
+            # interval in all, the result always kept in reserve
             interval = self.bot.settings.discord.progress_interval
             budget = edit_budget(len(reply.job_ids), now - reply.run_started, interval)
-            if reply.running_edits and reply.sent + 2 > budget:
+            start = reply.running_edits == 0 and not reply.start_skipped
+            if start and not start_edit_due(reply.waiting_edits, self._allowance(reply)):
+                reply.start_skipped, start = True, False
+            if not start and reply.sent + 2 > budget:
                 return
             reply.running_edits += 1
         else:

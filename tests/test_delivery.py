@@ -121,11 +121,38 @@ def test_a_waiting_reply_is_edited_for_bands_not_for_moves() -> None:
     assert position_edit_due(40, 60, 60.0) is False  # not even when the last edit is old
     assert position_edit_due(1, 2, 0.0)  # among the next three, every band shows
     assert position_edit_due(12, 60, 0.0)  # pushed back two bands
-    # what a reply can afford: this edit plus those still needed on the way (to #1 from 2000:
-    # bands 1000 -> 200 -> 50 -> 10 -> 3 -> 1 is five)
-    assert position_edit_due(40, 19, 31.0, edits=1, allowance=4)  # 1 made, this, 2 to come
-    assert not position_edit_due(40, 19, 31.0, edits=2, allowance=4)
-    assert position_edit_due(40, 9, 0.0, edits=9, allowance=1)  # staying within a band wins
+    # what a reply can afford. Its slack is shared with the running progress: edits that keep
+    # it within one band may use all of it and one more (the start edit then left out)...
+    assert position_edit_due(40, 9, 0.0, edits=4, allowance=4)
+    assert not position_edit_due(40, 9, 0.0, edits=5, allowance=4)
+    # ...the next band only while it and those still needed on the way (from #19: 10-19 is
+    # band 4, so two: at #4 and #1) take at most half of it
+    assert position_edit_due(40, 19, 31.0, edits=0, allowance=6)  # 0 + 1 + 2 <= 3
+    assert not position_edit_due(40, 19, 31.0, edits=1, allowance=6)
+    # among the next three, the whole slack
+    assert position_edit_due(3, 2, 0.0, edits=3, allowance=4)  # 3 + 1 + 0 <= 4
+    assert not position_edit_due(3, 2, 0.0, edits=4, allowance=4)
+    assert position_edit_due(9, 4, 31.0, edits=0, allowance=4)  # 0 + 1 + 1 (at #1) <= 4 // 2
+    assert not position_edit_due(9, 4, 31.0, edits=1, allowance=4)
+
+
+def test_edits_to_the_front_cover_two_bands_each() -> None:
+    from bot.delivery import edits_to_front, start_edit_due
+
+    # bands 1, 2, 3-4, 5-9, 10-19, 20-49, 50-99, 100-199, 200-499, 500-999, 1000-1999
+    assert [edits_to_front(p) for p in (1, 2, 3, 5, 10, 20, 50, 199, 200, 1999)] == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+        5,
+    ]
+    assert start_edit_due(4, 4) and not start_edit_due(5, 4) and start_edit_due(9, None)
 
 
 def test_a_reply_may_wait_with_as_many_edits_as_its_running_would_make() -> None:
@@ -134,6 +161,7 @@ def test_a_reply_may_wait_with_as_many_edits_as_its_running_would_make() -> None
     assert waiting_allowance(1, None, 1.5) is None  # nothing measured: no limit yet
     assert waiting_allowance(1, 6.0, 1.5) == 4
     assert waiting_allowance(2, 2.0, 1.5) == 4
+    assert waiting_allowance(1, 0.2, 1.5) == 1  # a job that runs at all runs one interval
 
 
 def test_the_budget_is_three_requests_a_job_plus_one_per_interval_running() -> None:
