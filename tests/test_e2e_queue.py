@@ -230,6 +230,43 @@ async def test_a_waiting_reply_is_edited_when_its_band_changes_not_on_every_move
         assert shown == ["#4", "#2", "#1"], shown  # 3 edits for 11 moves of the queue
 
 
+async def test_a_reply_spends_no_more_than_its_budget_keeping_its_position_within_a_band(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, comfy.url)
+    members = [fake.add_member(f"m{i}") for i in range(12)]
+    async with comfybot(fake, settings):
+        # one quick run measured: jobs of this workflow can afford one edit besides the
+        # acknowledgement, the start and the result (one per 1.5 s interval on the GPU)
+        await wait_result(fake, await imagine(fake, "warm-up"))
+        comfy.hold_steps()
+        await imagine(fake, "running")
+        await comfy.wait_until_held()
+        for i, member in enumerate(members[:11]):
+            await imagine(fake, f"ahead {i}", member)
+        watched = await imagine(fake, "watched", members[11])
+        await watched.wait_original(queued_at(12))
+        # the queue moves from #12 to #1 by cancels. Staying within one band takes two edits
+        # (#4 and #1): the one it can afford and the start edit's, which is then left out; the
+        # bands among the next three (#2) are not affordable
+        for position, member in zip(range(11, 0, -1), members, strict=False):
+            _, cancelled = await answer(fake, "cancel", user_id=member)
+            assert "Cancelling" in cancelled.content
+            if position in (4, 1):
+                await watched.wait_original(queued_at(position))
+        await asyncio.sleep(2.0)  # longer than the interval: a start edit would not have to wait
+        released = asyncio.get_running_loop().time()
+        comfy.release_steps()
+        message = await wait_result(fake, watched)
+        ran_for = asyncio.get_running_loop().time() - released  # more than it ran on the GPU
+        shown = [m.group(1) for t in contents(message) for m in [POSITION.search(t)] if m]
+        assert shown == ["#4", "#1"], shown
+        requests = [path for _, path in fake.requests if watched.token in path]
+        # acknowledgement, #4, #1, the result: the start edit left out. (A machine so slow that
+        # the one-step job ran longer than an interval has earned one more.)
+        assert len(requests) <= (4 if ran_for < 1.5 else 5), requests
+
+
 async def test_the_result_is_not_delayed_by_a_pending_position_edit(
     fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
 ) -> None:
