@@ -243,13 +243,16 @@ def queue_cost(waiting: int, members: int, changes: int = 3000) -> None:
         queue.take_band_changes()
         times[kind].append(time.perf_counter() - begin)
     parts = ", ".join(
-        f"{kind} median {statistics.median(t) * 1e6:.0f} µs / max {max(t) * 1e6:.0f} µs"
+        f"{kind} median {statistics.median(t) * 1e6:.0f} µs / p99 "
+        f"{sorted(t)[int(0.99 * len(t))] * 1e6:.0f} µs / max {max(t) * 1e6:.0f} µs"
         for kind, t in times.items()
     )
+    slow = sum(t > 1e-3 for ts in times.values() for t in ts)
     print(
         f"fair queue, {waiting} waiting jobs from {members} members: one change (with the band "
-        f"changes it causes): {parts}; memory {queue_bytes / waiting:.0f} B per waiting job "
-        f"for the queue (+ {job_bytes:.0f} B for a Job record)"
+        f"changes it causes): {parts}; {slow} of {changes} over 1 ms; memory "
+        f"{queue_bytes / waiting:.0f} B per waiting job for the queue (+ {job_bytes:.0f} B for "
+        "a Job record)"
     )
 
 
