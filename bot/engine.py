@@ -538,8 +538,8 @@ class Engine:
         return statistics.median(self._durations) if self._durations else None
 
     def short_run(self, workflow: str) -> float | None:
-        """Seconds on the GPU that recent jobs of `workflow` took at least (a low percentile,
-        so one odd fast run does not count); None before one finished.
+        """Seconds on the GPU that recent jobs of `workflow` took at least; None before one
+        finished.
 
         What a reply's Discord budget (one request per progress interval running, see
         `bot.delivery`) can be planned on before its own job has run.
@@ -547,7 +547,7 @@ class Engine:
         runs = self._runs.get(workflow)
         if not runs:
             return None
-        return sorted(runs)[len(runs) // 10]
+        return min(runs)
 
     def expected_wait(self, job_id: str) -> float | None:
         """Seconds until a waiting job should start, from how long recent jobs took.
