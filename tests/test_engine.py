@@ -66,6 +66,35 @@ async def test_images_download_while_the_history_is_read(
     assert took < 1.8, took  # one second of each, side by side; one after the other is two
 
 
+async def test_a_run_seen_whole_finishes_without_waiting_for_the_history_read(
+    engine: EngineFx, comfy: FakeComfyUI
+) -> None:
+    eng, rec = engine
+    succeeded: list[float] = []
+    send = comfy._send_json
+
+    def spy(sid: str | None, event: str, data: dict[str, object]) -> None:
+        if event == "execution_success":
+            succeeded.append(asyncio.get_running_loop().time())
+        send(sid, event, data)
+
+    comfy._send_json = spy  # type: ignore[method-assign]
+    comfy.delay_next("/history/*", 30.0, times=100)  # a result that needs it cannot come
+    [job] = await eng.submit(request(steps=1))
+    [done] = await rec.finished(job.id, timeout=10.0)
+    took = asyncio.get_running_loop().time() - succeeded[0]
+    assert took < 5.0, took
+    # the record and the files are on disk when it is announced, equal to ComfyUI's outputs
+    assert done.job.state is JobState.DONE, done.job.error
+    stored = eng.store.get(job.id)
+    assert stored is not None and stored.state is JobState.DONE
+    assert stored.outputs == done.job.outputs
+    produced = comfy.history[done.job.prompt_id]["outputs"]
+    names = [img["filename"] for out in produced.values() for img in out["images"]]
+    on_disk = [Path(output.path).read_bytes() for output in done.job.outputs]
+    assert on_disk == [comfy.read_output(name) for name in names] == list(done.images)
+
+
 async def test_values_reach_comfyui_structurally(engine: EngineFx, comfy: FakeComfyUI) -> None:
     eng, rec = engine
     nasty = 'he said "hi" {"3": {"class_type": "X"}} \\ %s ${x} 🎨 ünïcödé\n'

@@ -16,7 +16,11 @@ How no prompt is lost or stuck (see the recorded protocol notes):
   replaced, with backoff, under a fresh clientId (two sockets with one clientId confuse ComfyUI).
 - The outcome comes from ``execution_success|error|interrupted``; the outputs from
   ``GET /history/{id}`` once ``executing`` with ``node: null`` says history is written (retried
-  briefly: it may lag), merged with the ``executed`` events.
+  briefly: it may lag), merged with the ``executed`` events. A success seen whole on one socket
+  (``execution_start`` to ``executing node: null``, from a server that answered
+  ``feature_flags`` and so sends ``executed`` for cached outputs too) is settled from the
+  ``executed`` events alone: they are what history would say, and the result comes one round
+  trip sooner.
 - Messages missed while the socket was down are not replayed, and prompts submitted under an
   old clientId no longer reach us. So after every (re)connect, on ``status`` broadcasts (the
   queue changed) and every ``reconcile_interval`` seconds, unfinished prompts are reconciled:
@@ -214,6 +218,7 @@ class PromptTracker:
         self.submitting = False
         self.client_id: str | None = None  # the clientId it was submitted under
         self.started = False
+        self.started_on: str | None = None  # the clientId whose socket saw execution_start
         self.cancel_requested = False
         self.outcome: ResultStatus | None = None
         self.error: ExecutionError | None = None
@@ -223,6 +228,7 @@ class PromptTracker:
         self.finalizing: asyncio.Task[None] | None = None
         self.grace_timer: asyncio.TimerHandle | None = None
         self.dropped = 0
+        self._success_listeners: list[Callable[[Mapping[str, tuple[ImageRef, ...]]], None]] = []
 
     @property
     def done(self) -> bool:
@@ -242,6 +248,24 @@ class PromptTracker:
             yield event
             if isinstance(event, Finished):
                 return
+
+    def on_success(self, listener: Callable[[Mapping[str, tuple[ImageRef, ...]]], None]) -> None:
+        """Call ``listener(outputs)`` the moment ComfyUI says the run succeeded, with the files
+        its ``executed`` messages named so far (node id -> files), before the result is settled:
+        e.g. to start downloading them. Called at once if that moment has passed."""
+        if self.outcome == "success":
+            listener(self.ws_outputs)
+        else:
+            self._success_listeners.append(listener)
+
+    def succeeded(self) -> None:
+        """ComfyUI said the run succeeded: tell the :meth:`on_success` listeners."""
+        listeners, self._success_listeners = self._success_listeners, []
+        for listener in listeners:
+            try:
+                listener(self.ws_outputs)
+            except Exception:
+                log.exception("success listener of prompt %s failed", self.prompt_id)
 
     def push(self, event: Event) -> None:
         """Queue an event for the consumer, dropping the oldest one when full."""
@@ -322,6 +346,7 @@ class ComfyClient:
         self._running_prompt: str | None = None
         self._queue_remaining: int | None = None
         self._server_features: dict[str, Any] = {}
+        self._features_on: str | None = None  # the clientId whose socket got feature_flags
         self._tasks = TaskGroup("comfy")
         self._socket_task: asyncio.Task[None] | None = None
         self._first_attempt = asyncio.Event()
@@ -907,6 +932,7 @@ class ComfyClient:
                 tracker = self._route(pid, event)
                 if tracker is not None:
                     tracker.started = True
+                    tracker.started_on = self._client_id
             case Executing(prompt_id=None):
                 log.debug("executing without prompt id: %r", event)
             case Executing(prompt_id=str(pid), node=None):
@@ -914,7 +940,10 @@ class ComfyClient:
                     self._running_prompt = None
                 tracker = self._route(pid, event)
                 if tracker is not None:
-                    self._start_finalize(tracker)
+                    if self._seen_whole(tracker):
+                        self._resolve(tracker, "success")
+                    else:
+                        self._start_finalize(tracker)
             case Executing(prompt_id=str(pid)):
                 self._running_prompt = pid
                 tracker = self._route(pid, event)
@@ -946,6 +975,7 @@ class ComfyClient:
                 self._route(running, Progress(running, event.node, event.value, event.max))
             case FeatureFlags():
                 self._server_features = event.flags
+                self._features_on = self._client_id
             case Preview(prompt_id=pid):
                 target = pid or self._running_prompt
                 if target is not None:
@@ -972,11 +1002,28 @@ class ComfyClient:
         if tracker is None:
             return
         tracker.outcome = status
+        if status == "success":
+            tracker.succeeded()
         if tracker.grace_timer is None:
             loop = asyncio.get_running_loop()
             tracker.grace_timer = loop.call_later(OUTCOME_GRACE, self._start_finalize, tracker)
 
     # --- resolving ----------------------------------------------------------------------------
+
+    def _seen_whole(self, tracker: PromptTracker) -> bool:
+        """Whether this socket carried a successful run from its start to its end.
+
+        ComfyUI sends a prompt's messages only to the socket that submitted it, in order, so a
+        run whose ``execution_start`` and outcome both came on the current socket was seen
+        whole: its ``executed`` events name every file it wrote. Servers that answer
+        ``feature_flags`` also send ``executed`` for cached outputs (older ones did not), so
+        without that answer the history is read as before.
+        """
+        return (
+            tracker.outcome == "success"
+            and tracker.started_on == self._client_id
+            and self._features_on == self._client_id
+        )
 
     def _start_finalize(self, tracker: PromptTracker) -> None:
         if tracker.done or self._closing:

@@ -15,7 +15,7 @@ import io
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,11 +25,9 @@ from PIL import Image
 from bot.comfy.client import PromptResult, PromptTracker
 from bot.comfy.events import (
     Event,
-    Executed,
     Executing,
     ExecutionCached,
     ExecutionStart,
-    ExecutionSuccess,
     ImageRef,
     Preview,
     Progress,
@@ -643,6 +641,7 @@ class Runner:
                 delay = min(delay * 2, 5.0)
 
     async def _follow(self, active: _Active, tracker: PromptTracker) -> PromptResult:
+        tracker.on_success(functools.partial(self._fetch_early, active))
         progress = _Progress(active.prompt)
         consumer = asyncio.create_task(self._consume(active, tracker, progress))
         try:
@@ -661,17 +660,14 @@ class Runner:
             if isinstance(event, ExecutionStart) and active.job.state is not JobState.RUNNING:
                 self._update(active, state=JobState.RUNNING)
                 self.emit(JobUpdate(active.job, "started"))
-            if isinstance(event, Executed):
-                progress.outputs += [r for r in event.images if r.type == "output"]
-            if isinstance(event, ExecutionSuccess):
-                self._fetch_early(active, progress.outputs)
             if update is not None:
                 self.emit(progress.update(active.job, update))
 
-    def _fetch_early(self, active: _Active, refs: list[ImageRef]) -> None:
-        """Start downloading the outputs the run announced: the history read that settles the
-        result is one more round trip, and the download need not wait for it."""
-        for ref in refs:
+    def _fetch_early(self, active: _Active, outputs: Mapping[str, tuple[ImageRef, ...]]) -> None:
+        """Start downloading the files the run announced, the moment ComfyUI says it succeeded
+        (called by the client as that message arrives): settling the result may take one more
+        round trip (the history read), and the download need not wait for it."""
+        for ref in (r for refs in outputs.values() for r in refs if r.type == "output"):
             if ref not in active.early:
                 fetch = active.backend.client.fetch_image(ref)
                 active.early[ref] = asyncio.get_running_loop().create_task(fetch)
@@ -758,7 +754,6 @@ class _Progress:
         self.node_title: str | None = None
         self.step = 0
         self.steps = 0
-        self.outputs: list[ImageRef] = []  # the files the run says it saved
 
     def feed(self, event: Event) -> Preview | str | None:
         if isinstance(event, ExecutionCached):

@@ -50,7 +50,9 @@ Fault injection and inspection (tests of the real client rely on these names):
   before their next step until released (``count`` steps at a time); an interrupt still ends
   a held step at once (cancel while running).
 - ``step_delay`` (seconds per sampler step, settable), ``previews``, ``checkpoints``, ``loras``;
-  ``honour_prompt_id = False`` ignores a client-chosen ``prompt_id`` (as older releases do).
+  ``honour_prompt_id = False`` ignores a client-chosen ``prompt_id`` (as older releases do);
+  ``answers_feature_flags = False`` leaves a client's ``feature_flags`` unanswered (as releases
+  before feature flags do).
 - ``prompts_received`` (bodies of ``POST /prompt``), ``history`` (live dict), ``queue`` (same
   shape as ``GET /queue``), ``running_prompt_id``, ``ws_clients`` (open sockets),
   ``registered_clients``, ``output_files``/``read_output(filename)``, ``add_input_image()``,
@@ -272,6 +274,7 @@ class FakeComfyUI:
         self.loras: list[str] = list(loras)
         self.max_upload_size = max_upload_size
         self.honour_prompt_id = True
+        self.answers_feature_flags = True
         self.prompts_received: list[Any] = []
         self._catalog = NodeCatalog.recorded().variant(extra_nodes or {}, without_nodes)
         self._given_root = Path(root) if root is not None else None
@@ -1017,7 +1020,12 @@ class FakeComfyUI:
                     data = json.loads(received.data)
                 except ValueError:
                     data = None
-                if first and isinstance(data, dict) and data.get("type") == "feature_flags":
+                if (
+                    first
+                    and self.answers_feature_flags
+                    and isinstance(data, dict)
+                    and data.get("type") == "feature_flags"
+                ):
                     flags = data.get("data")
                     self._socket_flags[sid] = flags if isinstance(flags, dict) else {}
                     await ws.send_str(_message("feature_flags", self._server_features()))
