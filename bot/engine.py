@@ -575,6 +575,11 @@ class Engine:
         self.runner.replace(job)
         return job
 
+    async def saved(self, job_ids: Sequence[str]) -> None:
+        """Wait until these jobs' final records are stored (their `result` update comes before
+        that; mark them delivered only after it)."""
+        await self.runner.saved(job_ids)
+
     def mark_delivered(self, job_id: str, **meta: Any) -> None:
         """Record that a job's result reached its member (with `meta`, e.g. where it is)."""
         self.mark_all_delivered([job_id], **meta)

@@ -768,7 +768,7 @@ class Imagine(commands.Cog):
     async def _finalize(self, reply: Reply) -> None:
         if reply.coalescer is not None:
             await reply.coalescer.close()  # the result replaces the progress
-        jobs = [j for j in (self.engine.get_job(i) for i in reply.job_ids) if j is not None]
+        jobs = [j for j in (self._final_job(reply, i) for i in reply.job_ids) if j is not None]
         delay = 1.0
         for attempt in range(1, DELIVERY_ATTEMPTS + 1):
             try:
@@ -788,12 +788,22 @@ class Imagine(commands.Cog):
             except Exception:
                 log.exception("delivering %s failed; it is tried again on restart", reply.key)
                 return
-        # right after Discord answered: the delivered mark and where the result is (for /history)
+        # right after Discord answered (and the records, written beside the delivery, are
+        # stored): the delivered mark and where the result is (for /history)
+        await self.engine.saved(reply.job_ids)
         result = {"channel_id": reply.channel_id, "message_id": message_id}
         self.engine.mark_all_delivered(reply.job_ids, result=result)
         self.replies.pop(reply.key, None)
         for job_id in reply.job_ids:
             self._by_job.pop(job_id, None)
+
+    def _final_job(self, reply: Reply, job_id: str) -> Job | None:
+        """A job as it ended: from its `result` or `finished` update (a `result` comes while its
+        files are still being written, before the store has it), else as the engine has it."""
+        update = reply.latest.get(job_id)
+        if update is not None and update.job.state.finished:
+            return update.job
+        return self.engine.get_job(job_id)
 
     async def _deliver(self, reply: Reply, jobs: list[Job]) -> int:
         """Post the result (the reply itself, or a message in the channel); its message id.

@@ -15,7 +15,7 @@ import io
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,7 +61,12 @@ class JobUpdate:
     """Something happened to a job: what listeners (Discord, the CLI) are told.
 
     kind is one of: queued, position, submitted, retrying (ComfyUI unreachable; `note` says
-    what is retried, in plain words), started, progress, preview, finished.
+    what is retried, in plain words), started, progress, preview, result, finished.
+
+    `result` comes just before `finished` when a run succeeded: the job as it will be saved
+    (done, with its outputs) and the images' bytes, while they are still being written to disk;
+    a listener that only needs the bytes (a Discord reply) can send them at once. `finished`
+    follows once the files and the record are on disk (see `Runner.saved`).
     """
 
     job: Job
@@ -75,7 +80,7 @@ class JobUpdate:
     preview: bytes | None = None
     preview_mime: str | None = None
     note: str | None = None
-    images: tuple[bytes, ...] = ()  # finished: the outputs' bytes, as saved to `job.outputs`
+    images: tuple[bytes, ...] = ()  # result, finished: the outputs' bytes (`job.outputs`)
 
 
 Emit = Callable[[JobUpdate], None]
@@ -142,6 +147,7 @@ class Runner:
         self.fetch_retry_seconds = fetch_retry_seconds
         self._active: dict[str, _Active] = {}
         self._moved: list[Job] = []  # taken from a backend, waiting for another one
+        self._saving: dict[str, asyncio.Future[None]] = {}  # result announced, not yet stored
         self._abandoned: dict[str, set[str]] = {}  # backend -> prompt ids to withdraw there
         self._needs: dict[str, Needs | None] = {}
         self._wake = asyncio.Event()
@@ -245,6 +251,17 @@ class Runner:
         if job_id in self._active or any(j.id == job_id for j in self._moved):
             return 0
         return self.queue.position(job_id)
+
+    async def saved(self, job_ids: Iterable[str]) -> None:
+        """Wait until the final records of these jobs are stored (at once if they are).
+
+        Between a job's `result` and its `finished` update its files and record are being
+        written; whoever marks the job delivered waits for that first, so that the mark is
+        never written over (and a crash in between delivers again after the restart).
+        """
+        pending = [self._saving[j] for j in job_ids if j in self._saving]
+        if pending:
+            await asyncio.wait([asyncio.shield(f) for f in pending])
 
     def refusal(self, job: Job) -> str | None:
         """Why no backend can run this job (None: one can, or may once it is reachable)."""
@@ -569,6 +586,9 @@ class Runner:
             log.exception("job %s failed unexpectedly", job.id)
             self._fail(active, None)
         finally:
+            saving = self._saving.pop(job.id, None)
+            if saving is not None:  # its final record (done, or failed) is stored, or never will be
+                saving.set_result(None)
             for early in active.early.values():
                 if early.done() and not early.cancelled():
                     early.exception()  # not needed after all: retrieved, so never reported
@@ -707,26 +727,31 @@ class Runner:
         if not refs:
             raise OutputMissing("The workflow finished but produced no images")
         folder = self.outputs_dir / active.job.id
-        folder.mkdir(parents=True, exist_ok=True)
         outputs, images = [], []
         for index, (node, ref) in enumerate(zip(nodes, refs, strict=True), start=1):
             data = await self._image(active, ref)
             suffix = Path(ref.filename).suffix.lower()
             suffix = suffix if suffix in IMAGE_SUFFIXES else ".png"
             path = folder / f"{index:02d}{suffix}"
-            path.write_bytes(data)
             width, height = image_size(data)
             outputs.append(Output(str(path), path.name, node, width, height))
             images.append(data)
+        done = {
+            "state": JobState.DONE,
+            "outputs": tuple(outputs),
+            "finished_at": time.time(),
+            "error": None,
+        }
+        # The bytes are announced first, so that a delivery can go out while they are written
+        # beside it (off the event loop); `saved()` waits for the record (see `_drive`). A crash
+        # before the record below is saved leaves the job running in the store: after the
+        # restart it is collected from ComfyUI again and delivered again, which repeats the
+        # same result (harmless).
+        self._saving[active.job.id] = asyncio.get_running_loop().create_future()
+        self.emit(JobUpdate(active.job.evolve(**done), "result", images=tuple(images)))
+        await asyncio.to_thread(_write_files, folder, outputs, images)
         active.backend.jobs_done += 1
-        self._update(
-            active,
-            state=JobState.DONE,
-            outputs=tuple(outputs),
-            finished_at=time.time(),
-            error=None,
-        )
-        # the bytes go along: delivering them needs no read back from disk
+        self._update(active, **done)
         self.emit(JobUpdate(active.job, "finished", images=tuple(images)))
 
     def _fail(self, active: _Active, exc: UserError | None) -> None:
@@ -799,6 +824,13 @@ def _plain_unreachable(exc: BackendUnavailable) -> str:
     if exc.__cause__ is not None and isinstance(exc.__cause__, BackendUnavailable):
         return exc.message  # already plain (see Runner._retrying)
     return "ComfyUI could not be reached, so the job could not run. Try again later."
+
+
+def _write_files(folder: Path, outputs: list[Output], images: list[bytes]) -> None:
+    """Write a job's images to their paths (run in a thread: beside the delivery)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for output, data in zip(outputs, images, strict=True):
+        Path(output.path).write_bytes(data)
 
 
 def image_size(data: bytes) -> tuple[int, int]:

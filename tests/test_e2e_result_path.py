@@ -1,0 +1,160 @@
+"""End to end: the way from ComfyUI's ``execution_success`` to the Discord request with the image.
+
+The result is posted without waiting for the history read (the socket saw the whole run) nor for
+the disk write (the files are written beside the upload); the record and files still end up on
+disk, the delivered mark after them, and a crash in between delivers exactly once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.jobs.model import JobState
+from tests.conftest import make_settings
+from tests.e2e import comfybot, has_files, output_images, wait_result
+from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.discord import FakeDiscord, FakeMessage
+from tests.fakes.discord_fixtures import installed_fake
+
+#: Longer than any wait here: a result that needs the history read cannot come in time.
+HISTORY_DELAY = 30.0
+#: How long a held disk write waits at most (then it goes on, so nothing hangs).
+HOLD = 5.0
+
+
+@pytest.fixture
+async def fake() -> FakeDiscord:  # type: ignore[misc]
+    async with installed_fake() as f:
+        yield f
+
+
+def spy_success(comfy: FakeComfyUI) -> list[float]:
+    """When the fake ComfyUI sends each ``execution_success`` (``time.monotonic()``)."""
+    succeeded: list[float] = []
+    send = comfy._send_json
+
+    def spy(sid: str | None, event: str, data: dict[str, Any]) -> None:
+        if event == "execution_success":
+            succeeded.append(time.monotonic())
+        send(sid, event, data)
+
+    comfy._send_json = spy  # type: ignore[method-assign]
+    return succeeded
+
+
+def image_edit_at(message: FakeMessage) -> float:
+    """When the edit that attached the result reached Discord."""
+    [at] = [
+        at
+        for at, payload in message.edits
+        if any(not str(name).startswith("preview") for name in payload.get("files", []))
+    ]
+    return at
+
+
+def hold_writes(
+    monkeypatch: pytest.MonkeyPatch, folder: Path
+) -> tuple[threading.Event, list[Path]]:
+    """Make writes of files under `folder` wait (at most HOLD s) until the event is set;
+    returns the event and the paths written so far."""
+    release = threading.Event()
+    written: list[Path] = []
+    write: Callable[[Path, Any], int] = Path.write_bytes
+
+    def held(self: Path, data: Any) -> int:
+        if folder in self.parents:
+            release.wait(HOLD)
+            count = write(self, data)
+            written.append(self)
+            return count
+        return write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", held)
+    return release, written
+
+
+async def test_the_image_is_posted_before_the_history_read_answers(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    """ComfyUI's socket carried the whole run: its messages name the files, so the result needs
+    no history read (delayed here past the test's patience); the files are still saved."""
+    succeeded = spy_success(comfy)
+    settings = make_settings(tmp_path, comfy.url)
+    async with comfybot(fake, settings) as bot:
+        comfy.delay_next("/history/*", HISTORY_DELAY, times=100)
+        it = await fake.slash("imagine", {"prompt": "a cat", "steps": 1})
+        message = await wait_result(fake, it, timeout=10.0)
+        assert image_edit_at(message) - succeeded[0] < 5.0
+        [job] = bot.engine.recent(limit=1)
+        produced = output_images(comfy, job.prompt_id)
+        assert [a.data for a in message.attachments] == produced
+        await fake.wait_for(lambda: (j := bot.engine.store.get(job.id)) and j.delivered, 5.0)
+        stored = bot.engine.store.get(job.id)
+        assert stored is not None and stored.state is JobState.DONE
+        assert [Path(o.path).read_bytes() for o in stored.outputs] == produced
+
+
+async def test_the_image_is_posted_while_its_files_are_written(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path, comfy.url)
+    release, written = hold_writes(monkeypatch, Path(settings.storage.outputs))
+    async with comfybot(fake, settings) as bot:
+        it = await fake.slash("imagine", {"prompt": "a cat", "steps": 1})
+        message = await wait_result(fake, it, timeout=HOLD + 10.0)
+        # posted while the disk write is still held: nothing written, nothing marked yet
+        assert written == []
+        [job] = bot.engine.recent(limit=1)
+        assert not job.delivered
+        release.set()
+        await fake.wait_for(lambda: (j := bot.engine.store.get(job.id)) and j.delivered, 5.0)
+        stored = bot.engine.store.get(job.id)
+        assert stored is not None and stored.state is JobState.DONE
+        produced = output_images(comfy, job.prompt_id)
+        assert [a.data for a in message.attachments] == produced
+        assert [Path(o.path).read_bytes() for o in stored.outputs] == produced
+        assert stored.meta["result"]["message_id"] == message.id
+
+
+async def test_a_crash_between_the_post_and_the_disk_write_delivers_exactly_once(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The result reached Discord but the process died before its files and record were
+    written: the restart collects the job from ComfyUI again, saves it and delivers it again
+    to the same reply (an edit repeated), never as a second message."""
+    settings = make_settings(tmp_path / "before", comfy.url)
+    release, written = hold_writes(monkeypatch, Path(settings.storage.outputs))
+    crashed = tmp_path / "crashed"
+    async with comfybot(fake, settings) as bot:
+        it = await fake.slash("imagine", {"prompt": "a cat", "steps": 1})
+        message = await wait_result(fake, it, timeout=HOLD + 10.0)
+        assert written == []
+        [job] = bot.engine.recent(limit=1)
+        # what the disk holds at this moment is what a crash now would leave
+        shutil.copytree(tmp_path / "before", crashed)
+        release.set()
+    monkeypatch.undo()
+    edits_before = len(message.edits)
+
+    def results() -> list[FakeMessage]:
+        return [m for m in fake.messages_in(fake.channel_id) if has_files(m)]
+
+    after = make_settings(crashed, comfy.url)
+    async with comfybot(fake, after) as bot:
+        resumed = bot.engine.store.get(job.id)
+        assert resumed is not None
+        await fake.wait_for(lambda: (j := bot.engine.store.get(job.id)) and j.delivered, 15.0)
+        stored = bot.engine.store.get(job.id)
+        assert stored is not None and stored.state is JobState.DONE
+        produced = output_images(comfy, job.prompt_id)
+        assert [Path(o.path).read_bytes() for o in stored.outputs] == produced
+        assert [m.id for m in results()] == [message.id]  # the same reply, edited again
+        assert len(message.edits) > edits_before
+        assert [a.data for a in message.attachments] == produced
