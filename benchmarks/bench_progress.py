@@ -1,7 +1,8 @@
 """What progress costs: Discord requests per job, the fair queue at 10,000 jobs, result latency.
 
     .venv/bin/python -m benchmarks.bench_progress [--sizes 20,200,2000] [--scale S]
-        [--gpu-seconds 7.5,2] [--latency-jobs 40] [--skip-requests] [--skip-latency]
+        [--gpu-seconds 7.5,2] [--latency-jobs 40] [--latency-step-delay 0.03]
+        [--skip-requests] [--skip-latency]
 
 1. Requests per job: the real bot (discord.py against the in-process fake Discord) runs `size`
    `/imagine` jobs queued at once by `size / 10` members on one fake GPU. Time is scaled down by
@@ -17,7 +18,11 @@
    waiting job (tracemalloc; the Job records themselves are counted apart).
 3. Latency from ComfyUI's `execution_success` (as the fake ComfyUI sends it) to the Discord
    request that carries the image (as the fake Discord receives it), for the bot and, side by
-   side in the same run on the same fakes, a minimal bot that only forwards the bytes.
+   side in the same run on the same fakes, a minimal bot that only forwards the bytes. Each
+   job has one sampler step of `--latency-step-delay` seconds, so that the run's start and
+   progress reach both bots before its end, as they do from a GPU; with 0 the fake sends the
+   whole run at once after `execution_success` and the bot's handling of the run's start
+   (saving the running state, the started update) falls inside the measured time.
 """
 
 from __future__ import annotations
@@ -309,11 +314,11 @@ def photo_like_outputs() -> None:
     _comfy_nodes.decode_latent = textured
 
 
-async def latency(jobs: int) -> None:
+async def latency(jobs: int, step_delay: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with (
             installed_fake() as fake,
-            FakeComfyUI(step_delay=0.0) as comfy,
+            FakeComfyUI(step_delay=step_delay) as comfy,
             aiohttp.ClientSession() as session,
         ):
             success_at: dict[str, float] = {}
@@ -371,7 +376,7 @@ async def latency(jobs: int) -> None:
     p90 = [1000 * sorted(x)[int(0.9 * (jobs - 1))] for x in (ours, theirs)]
     print(
         f"execution_success -> request with the image ({statistics.median(sizes) / 1e6:.2f} MB "
-        f"PNG), {jobs} jobs each, side by side: "
+        f"PNG, sampler step {step_delay * 1000:.0f} ms), {jobs} jobs each, side by side: "
         f"bot median {ms[0]:.1f} ms (p90 {p90[0]:.1f}), forward-only median {ms[1]:.1f} ms "
         f"(p90 {p90[1]:.1f}); difference {ms[0] - ms[1]:+.1f} ms"
     )
@@ -385,13 +390,14 @@ def main() -> None:
     )
     parser.add_argument("--gpu-seconds", default="7.5,2", help="seconds on the GPU per job")
     parser.add_argument("--latency-jobs", type=int, default=40)
+    parser.add_argument("--latency-step-delay", type=float, default=0.03)
     parser.add_argument("--skip-requests", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     args = parser.parse_args()
     queue_cost(10_000, 1_000)
     if not args.skip_latency:
         photo_like_outputs()
-        asyncio.run(latency(args.latency_jobs))
+        asyncio.run(latency(args.latency_jobs, args.latency_step_delay))
     if not args.skip_requests:
         for gpu_seconds in (float(s) for s in args.gpu_seconds.split(",")):
             for size in (int(s) for s in args.sizes.split(",")):
