@@ -580,6 +580,11 @@ class Engine:
         that; mark them delivered only after it)."""
         await self.runner.saved(job_ids)
 
+    def hold_saving(self, job_ids: Sequence[str]) -> Callable[[], None]:
+        """Let a delivery of these jobs' `result` go out before their files are written: the
+        write waits until the returned function is called (or a few seconds)."""
+        return self.runner.hold_saving(job_ids)
+
     def mark_delivered(self, job_id: str, **meta: Any) -> None:
         """Record that a job's result reached its member (with `meta`, e.g. where it is)."""
         self.mark_all_delivered([job_id], **meta)

@@ -19,6 +19,7 @@ import inspect
 import io
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -766,28 +767,14 @@ class Imagine(commands.Cog):
 
     # results ----------------------------------------------------------------------------------
     async def _finalize(self, reply: Reply) -> None:
-        if reply.coalescer is not None:
-            await reply.coalescer.close()  # the result replaces the progress
-        jobs = [j for j in (self._final_job(reply, i) for i in reply.job_ids) if j is not None]
-        delay = 1.0
-        for attempt in range(1, DELIVERY_ATTEMPTS + 1):
-            try:
-                message_id = await self._deliver(reply, jobs)
-                break
-            except (discord.DiscordServerError, aiohttp.ClientError, OSError) as exc:
-                if attempt == DELIVERY_ATTEMPTS:
-                    log.error(
-                        "delivering %s failed (%s); it is tried again on restart", reply.key, exc
-                    )
-                    return
-                log.warning(
-                    "delivering %s failed (%s); trying again in %.0f s", reply.key, exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay *= 2
-            except Exception:
-                log.exception("delivering %s failed; it is tried again on restart", reply.key)
-                return
+        # the result's files are written once it went out (they are not needed to send it)
+        release = self.engine.hold_saving(reply.job_ids)
+        try:
+            message_id = await self._deliver_with_retries(reply, release)
+        finally:
+            release()
+        if message_id is None:
+            return
         # right after Discord answered (and the records, written beside the delivery, are
         # stored): the delivered mark and where the result is (for /history)
         await self.engine.saved(reply.job_ids)
@@ -796,6 +783,33 @@ class Imagine(commands.Cog):
         self.replies.pop(reply.key, None)
         for job_id in reply.job_ids:
             self._by_job.pop(job_id, None)
+
+    async def _deliver_with_retries(self, reply: Reply, sent: Callable[[], None]) -> int | None:
+        """Deliver, tried again on a server or network error; the message id, None if it failed
+        (it is tried again on restart). `sent()` is called once the first try is over."""
+        if reply.coalescer is not None:
+            await reply.coalescer.close()  # the result replaces the progress
+        jobs = [j for j in (self._final_job(reply, i) for i in reply.job_ids) if j is not None]
+        delay = 1.0
+        for attempt in range(1, DELIVERY_ATTEMPTS + 1):
+            try:
+                return await self._deliver(reply, jobs)
+            except (discord.DiscordServerError, aiohttp.ClientError, OSError) as exc:
+                sent()
+                if attempt == DELIVERY_ATTEMPTS:
+                    log.error(
+                        "delivering %s failed (%s); it is tried again on restart", reply.key, exc
+                    )
+                    return None
+                log.warning(
+                    "delivering %s failed (%s); trying again in %.0f s", reply.key, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay *= 2
+            except Exception:
+                log.exception("delivering %s failed; it is tried again on restart", reply.key)
+                return None
+        return None
 
     def _final_job(self, reply: Reply, job_id: str) -> Job | None:
         """A job as it ended: from its `result` or `finished` update (a `result` comes while its

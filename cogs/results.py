@@ -475,6 +475,7 @@ class Results(commands.Cog):
     ) -> None:
         """A follow-up button: exactly that image of that job, into the follow-up workflow."""
         try:
+            await self.engine.saved([job_id])  # its files are written just after it was posted
             job = self.engine.get_job(job_id)
             if job is None:
                 raise NotFound(f"There is no job `{job_id}` any more.")
@@ -572,6 +573,9 @@ class Results(commands.Cog):
     ) -> None:
         """One image of a message (a comfycord result's own file when it is one) into the
         follow-up workflow."""
+        found = re.match(rf"^({JOB_RE})-", attachment.filename)
+        if found:
+            await self.engine.saved([found.group(1)])  # written just after it was posted
         source = self._result_source(message, attachment)
         if source is None:
             # checked before anything is read or shown

@@ -66,21 +66,18 @@ async def test_the_result_is_sent_from_memory_not_read_back_from_disk(
 ) -> None:
     settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
-        removed: list[str] = []
+        on_disk: list[bool] = []
 
-        def remove_the_copy(update: JobUpdate) -> None:  # runs before the delivery task
-            if update.kind == "finished":
-                for output in update.job.outputs:
-                    Path(output.path).unlink()
-                    removed.append(output.path)
+        def look(update: JobUpdate) -> None:  # the delivery starts from this update
+            if update.kind == "result":
+                on_disk.append(any(Path(o.path).exists() for o in update.job.outputs))
 
-        bot.engine.listen(remove_the_copy)
+        bot.engine.listen(look)
         it = await fake.slash("imagine", {"prompt": "a cat", "steps": 1})
         message = await wait_result(fake, it)
         [job] = bot.engine.recent(limit=1)
-        assert removed and [a.data for a in message.attachments] == output_images(
-            comfy, job.prompt_id
-        )
+        assert on_disk == [False]  # the files are written after the result went out
+        assert [a.data for a in message.attachments] == output_images(comfy, job.prompt_id)
         assert "missing" not in message.content
 
 

@@ -396,7 +396,7 @@ async def test_history_links_to_a_result_posted_in_the_channel_after_the_token_e
 ) -> None:
     async with installed_fake(token_lifetime=1.0) as fake:
         settings = make_settings(tmp_path, comfy.url)
-        async with comfybot(fake, settings):
+        async with comfybot(fake, settings) as bot:
             comfy.hold_steps()
             it = await imagine(fake, "slow")
             await comfy.wait_until_held()
@@ -406,6 +406,8 @@ async def test_history_links_to_a_result_posted_in_the_channel_after_the_token_e
                 lambda: next((m for m in fake.messages_in() if m.attachments), None), timeout=10
             )
             assert posted.id != it.original_id
+            # where the result is is written with the delivered mark, once Discord answered
+            await fake.wait_for(lambda: bot.engine.recent(limit=1)[0].delivered, timeout=5)
             _, history = await answer(fake, "history")
             url = f"https://discord.com/channels/{fake.guild_id}/{fake.channel_id}/{posted.id}"
             assert url in history.content

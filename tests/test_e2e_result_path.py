@@ -1,14 +1,13 @@
 """End to end: the way from ComfyUI's ``execution_success`` to the Discord request with the image.
 
 The result is posted without waiting for the history read (the socket saw the whole run) nor for
-the disk write (the files are written beside the upload); the record and files still end up on
-disk, the delivered mark after them, and a crash in between delivers exactly once.
+the disk write (the files are written once the upload went out); the record and files still end
+up on disk, the delivered mark after them, and a crash in between delivers exactly once.
 """
 
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from bot.jobs.model import JobState
+from bot.jobs.store import Store
 from tests.conftest import make_settings
 from tests.e2e import comfybot, has_files, output_images, wait_result
 from tests.fakes.comfyui import FakeComfyUI
@@ -25,8 +25,6 @@ from tests.fakes.discord_fixtures import installed_fake
 
 #: Longer than any wait here: a result that needs the history read cannot come in time.
 HISTORY_DELAY = 30.0
-#: How long a held disk write waits at most (then it goes on, so nothing hangs).
-HOLD = 5.0
 
 
 @pytest.fixture
@@ -59,25 +57,23 @@ def image_edit_at(message: FakeMessage) -> float:
     return at
 
 
-def hold_writes(
-    monkeypatch: pytest.MonkeyPatch, folder: Path
-) -> tuple[threading.Event, list[Path]]:
-    """Make writes of files under `folder` wait (at most HOLD s) until the event is set;
-    returns the event and the paths written so far."""
-    release = threading.Event()
-    written: list[Path] = []
+def on_first_write(
+    monkeypatch: pytest.MonkeyPatch, folder: Path, action: Callable[[], None]
+) -> list[float]:
+    """Call `action()` just before the first file under `folder` is written; returns when each
+    such write began (``time.monotonic()``)."""
+    began: list[float] = []
     write: Callable[[Path, Any], int] = Path.write_bytes
 
-    def held(self: Path, data: Any) -> int:
+    def watched(self: Path, data: Any) -> int:
         if folder in self.parents:
-            release.wait(HOLD)
-            count = write(self, data)
-            written.append(self)
-            return count
+            began.append(time.monotonic())
+            if len(began) == 1:
+                action()
         return write(self, data)
 
-    monkeypatch.setattr(Path, "write_bytes", held)
-    return release, written
+    monkeypatch.setattr(Path, "write_bytes", watched)
+    return began
 
 
 async def test_the_image_is_posted_before_the_history_read_answers(
@@ -101,20 +97,25 @@ async def test_the_image_is_posted_before_the_history_read_answers(
         assert [Path(o.path).read_bytes() for o in stored.outputs] == produced
 
 
-async def test_the_image_is_posted_while_its_files_are_written(
+async def test_the_image_is_posted_before_its_files_are_written(
     fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = make_settings(tmp_path, comfy.url)
-    release, written = hold_writes(monkeypatch, Path(settings.storage.outputs))
+    seen: list[bool] = []  # at the first write: was the job marked delivered already?
     async with comfybot(fake, settings) as bot:
+
+        def check() -> None:
+            [job] = bot.engine.recent(limit=1)
+            seen.append(job.delivered)
+
+        began = on_first_write(monkeypatch, Path(settings.storage.outputs), check)
         it = await fake.slash("imagine", {"prompt": "a cat", "steps": 1})
-        message = await wait_result(fake, it, timeout=HOLD + 10.0)
-        # posted while the disk write is still held: nothing written, nothing marked yet
-        assert written == []
+        message = await wait_result(fake, it)
         [job] = bot.engine.recent(limit=1)
-        assert not job.delivered
-        release.set()
         await fake.wait_for(lambda: (j := bot.engine.store.get(job.id)) and j.delivered, 5.0)
+        # the upload went out first; the files and the record followed; the mark came last
+        assert began and image_edit_at(message) < began[0]
+        assert seen == [False]
         stored = bot.engine.store.get(job.id)
         assert stored is not None and stored.state is JobState.DONE
         produced = output_images(comfy, job.prompt_id)
@@ -129,27 +130,33 @@ async def test_a_crash_between_the_post_and_the_disk_write_delivers_exactly_once
     """The result reached Discord but the process died before its files and record were
     written: the restart collects the job from ComfyUI again, saves it and delivers it again
     to the same reply (an edit repeated), never as a second message."""
-    settings = make_settings(tmp_path / "before", comfy.url)
-    release, written = hold_writes(monkeypatch, Path(settings.storage.outputs))
-    crashed = tmp_path / "crashed"
+    before, crashed = tmp_path / "before", tmp_path / "crashed"
+    settings = make_settings(before, comfy.url)
+    posted: list[bool] = []
+
+    def crash_here() -> None:  # what the disk holds now is what a crash now would leave
+        posted.append(any(has_files(m) for m in fake.messages_in(fake.channel_id)))
+        shutil.copytree(before, crashed)
+
+    on_first_write(monkeypatch, Path(settings.storage.outputs), crash_here)
     async with comfybot(fake, settings) as bot:
         it = await fake.slash("imagine", {"prompt": "a cat", "steps": 1})
-        message = await wait_result(fake, it, timeout=HOLD + 10.0)
-        assert written == []
+        message = await wait_result(fake, it)
         [job] = bot.engine.recent(limit=1)
-        # what the disk holds at this moment is what a crash now would leave
-        shutil.copytree(tmp_path / "before", crashed)
-        release.set()
+        await fake.wait_for(lambda: crashed.exists(), 5.0)
     monkeypatch.undo()
+    assert posted == [True]
     edits_before = len(message.edits)
 
     def results() -> list[FakeMessage]:
         return [m for m in fake.messages_in(fake.channel_id) if has_files(m)]
 
     after = make_settings(crashed, comfy.url)
+    store = Store(after.storage.path)
+    left = store.get(job.id)
+    store.close()
+    assert left is not None and left.state is JobState.RUNNING and not left.delivered
     async with comfybot(fake, after) as bot:
-        resumed = bot.engine.store.get(job.id)
-        assert resumed is not None
         await fake.wait_for(lambda: (j := bot.engine.store.get(job.id)) and j.delivered, 15.0)
         stored = bot.engine.store.get(job.id)
         assert stored is not None and stored.state is JobState.DONE

@@ -50,6 +50,8 @@ from bot.tasks import spawn
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+#: Longest a job's disk write waits for a delivery that holds it (see `Runner.hold_saving`).
+SAVE_HOLD = 5.0
 #: Store scope of the prompts to withdraw from a backend when it comes back (by backend name).
 WITHDRAW_SCOPE = "pool.withdraw"
 T = TypeVar("T")
@@ -148,6 +150,7 @@ class Runner:
         self._active: dict[str, _Active] = {}
         self._moved: list[Job] = []  # taken from a backend, waiting for another one
         self._saving: dict[str, asyncio.Future[None]] = {}  # result announced, not yet stored
+        self._holds: dict[str, asyncio.Future[None]] = {}  # saving waits for a delivery
         self._abandoned: dict[str, set[str]] = {}  # backend -> prompt ids to withdraw there
         self._needs: dict[str, Needs | None] = {}
         self._wake = asyncio.Event()
@@ -262,6 +265,27 @@ class Runner:
         pending = [self._saving[j] for j in job_ids if j in self._saving]
         if pending:
             await asyncio.wait([asyncio.shield(f) for f in pending])
+
+    def hold_saving(self, job_ids: Iterable[str]) -> Callable[[], None]:
+        """Make the disk write of jobs whose `result` was just announced wait until the
+        returned function is called (at most `SAVE_HOLD` seconds): a delivery that sends the
+        bytes first is not slowed by it. Call it right after the result went out (or failed).
+        Jobs not being saved are left alone.
+        """
+        holds: list[asyncio.Future[None]] = []
+        for job_id in job_ids:
+            if job_id in self._saving:
+                hold = self._holds.get(job_id)
+                if hold is None:
+                    hold = self._holds[job_id] = asyncio.get_running_loop().create_future()
+                holds.append(hold)
+
+        def release() -> None:
+            for hold in holds:
+                if not hold.done():
+                    hold.set_result(None)
+
+        return release
 
     def refusal(self, job: Job) -> str | None:
         """Why no backend can run this job (None: one can, or may once it is reachable)."""
@@ -586,6 +610,7 @@ class Runner:
             log.exception("job %s failed unexpectedly", job.id)
             self._fail(active, None)
         finally:
+            self._holds.pop(job.id, None)
             saving = self._saving.pop(job.id, None)
             if saving is not None:  # its final record (done, or failed) is stored, or never will be
                 saving.set_result(None)
@@ -742,14 +767,20 @@ class Runner:
             "finished_at": time.time(),
             "error": None,
         }
-        # The bytes are announced first, so that a delivery can go out while they are written
-        # beside it (off the event loop); `saved()` waits for the record (see `_drive`). A crash
-        # before the record below is saved leaves the job running in the store: after the
-        # restart it is collected from ComfyUI again and delivered again, which repeats the
-        # same result (harmless).
-        self._saving[active.job.id] = asyncio.get_running_loop().create_future()
+        # The bytes are announced first, so that a delivery can go out before they are written
+        # (a listener that sends them may hold the write until then, see `hold_saving`);
+        # `saved()` waits for the record (see `_drive`). A crash before the record below is
+        # saved leaves the job running in the store: after the restart it is collected from
+        # ComfyUI again and delivered again, which repeats the same result (harmless).
+        job_id = active.job.id
+        self._saving[job_id] = asyncio.get_running_loop().create_future()
         self.emit(JobUpdate(active.job.evolve(**done), "result", images=tuple(images)))
-        await asyncio.to_thread(_write_files, folder, outputs, images)
+        await asyncio.sleep(0)  # the tasks the update started run first, and may hold the write
+        hold = self._holds.get(job_id)
+        if hold is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(hold), SAVE_HOLD)
+        _write_files(folder, outputs, images)
         active.backend.jobs_done += 1
         self._update(active, **done)
         self.emit(JobUpdate(active.job, "finished", images=tuple(images)))
@@ -827,7 +858,7 @@ def _plain_unreachable(exc: BackendUnavailable) -> str:
 
 
 def _write_files(folder: Path, outputs: list[Output], images: list[bytes]) -> None:
-    """Write a job's images to their paths (run in a thread: beside the delivery)."""
+    """Write a job's images to their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     for output, data in zip(outputs, images, strict=True):
         Path(output.path).write_bytes(data)
