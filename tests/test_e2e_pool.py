@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -56,3 +57,38 @@ async def test_queue_shows_each_backend_and_results_name_theirs(
             assert made_on == {"a", "b", "c"}
             _, idle = await answer(fake, "queue")
             assert "**a** · idle" in idle.content and "**c** · idle" in idle.content
+
+
+async def test_a_job_handed_to_a_busy_comfyui_is_no_edit_until_it_starts(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    members = [fake.add_member(f"m{i}") for i in range(5)]
+    async with fakes(a={}, b={}) as servers:
+        settings = pool_settings(tmp_path, servers, comfyui={"prefetch": 1})
+        for server in servers.values():
+            server.hold_steps()
+        async with comfybot(fake, settings):
+            its = []
+            for member in members:
+                it = await fake.slash("imagine", {"prompt": "x", "steps": 1}, user_id=member)
+                await it.wait_ack()
+                its.append(it)
+
+            def received() -> int:
+                return sum(len(s.prompts_received) for s in servers.values())
+
+            # two run, two wait on the backends themselves, the fifth waits here
+            await wait_for(lambda: received() == 4)
+            last = its[4]
+            assert last.original is not None and "position #1" in last.original.content
+            servers["a"].release_steps(1)  # a's job ends, its next starts: the fifth goes to a
+            await wait_for(lambda: received() == 5)
+            await asyncio.sleep(1.0)  # over the progress interval: an edit due would have gone
+            assert last.original is not None and "position #1" in last.original.content
+            assert not last.original.edits  # #1 is close enough: waiting on ComfyUI is next
+            for server in servers.values():
+                server.release_steps()
+            message = await wait_result(fake, last)
+            assert not any("Sent to ComfyUI" in p.get("content", "") for _, p in message.edits)
+            for it in its[:4]:
+                await wait_result(fake, it)
