@@ -195,6 +195,12 @@ async def requests_per_job(size: int, scale: float, gpu_seconds: float) -> None:
                     over += count > budget
                     edits = it.original.edits if it.original else []
                     waiting_edits.append(sum("Queued" in p.get("content", "") for _, p in edits))
+                    if count > budget and over <= 3:
+                        print(
+                            f"  over: job {i}, {count} requests for a budget of {budget} "
+                            f"(T {(end - begin) * scale:.2f} s): {len(edits)} edits, "
+                            f"{waiting_edits[-1]} while queued"
+                        )
                 print(
                     f"queue of {size:>5}, {gpu_seconds:g} s on the GPU per job: "
                     f"{sum(counts) / size:5.2f} requests/job (max {max(counts)}; waiting edits "

@@ -192,11 +192,12 @@ class Engine:
         job = update.job
         if update.kind == "started":
             self._run_since.setdefault(job.id, time.monotonic())
-        elif update.kind == "finished":
+        elif update.kind in ("result", "finished"):  # the first of them ends the run
             since = self._run_since.pop(job.id, None)
-            if job.state is JobState.DONE and job.elapsed is not None:
+            done = job.state is JobState.DONE
+            if update.kind == "finished" and done and job.elapsed is not None:
                 self._durations.append(job.elapsed)
-            if job.state is JobState.DONE and since is not None:
+            if done and since is not None:
                 runs = self._runs.setdefault(job.workflow, deque(maxlen=20))
                 runs.append(time.monotonic() - since)
         for listener in list(self._listeners):
