@@ -84,6 +84,10 @@ async def test_a_jam_runs_from_start_to_winners_through_a_restart(
     async with comfybot(fake, settings) as bot:  # a restart while the jam is open
         await enter(fake, thread_id, bob, "a lighthouse in a storm")
         await enter(fake, thread_id, cyd, "a lighthouse on the moon")
+        # an entry counts once its files are stored, a moment after the result is posted
+        open_jam = jam_cog(bot).jams.in_thread(str(thread_id))
+        assert open_jam is not None
+        await fake.wait_for(lambda: len(jam_cog(bot).jams.entries(open_jam.id)) == 3, 5)
         _, listing = await answer(fake, "jam list", user_id=mod)
         assert "lighthouses" in listing.content and "open" in listing.content
         assert "3 entries" in listing.content
