@@ -686,6 +686,8 @@ class Results(commands.Cog):
     async def info(self, interaction: discord.Interaction, key: str) -> None:
         try:
             jobs = self.imagine._jobs_for_key(key)
+            await self.engine.saved([j.id for j in jobs])  # written just after it was posted
+            jobs = self.imagine._jobs_for_key(key)
             workflow = self.engine.workflows.get(jobs[0].workflow)
             await interaction.response.send_message(
                 clip(info_text(jobs, workflow), 2000),
@@ -705,6 +707,7 @@ class Results(commands.Cog):
             if interaction.message is None:
                 raise NotFound("That message is gone already.")
             await interaction.message.delete()
+            await self.engine.saved([j.id for j in jobs])  # its record, written over otherwise
             for job in jobs:
                 self.engine.update_meta(job.id, deleted_by=str(interaction.user.id))
             await interaction.response.send_message("Deleted.", ephemeral=True)
