@@ -698,7 +698,13 @@ class Runner:
             active.backend.client.untrack(tracker.prompt_id)
 
     async def _consume(self, active: _Active, tracker: PromptTracker, progress: _Progress) -> None:
+        downloads_first = True
         async for event in tracker:
+            if downloads_first and active.early:
+                # the run is over and its images are being fetched: their requests go out
+                # before the progress that arrived with the end is passed on
+                downloads_first = False
+                await asyncio.sleep(0)
             update = progress.feed(event)
             if isinstance(event, ExecutionStart) and active.gpu_since is None:
                 active.gpu_since = time.monotonic()
