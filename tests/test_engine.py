@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -13,6 +14,7 @@ from PIL import Image
 from bot.engine import Engine, ImageInput, JobRequest
 from bot.errors import InvalidValue, NotAllowed, NotFound
 from bot.jobs.model import JobState
+from bot.jobs.runner import JobUpdate
 from bot.settings import Settings
 from tests.conftest import Recorder, make_settings, running_engine
 from tests.fakes.comfyui import FakeComfyUI
@@ -93,6 +95,31 @@ async def test_a_run_seen_whole_finishes_without_waiting_for_the_history_read(
     names = [img["filename"] for out in produced.values() for img in out["images"]]
     on_disk = [Path(output.path).read_bytes() for output in done.job.outputs]
     assert on_disk == [comfy.read_output(name) for name in names] == list(done.images)
+
+
+async def test_the_next_job_starts_while_a_result_waits_for_its_delivery(
+    engine: EngineFx, comfy: FakeComfyUI
+) -> None:
+    """A delivery may hold the disk write of its result (until its upload went out): the GPU
+    is not kept waiting for that, and the held job is saved once released."""
+    eng, rec = engine
+    releases: list[Callable[[], None]] = []
+
+    def hold(update: JobUpdate) -> None:
+        if update.kind == "result" and not releases:
+            releases.append(eng.hold_saving([update.job.id]))
+
+    eng.listen(hold)
+    [first] = await eng.submit(request("one", steps=1))
+    [second] = await eng.submit(request("two", steps=1))
+    await rec.wait(lambda: bool(rec.of(second.id, "started")), timeout=4.0)
+    assert rec.of(first.id, "result") and not rec.of(first.id, "finished")
+    stored = eng.store.get(first.id)
+    assert stored is not None and stored.state is JobState.RUNNING  # not written yet
+    releases[0]()
+    [done, _] = await rec.finished(first.id, second.id)
+    assert done.job.state is JobState.DONE
+    assert all(Path(o.path).is_file() for o in done.job.outputs)
 
 
 async def test_values_reach_comfyui_structurally(engine: EngineFx, comfy: FakeComfyUI) -> None:

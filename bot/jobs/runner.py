@@ -151,6 +151,7 @@ class Runner:
         self._moved: list[Job] = []  # taken from a backend, waiting for another one
         self._saving: dict[str, asyncio.Future[None]] = {}  # result announced, not yet stored
         self._holds: dict[str, asyncio.Future[None]] = {}  # saving waits for a delivery
+        self._persisting: dict[str, asyncio.Task[None]] = {}  # writing a result to disk
         self._abandoned: dict[str, set[str]] = {}  # backend -> prompt ids to withdraw there
         self._needs: dict[str, Needs | None] = {}
         self._wake = asyncio.Event()
@@ -192,6 +193,11 @@ class Runner:
                 await task
         self._active.clear()
         self._moved.clear()
+        for hold in self._holds.values():  # results announced are written before stopping
+            if not hold.done():
+                hold.set_result(None)
+        if self._persisting:
+            await asyncio.gather(*self._persisting.values(), return_exceptions=True)
 
     # public ---------------------------------------------------------------------------------
     def enqueue(self, job: Job, *, saved: bool = False) -> Job:
@@ -610,10 +616,6 @@ class Runner:
             log.exception("job %s failed unexpectedly", job.id)
             self._fail(active, None)
         finally:
-            self._holds.pop(job.id, None)
-            saving = self._saving.pop(job.id, None)
-            if saving is not None:  # its final record (done, or failed) is stored, or never will be
-                saving.set_result(None)
             for early in active.early.values():
                 if early.done() and not early.cancelled():
                     early.exception()  # not needed after all: retrieved, so never reported
@@ -774,22 +776,48 @@ class Runner:
             "error": None,
         }
         # The bytes are announced first, so that a delivery can go out before they are written
-        # (a listener that sends them may hold the write until then, see `hold_saving`);
-        # `saved()` waits for the record (see `_drive`). A crash before the record below is
-        # saved leaves the job running in the store: after the restart it is collected from
-        # ComfyUI again and delivered again, which repeats the same result (harmless).
+        # (a listener that sends them may hold the write until then, see `hold_saving`); the
+        # backend is free for the next job meanwhile. A crash before the record is saved
+        # leaves the job running in the store: after the restart it is collected from ComfyUI
+        # again and delivered again, which repeats the same result (harmless).
         job_id = active.job.id
         self._saving[job_id] = asyncio.get_running_loop().create_future()
+        self._persisting[job_id] = spawn(
+            self._persist(active, folder, outputs, images, done), name=f"save:{job_id}"
+        )
         self.emit(JobUpdate(active.job.evolve(**done), "result", images=tuple(images)))
-        await asyncio.sleep(0)  # the tasks the update started run first, and may hold the write
-        hold = self._holds.get(job_id)
-        if hold is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(hold), SAVE_HOLD)
-        _write_files(folder, outputs, images)
-        active.backend.jobs_done += 1
-        self._update(active, **done)
-        self.emit(JobUpdate(active.job, "finished", images=tuple(images)))
+
+    async def _persist(
+        self,
+        active: _Active,
+        folder: Path,
+        outputs: list[Output],
+        images: list[bytes],
+        done: dict[str, Any],
+    ) -> None:
+        """Write a finished job's files and record, then announce it `finished`."""
+        job_id = active.job.id
+        try:
+            await asyncio.sleep(0)  # the tasks the `result` started run first: they may hold it
+            hold = self._holds.get(job_id)
+            if hold is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(hold), SAVE_HOLD)
+            try:
+                _write_files(folder, outputs, images)
+            except Exception:
+                log.exception("job %s: its images could not be written", job_id)
+                self._fail(active, None)
+                return
+            active.backend.jobs_done += 1
+            self._update(active, **done)
+            self.emit(JobUpdate(active.job, "finished", images=tuple(images)))
+        finally:
+            self._holds.pop(job_id, None)
+            self._persisting.pop(job_id, None)
+            saving = self._saving.pop(job_id, None)
+            if saving is not None:  # its final record (done, or failed) is stored
+                saving.set_result(None)
 
     def _fail(self, active: _Active, exc: UserError | None) -> None:
         state = JobState.CANCELLED if isinstance(exc, Interrupted) else JobState.FAILED
