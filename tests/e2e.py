@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -49,6 +50,13 @@ async def wait_result(fake: FakeDiscord, it: FakeInteraction, timeout: float = 1
     message = await it.wait_original(lambda m: has_files(m) or "❌" in m.content, timeout=timeout)
     assert message is not None
     return message
+
+
+async def wait_stored(bot: ComfyBot, timeout: float = 10.0) -> None:
+    """Wait until the jobs whose results were posted are stored as finished: a result goes out
+    a moment before its files and record are written (and jams, /queue, /history see them)."""
+    ids = [j.id for j in bot.engine.recent(limit=100)]
+    await asyncio.wait_for(bot.engine.saved(ids), timeout)
 
 
 def field(embed: dict[str, Any], name: str) -> str | None:

@@ -11,7 +11,7 @@ import pytest
 from bot.app import ComfyBot
 from cogs.jam import JamCog
 from tests.conftest import make_settings
-from tests.e2e import answer, comfybot, wait_result
+from tests.e2e import answer, comfybot, wait_result, wait_stored
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import CommandUnavailable, FakeDiscord, FakeMessage
 from tests.fakes.discord_fixtures import installed_fake
@@ -31,11 +31,14 @@ def jam_cog(bot: ComfyBot) -> JamCog:
 
 
 async def enter(
-    fake: FakeDiscord, thread: int, user: int, prompt: str, count: int = 1
+    bot: ComfyBot, fake: FakeDiscord, thread: int, user: int, prompt: str, count: int = 1
 ) -> FakeMessage:
+    """Ask for an image in a thread; once it is posted and stored (entered, if it counts)."""
     options = {"prompt": prompt, "steps": 1, "count": count}
     it = await fake.slash("imagine", options, user_id=user, channel_id=thread)
-    return await wait_result(fake, it)
+    message = await wait_result(fake, it)
+    await wait_stored(bot)  # a job is entered once stored, a moment after its result is posted
+    return message
 
 
 def galleries(fake: FakeDiscord, thread: int) -> list[FakeMessage]:
@@ -58,7 +61,7 @@ async def test_a_jam_runs_from_start_to_winners_through_a_restart(
     settings = make_settings(tmp_path, comfy.url)
     mod = fake.moderator_id
     ann, bob, cyd, dan = (fake.add_member(n) for n in ("ann", "bob", "cyd", "dan"))
-    async with comfybot(fake, settings):
+    async with comfybot(fake, settings) as bot:
         with pytest.raises(CommandUnavailable):  # members do not see the moderators' /jam
             await fake.slash("jam start", {"theme": "x", "minutes": 5}, user_id=ann)
         _, started = await answer(
@@ -69,25 +72,21 @@ async def test_a_jam_runs_from_start_to_winners_through_a_restart(
         assert thread["name"] == "Jam: lighthouses" and f"<#{thread_id}>" in started.content
         intro = fake.messages_in(thread_id)[0]
         assert "lighthouses" in intro.content and "/imagine" in intro.content
-        await enter(fake, thread_id, ann, "a lighthouse at dawn")
+        await enter(bot, fake, thread_id, ann, "a lighthouse at dawn")
         # more images of ann are not entered (one entry each): she is told once in the thread
-        await enter(fake, thread_id, ann, "more lighthouses", count=3)
+        await enter(bot, fake, thread_id, ann, "more lighthouses", count=3)
 
         def notes() -> list[FakeMessage]:
             return [m for m in fake.messages_in(thread_id) if "not entered" in m.content]
 
         await fake.wait_for(notes)
-        await enter(fake, fake.channel_id, bob, "not in the thread")  # not an entry either
+        await enter(bot, fake, fake.channel_id, bob, "not in the thread")  # not an entry either
         [note] = notes()
         assert f"<@{ann}>" in note.content and "limit is 1" in note.content
 
     async with comfybot(fake, settings) as bot:  # a restart while the jam is open
-        await enter(fake, thread_id, bob, "a lighthouse in a storm")
-        await enter(fake, thread_id, cyd, "a lighthouse on the moon")
-        # an entry counts once its files are stored, a moment after the result is posted
-        open_jam = jam_cog(bot).jams.in_thread(str(thread_id))
-        assert open_jam is not None
-        await fake.wait_for(lambda: len(jam_cog(bot).jams.entries(open_jam.id)) == 3, 5)
+        await enter(bot, fake, thread_id, bob, "a lighthouse in a storm")
+        await enter(bot, fake, thread_id, cyd, "a lighthouse on the moon")
         _, listing = await answer(fake, "jam list", user_id=mod)
         assert "lighthouses" in listing.content and "open" in listing.content
         assert "3 entries" in listing.content
@@ -140,8 +139,8 @@ async def test_a_jam_moves_on_by_itself_when_its_time_is_up(
         )
         [thread] = fake.threads_of(fake.channel_id)
         thread_id = int(thread["id"])
-        await enter(fake, thread_id, ann, "a cat")
-        await enter(fake, thread_id, bob, "a cat in a hat")
+        await enter(bot, fake, thread_id, ann, "a cat")
+        await enter(bot, fake, thread_id, bob, "a cat in a hat")
         cog = jam_cog(bot)
         cog.now = lambda: time.time() + 6 * 60  # the entries' time is up
         cog.wake()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import answer, comfybot, field, wait_result
+from tests.e2e import answer, comfybot, field, wait_result, wait_stored
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord_fixtures import installed_fake
 from tests.test_pool import fakes, pool_settings, wait_for
@@ -55,6 +55,7 @@ async def test_queue_shows_each_backend_and_results_name_theirs(
                 message = await wait_result(fake, it)
                 made_on.add(field(message.embeds[0], "Backend"))
             assert made_on == {"a", "b", "c"}
+            await wait_stored(bot)  # a job runs until stored, a moment after its result is posted
             _, idle = await answer(fake, "queue")
             assert "**a** · idle" in idle.content and "**c** · idle" in idle.content
 

@@ -234,14 +234,18 @@ async def test_run_serves_http_beside_the_bot_and_counts_discord_edits_and_429s(
                 it = await fake.slash("imagine", {"prompt": "a cat", "steps": 2})
                 await it.wait_original(has_files, timeout=15)
                 assert fake.rate_limited_count == 1
-                async with http.get(f"{base}/metrics") as r:
-                    found = samples(await r.text())
+                labels = {"workflow": "sd15-txt2img", "state": "done"}
+                # the job counts as finished once stored, a moment after its result is posted
+                async with asyncio.timeout(5):
+                    while True:
+                        async with http.get(f"{base}/metrics") as r:
+                            found = samples(await r.text())
+                        if value(found, "comfycord_jobs_finished_total", **labels):
+                            break
+                        await asyncio.sleep(0.05)
             assert value(found, "comfycord_discord_edits_total") >= 2
             assert value(found, "comfycord_discord_rate_limited_total") == 1
-            done = value(
-                found, "comfycord_jobs_finished_total", workflow="sd15-txt2img", state="done"
-            )
-            assert done == 1
+            assert value(found, "comfycord_jobs_finished_total", **labels) == 1
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
