@@ -97,6 +97,32 @@ async def test_a_run_seen_whole_finishes_without_waiting_for_the_history_read(
     assert on_disk == [comfy.read_output(name) for name in names] == list(done.images)
 
 
+async def test_a_meta_change_while_a_result_is_written_is_kept(
+    engine: EngineFx, comfy: FakeComfyUI
+) -> None:
+    """A job's meta changed after its `result`, before its record is stored (e.g. the reply's
+    message id, when Discord acknowledged the request after so quick a job), is not written
+    over by that record."""
+    eng, rec = engine
+    releases: list[Callable[[], None]] = []
+
+    def hold(update: JobUpdate) -> None:
+        if update.kind == "result":
+            releases.append(eng.hold_saving([update.job.id]))
+
+    eng.listen(hold)
+    [job] = await eng.submit(request("one", steps=1))
+    await rec.wait(lambda: bool(rec.of(job.id, "result")), timeout=4.0)
+    assert not rec.of(job.id, "finished")  # its record is not written yet
+    eng.update_meta(job.id, reply={"message_id": 42})
+    releases[0]()
+    [done] = await rec.finished(job.id)
+    assert done.job.meta["reply"] == {"message_id": 42}
+    stored = eng.store.get(job.id)
+    assert stored is not None and stored.state is JobState.DONE
+    assert stored.meta["reply"] == {"message_id": 42}
+
+
 async def test_the_next_job_starts_while_a_result_waits_for_its_delivery(
     engine: EngineFx, comfy: FakeComfyUI
 ) -> None:

@@ -152,6 +152,7 @@ class Runner:
         self._saving: dict[str, asyncio.Future[None]] = {}  # result announced, not yet stored
         self._holds: dict[str, asyncio.Future[None]] = {}  # saving waits for a delivery
         self._persisting: dict[str, asyncio.Task[None]] = {}  # writing a result to disk
+        self._writing: dict[str, _Active] = {}  # their jobs (out of their backend's slot)
         self._abandoned: dict[str, set[str]] = {}  # backend -> prompt ids to withdraw there
         self._needs: dict[str, Needs | None] = {}
         self._wake = asyncio.Event()
@@ -212,8 +213,8 @@ class Runner:
 
     def replace(self, job: Job) -> None:
         """Save a changed copy of a job (e.g. its meta) wherever the runner holds it."""
-        active = self._active.get(job.id)
-        if active is not None:
+        active = self._active.get(job.id) or self._writing.get(job.id)
+        if active is not None:  # kept there too, or its final record would write over it
             job = active.job.evolve(meta=job.meta)
             active.job = job
         elif job.id in self.queue:
@@ -782,6 +783,7 @@ class Runner:
         # again and delivered again, which repeats the same result (harmless).
         job_id = active.job.id
         self._saving[job_id] = asyncio.get_running_loop().create_future()
+        self._writing[job_id] = active
         self._persisting[job_id] = spawn(
             self._persist(active, folder, outputs, images, done), name=f"save:{job_id}"
         )
@@ -815,6 +817,7 @@ class Runner:
         finally:
             self._holds.pop(job_id, None)
             self._persisting.pop(job_id, None)
+            self._writing.pop(job_id, None)
             saving = self._saving.pop(job_id, None)
             if saving is not None:  # its final record (done, or failed) is stored
                 saving.set_result(None)
