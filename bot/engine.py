@@ -512,6 +512,8 @@ class Engine:
         job = self.store.get(job_id)
         if job is None:
             raise NotFound(f"There is no job `{job_id}`.")
+        if self.runner.finishing(job_id):  # its result is out, its record follows at once
+            job = job.evolve(state=JobState.DONE)
         if job.state.finished:
             raise NotAllowed(f"Job `{job_id}` has already finished ({job.state.value}).")
         result = await self.runner.cancel(job_id, by)

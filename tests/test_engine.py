@@ -123,6 +123,28 @@ async def test_a_meta_change_while_a_result_is_written_is_kept(
     assert stored.meta["reply"] == {"message_id": 42}
 
 
+async def test_a_job_whose_result_is_out_cannot_be_cancelled(
+    engine: EngineFx, comfy: FakeComfyUI
+) -> None:
+    """Between its `result` and its stored record a job has finished: a cancel says so."""
+    eng, rec = engine
+    releases: list[Callable[[], None]] = []
+
+    def hold(update: JobUpdate) -> None:
+        if update.kind == "result":
+            releases.append(eng.hold_saving([update.job.id]))
+
+    eng.listen(hold)
+    [job] = await eng.submit(request("one", steps=1))
+    await rec.wait(lambda: bool(rec.of(job.id, "result")), timeout=4.0)
+    assert not rec.of(job.id, "finished")
+    with pytest.raises(NotAllowed, match="already finished"):
+        await eng.cancel(job.id, by="ann")
+    releases[0]()
+    [done] = await rec.finished(job.id)
+    assert done.job.state is JobState.DONE and done.job.error is None
+
+
 async def test_the_next_job_starts_while_a_result_waits_for_its_delivery(
     engine: EngineFx, comfy: FakeComfyUI
 ) -> None:

@@ -256,6 +256,10 @@ class Runner:
             )
         )
 
+    def finishing(self, job_id: str) -> bool:
+        """The job's result is announced; its files and record are being written."""
+        return job_id in self._saving
+
     def position(self, job_id: str) -> int | None:
         """1-based place among jobs waiting to start (0 if it has started, None if unknown)."""
         if job_id in self._active or any(j.id == job_id for j in self._moved):
