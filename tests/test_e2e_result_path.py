@@ -109,7 +109,10 @@ async def test_the_image_is_posted_before_its_files_are_written(
             seen.append(job.delivered)
 
         began = on_first_write(monkeypatch, Path(settings.storage.outputs), check)
+        comfy.hold_steps()  # the reply exists before the result (else the files go first)
         it = await fake.slash("imagine", {"prompt": "a cat", "steps": 1})
+        await it.wait_ack()
+        comfy.release_steps()
         message = await wait_result(fake, it)
         [job] = bot.engine.recent(limit=1)
         await fake.wait_for(lambda: (j := bot.engine.store.get(job.id)) and j.delivered, 5.0)
@@ -140,7 +143,10 @@ async def test_a_crash_between_the_post_and_the_disk_write_delivers_exactly_once
 
     on_first_write(monkeypatch, Path(settings.storage.outputs), crash_here)
     async with comfybot(fake, settings) as bot:
+        comfy.hold_steps()  # the reply exists before the result (else the files go first)
         it = await fake.slash("imagine", {"prompt": "a cat", "steps": 1})
+        await it.wait_ack()
+        comfy.release_steps()
         message = await wait_result(fake, it)
         [job] = bot.engine.recent(limit=1)
         await fake.wait_for(lambda: crashed.exists(), 5.0)
