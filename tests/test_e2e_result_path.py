@@ -76,6 +76,16 @@ def on_first_write(
     return began
 
 
+async def imagine_replied_first(fake: FakeDiscord, comfy: FakeComfyUI) -> FakeMessage:
+    """/imagine whose run waits until its reply exists (else the files are written first, there
+    being no delivery to hold them); its result."""
+    comfy.hold_steps()
+    it = await fake.slash("imagine", {"prompt": "a cat", "steps": 1})
+    await it.wait_ack()
+    comfy.release_steps()
+    return await wait_result(fake, it)
+
+
 async def test_the_image_is_posted_before_the_history_read_answers(
     fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
 ) -> None:
@@ -109,11 +119,7 @@ async def test_the_image_is_posted_before_its_files_are_written(
             seen.append(job.delivered)
 
         began = on_first_write(monkeypatch, Path(settings.storage.outputs), check)
-        comfy.hold_steps()  # the reply exists before the result (else the files go first)
-        it = await fake.slash("imagine", {"prompt": "a cat", "steps": 1})
-        await it.wait_ack()
-        comfy.release_steps()
-        message = await wait_result(fake, it)
+        message = await imagine_replied_first(fake, comfy)
         [job] = bot.engine.recent(limit=1)
         await fake.wait_for(lambda: (j := bot.engine.store.get(job.id)) and j.delivered, 5.0)
         # the upload went out first; the files and the record followed; the mark came last
@@ -143,11 +149,7 @@ async def test_a_crash_between_the_post_and_the_disk_write_delivers_exactly_once
 
     on_first_write(monkeypatch, Path(settings.storage.outputs), crash_here)
     async with comfybot(fake, settings) as bot:
-        comfy.hold_steps()  # the reply exists before the result (else the files go first)
-        it = await fake.slash("imagine", {"prompt": "a cat", "steps": 1})
-        await it.wait_ack()
-        comfy.release_steps()
-        message = await wait_result(fake, it)
+        message = await imagine_replied_first(fake, comfy)
         [job] = bot.engine.recent(limit=1)
         await fake.wait_for(lambda: crashed.exists(), 5.0)
     monkeypatch.undo()

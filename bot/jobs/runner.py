@@ -109,6 +109,16 @@ class _Active:
         return self.accepted and self.job.state is JobState.SUBMITTED
 
 
+@dataclass
+class _Saving:
+    """A result announced (`result` update) whose files and record are being written."""
+
+    active: _Active  # out of its backend's slot already
+    stored: asyncio.Future[None]  # done once its final record is stored
+    task: asyncio.Task[None] | None = None  # the write
+    hold: asyncio.Future[None] | None = None  # the write waits for it (a delivery under way)
+
+
 class Runner:
     """Moves jobs from the fair queue to the backends of the pool.
 
@@ -149,10 +159,7 @@ class Runner:
         self.fetch_retry_seconds = fetch_retry_seconds
         self._active: dict[str, _Active] = {}
         self._moved: list[Job] = []  # taken from a backend, waiting for another one
-        self._saving: dict[str, asyncio.Future[None]] = {}  # result announced, not yet stored
-        self._holds: dict[str, asyncio.Future[None]] = {}  # saving waits for a delivery
-        self._persisting: dict[str, asyncio.Task[None]] = {}  # writing a result to disk
-        self._writing: dict[str, _Active] = {}  # their jobs (out of their backend's slot)
+        self._saving: dict[str, _Saving] = {}  # result announced, being written to disk
         self._abandoned: dict[str, set[str]] = {}  # backend -> prompt ids to withdraw there
         self._needs: dict[str, Needs | None] = {}
         self._wake = asyncio.Event()
@@ -194,11 +201,12 @@ class Runner:
                 await task
         self._active.clear()
         self._moved.clear()
-        for hold in self._holds.values():  # results announced are written before stopping
-            if not hold.done():
-                hold.set_result(None)
-        if self._persisting:
-            await asyncio.gather(*self._persisting.values(), return_exceptions=True)
+        saving = list(self._saving.values())  # results announced are written before stopping
+        for item in saving:
+            if item.hold is not None and not item.hold.done():
+                item.hold.set_result(None)
+        if saving:
+            await asyncio.gather(*(i.task for i in saving if i.task), return_exceptions=True)
 
     # public ---------------------------------------------------------------------------------
     def enqueue(self, job: Job, *, saved: bool = False) -> Job:
@@ -213,7 +221,8 @@ class Runner:
 
     def replace(self, job: Job) -> None:
         """Save a changed copy of a job (e.g. its meta) wherever the runner holds it."""
-        active = self._active.get(job.id) or self._writing.get(job.id)
+        saving = self._saving.get(job.id)
+        active = self._active.get(job.id) or (saving.active if saving else None)
         if active is not None:  # kept there too, or its final record would write over it
             job = active.job.evolve(meta=job.meta)
             active.job = job
@@ -273,7 +282,7 @@ class Runner:
         written; whoever marks the job delivered waits for that first, so that the mark is
         never written over (and a crash in between delivers again after the restart).
         """
-        pending = [self._saving[j] for j in job_ids if j in self._saving]
+        pending = [self._saving[j].stored for j in job_ids if j in self._saving]
         if pending:
             await asyncio.wait([asyncio.shield(f) for f in pending])
 
@@ -285,11 +294,11 @@ class Runner:
         """
         holds: list[asyncio.Future[None]] = []
         for job_id in job_ids:
-            if job_id in self._saving:
-                hold = self._holds.get(job_id)
-                if hold is None:
-                    hold = self._holds[job_id] = asyncio.get_running_loop().create_future()
-                holds.append(hold)
+            saving = self._saving.get(job_id)
+            if saving is not None:
+                if saving.hold is None:
+                    saving.hold = asyncio.get_running_loop().create_future()
+                holds.append(saving.hold)
 
         def release() -> None:
             for hold in holds:
@@ -786,9 +795,8 @@ class Runner:
         # leaves the job running in the store: after the restart it is collected from ComfyUI
         # again and delivered again, which repeats the same result (harmless).
         job_id = active.job.id
-        self._saving[job_id] = asyncio.get_running_loop().create_future()
-        self._writing[job_id] = active
-        self._persisting[job_id] = spawn(
+        saving = self._saving[job_id] = _Saving(active, asyncio.get_running_loop().create_future())
+        saving.task = spawn(
             self._persist(active, folder, outputs, images, done), name=f"save:{job_id}"
         )
         self.emit(JobUpdate(active.job.evolve(**done), "result", images=tuple(images)))
@@ -805,7 +813,7 @@ class Runner:
         job_id = active.job.id
         try:
             await asyncio.sleep(0)  # the tasks the `result` started run first: they may hold it
-            hold = self._holds.get(job_id)
+            hold = self._saving[job_id].hold
             if hold is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(hold), SAVE_HOLD)
@@ -819,12 +827,9 @@ class Runner:
             self._update(active, **done)
             self.emit(JobUpdate(active.job, "finished", images=tuple(images)))
         finally:
-            self._holds.pop(job_id, None)
-            self._persisting.pop(job_id, None)
-            self._writing.pop(job_id, None)
             saving = self._saving.pop(job_id, None)
             if saving is not None:  # its final record (done, or failed) is stored
-                saving.set_result(None)
+                saving.stored.set_result(None)
 
     def _fail(self, active: _Active, exc: UserError | None) -> None:
         state = JobState.CANCELLED if isinstance(exc, Interrupted) else JobState.FAILED
