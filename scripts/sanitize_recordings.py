@@ -10,6 +10,8 @@ facts and leaves out the server's own prose:
 - node definitions lose ``description``, ``output_tooltips`` and ``python_module``, and every
   input option loses its ``tooltip``.
 
+The files the server made (``media/``: videos, animations) are copied as they are.
+
 The output is compact JSON with one entry per line, so a run gives the same bytes every time and
 running it on its own output changes nothing.
 
@@ -110,6 +112,23 @@ def run(source: Path, out: Path) -> list[Path]:
     for transcript in sorted((source / "transcripts").glob("*.json")):
         target = out / "transcripts" / transcript.name
         _convert(transcript, target)
+        written.append(target)
+    written += _copy_media(source / "media", out / "media")
+    return written
+
+
+def _copy_media(source: Path, out: Path) -> list[Path]:
+    """Copy the server's output files byte for byte: they hold no prose, only what it made."""
+    for stale in sorted(out.glob("*")) if out.is_dir() else []:
+        if stale.is_file():
+            stale.unlink()
+    if not source.is_dir():
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for media in sorted(path for path in source.iterdir() if path.is_file()):
+        target = out / media.name
+        target.write_bytes(media.read_bytes())
         written.append(target)
     return written
 

@@ -40,3 +40,5 @@ OBJECT_INFO = RECORDINGS / "object_info.json"
 #: Node definitions of popular custom node packs (``{class: definition}`` with a ``pack`` key).
 OBJECT_INFO_CUSTOM = RECORDINGS / "object_info_custom.json"
 WS_EXAMPLES = RECORDINGS / "ws_message_examples.json"
+#: Files a real server made (videos, animations), copied byte for byte.
+MEDIA = RECORDINGS / "media"

@@ -39,8 +39,8 @@ PLACEHOLDER = re.compile(r'  File "frame_(\d+)\.py", line \1, in step_\1\n    st
 def _files(folder: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(folder)): path.read_bytes()
-        for path in sorted(folder.rglob("*.json"))
-        if path.is_file()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and (path.suffix == ".json" or path.parent.name == "media")
     }
 
 
