@@ -1,6 +1,8 @@
-"""Getting results to people: coalesced progress updates, and images fitted to upload limits.
+"""Getting results to people: coalesced progress updates, and files fitted to upload limits.
 
-Nothing here knows Discord: `Coalescer` calls any async `send`, `fit_image` works on bytes.
+Nothing here knows Discord: `Coalescer` calls any async `send`; `fit_image` and `fit_file` work
+on bytes (`fit_file` for every kind of result: images here, video, animations and audio
+re-encoded by `bot.media.fit`, off the event loop).
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import io
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from PIL import Image
 
+from bot.jobs.model import Job
 from bot.jobs.scheduler import band_of
+from bot.media import Kind, MediaType, sniff
+from bot.media.fit import CannotFit, fit_media
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,6 +106,59 @@ class FittedImage:
     data: bytes
     filename: str
     note: str | None  # what was done to make it fit, None when untouched
+
+
+@dataclass(frozen=True)
+class FittedFile:
+    """A result file ready to attach: its bytes, name and what it is, and what was done to it."""
+
+    data: bytes
+    filename: str
+    media: MediaType
+    note: str | None  # what was done to make it fit, None when untouched
+
+
+async def fit_file(data: bytes, filename: str, limit: int) -> FittedFile:
+    """Make a result file fit in `limit` bytes, as what it is: an image re-encoded or scaled,
+    a video or an animation re-encoded as MP4, audio at a lower bitrate. The file's name keeps
+    its stem and takes the extension of what it now holds.
+
+    Raises:
+        CannotFit: it cannot be made to fit (a 3D model or text over the limit, a video too
+            long for any bitrate, a re-encode over its time cap, a file that does not decode).
+    """
+    media = sniff(data)
+    stem = filename.rsplit(".", 1)[0] or "file"
+    if len(data) <= limit:
+        return FittedFile(data, f"{stem}.{media.ext}", media, None)
+    if media.kind is Kind.IMAGE:
+        try:
+            image = await asyncio.to_thread(fit_image, data, filename, limit)
+        except (ValueError, OSError) as exc:
+            raise CannotFit(f"{filename} cannot be made smaller than the upload limit") from exc
+        return FittedFile(image.data, image.filename, sniff(image.data), image.note)
+    if media.kind in (Kind.VIDEO, Kind.ANIMATION, Kind.AUDIO):
+        fitted = await fit_media(data, limit)
+        return FittedFile(fitted.data, f"{stem}.{fitted.media.ext}", fitted.media, fitted.note)
+    raise CannotFit(
+        f"{filename} ({media.kind.noun}, {len(data) / 2**20:.1f} MiB) is over the "
+        f"{limit / 2**20:.0f} MiB upload limit and cannot be made smaller"
+    )
+
+
+def ready_words(jobs: Sequence[Job]) -> str:
+    """What a result message says is ready, after what the jobs made: "your video is ready",
+    "your images are ready", "your results are ready" when they are of several kinds."""
+    kinds = [Kind(o.kind) for job in jobs for o in job.outputs]
+    files = [k for k in kinds if k is not Kind.TEXT] or kinds
+    if not files:
+        return "your results are ready"
+    if len(set(files)) > 1:
+        return "your results are ready"
+    kind = files[0]
+    if len(files) == 1 or kind is Kind.TEXT:
+        return f"your {kind.noun} is ready"
+    return f"your {kind.plural} are ready"
 
 
 def fit_image(data: bytes, filename: str, limit: int) -> FittedImage:

@@ -21,8 +21,9 @@ from typing import Any
 
 from bot.admission import Admission, Admitted, Requester, image_offer
 from bot.engine import ImageInput
-from bot.errors import NotFound
+from bot.errors import NotAllowed, NotFound
 from bot.jobs.model import Job
+from bot.media import Kind
 from bot.workflows import Workflow
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,11 @@ class Followup:
     label: str
     emoji: str | None
     param: str
+    accepts: frozenset[str] = frozenset({"image"})
+
+    def takes(self, kind: str) -> bool:
+        """Whether it is offered on a result of this kind (a `bot.media.Kind` value)."""
+        return kind in self.accepts
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ def followups(workflows: Mapping[str, Workflow]) -> list[Followup]:
         if param is None or param.type != "image":
             log.warning("%s: followup.param `%s` is not an image param; ignored", name, spec.param)
             continue
-        found.append(Followup(name, spec.label, spec.emoji, spec.param))
+        found.append(Followup(name, spec.label, spec.emoji, spec.param, frozenset(spec.accepts)))
     return found
 
 
@@ -99,6 +105,14 @@ def admit_followup(
     target = admission.workflow_for(requester, followup.workflow)
     values: dict[str, Any] = {}
     origin: dict[str, Any] = {}
+    if source.job is not None and 0 <= source.index < len(source.job.outputs):
+        made = Kind(source.job.outputs[source.index].kind)
+        if not followup.takes(made.value):
+            takes = " or ".join(Kind(k).plural for k in sorted(followup.accepts))
+            raise NotAllowed(
+                f"{followup.label} takes {takes}; output {source.index + 1} of job "
+                f"`{source.job.id}` is {'an' if made.noun[0] in 'aeiou' else 'a'} {made.noun}."
+            )
     if source.job is not None:
         for param in target.params:
             value = source.job.values.get(param.name)

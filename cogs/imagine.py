@@ -34,11 +34,13 @@ from bot.app import ComfyBot, send_error
 from bot.delivery import (
     POSITION_REFRESH,
     Coalescer,
+    FittedFile,
     edit_budget,
-    fit_image,
+    fit_file,
     format_wait,
     position_edit_due,
     progress_bar,
+    ready_words,
     start_edit_due,
     waiting_allowance,
 )
@@ -47,6 +49,8 @@ from bot.errors import NotAllowed, NotFound, UserError
 from bot.jobs.model import Job, JobState
 from bot.jobs.runner import JobUpdate
 from bot.jobs.scheduler import band_of
+from bot.media import Kind
+from bot.media.fit import CannotFit
 from bot.tasks import spawn
 from bot.workflows import Param, Workflow
 from cogs._common import bot_of, clip, ids, is_moderator, is_nsfw_channel, requester_of
@@ -61,6 +65,8 @@ DELIVERY_ATTEMPTS = 4  # Discord unreachable or failing: tries before waiting fo
 _ORIGINAL: Any = "@original"
 MAX_ATTACHMENT_INPUT = 25 * 1024 * 1024
 MAX_FILES = 10
+#: A text output up to this long goes into the message; a longer one is attached as a .txt file.
+TEXT_INLINE = 1500
 # `count` offered by Discord goes up to the largest limit a server may set (limits.max_count is
 # at most 10); the limit in force in the server is checked on each request.
 MAX_COUNT = 10
@@ -203,6 +209,32 @@ def _bounds(param: Param) -> tuple[Any, ...]:
 
 
 # the reply of one request ------------------------------------------------------------------------
+@dataclass
+class Prepared:
+    """A result ready to post: its files (fitted), the texts it showed, notes for the member."""
+
+    files: list[FittedFile] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def discord_files(self) -> list[discord.File]:
+        """New `discord.File`s of the files (a send reads them, so each send needs its own)."""
+        return [discord.File(io.BytesIO(f.data), filename=f.filename) for f in self.files]
+
+
+def with_texts(content: str, texts: list[str]) -> str:
+    """The message with the result's text outputs below it, in code blocks, within 2,000."""
+    for text in texts:
+        block = "\n```\n" + text.replace("```", "ʼʼʼ") + "\n```"
+        room = 2000 - len(content)
+        if room < 20:
+            break
+        if len(block) > room:
+            block = block[: room - 5] + "…\n```"
+        content += block
+    return clip(content, 2000)
+
+
 @dataclass
 class Reply:
     """The message that shows one request (a job or a group) from queue to result."""
@@ -826,8 +858,9 @@ class Imagine(commands.Cog):
         post carries the reply's nonce, so Discord returns the message already posted.
         """
         held = {job_id: u.images for job_id, u in reply.latest.items() if u.images}
-        files, notes = self._result_files(jobs, reply.size_limit, held)
-        content, embed, view = self._result_message(jobs, notes)
+        prepared = await self._result_files(jobs, reply.size_limit, held)
+        content, embed, view = self._result_message(jobs, prepared)
+        files = prepared.discord_files()
         first_batch, rest = files[:MAX_FILES], files[MAX_FILES:]
         if reply.token_usable():
             try:
@@ -845,7 +878,7 @@ class Imagine(commands.Cog):
                 log.info(
                     "interaction token of %s no longer works; posting to the channel", reply.key
                 )
-                files, notes = self._result_files(jobs, reply.size_limit, held)
+                files = prepared.discord_files()  # the first ones were read by the failed edit
                 first_batch, rest = files[:MAX_FILES], files[MAX_FILES:]
         await self._point_to_result(reply)
         message = await self._send_to_channel(reply, content, embed, view, first_batch, rest)
@@ -910,11 +943,12 @@ class Imagine(commands.Cog):
         except discord.HTTPException as exc:
             log.info("could not edit the old reply of %s (%s)", reply.key, exc.status)
 
-    def _result_files(
+    async def _result_files(
         self, jobs: list[Job], limit: int, in_memory: dict[str, tuple[bytes, ...]] | None = None
-    ) -> tuple[list[discord.File], list[str]]:
-        """The images to attach: the bytes the engine handed over, else the copies on disk."""
-        files, notes = [], []
+    ) -> Prepared:
+        """The files to attach and the texts to show: the bytes the engine handed over, else
+        the copies on disk; each file fitted to `limit` as what it is."""
+        prepared = Prepared()
         for job in jobs:
             held = (in_memory or {}).get(job.id, ())
             for index, output in enumerate(job.outputs):
@@ -924,17 +958,31 @@ class Imagine(commands.Cog):
                 elif path.is_file():
                     data = path.read_bytes()
                 else:
-                    notes.append(f"image {output.filename} of job {job.id} is missing on disk")
+                    prepared.notes.append(
+                        f"{output.media.kind.noun} {output.filename} of job {job.id} is missing "
+                        "on disk"
+                    )
                     continue
                 name = f"{job.id}-{output.filename}"
-                fitted = fit_image(data, name, limit)
-                if fitted.note:
-                    notes.append(f"{name} was {fitted.note} to fit Discord's upload limit")
-                files.append(discord.File(io.BytesIO(fitted.data), filename=fitted.filename))
-        return files, notes
+                if output.kind == Kind.TEXT and len(data) <= TEXT_INLINE:
+                    prepared.texts.append(data.decode("utf-8", "replace"))
+                    continue
+                try:
+                    fitted = await fit_file(data, name, limit)
+                except CannotFit as exc:
+                    prepared.notes.append(
+                        f"{exc}: it is kept as output {index + 1} of job `{job.id}`"
+                    )
+                    continue
+                if output.kind == Kind.TEXT:
+                    prepared.notes.append(f"the text is long, so it is attached as {name}")
+                elif fitted.note:
+                    prepared.notes.append(f"{name} was {fitted.note} to fit Discord's upload limit")
+                prepared.files.append(fitted)
+        return prepared
 
     def _result_message(
-        self, jobs: list[Job], notes: list[str]
+        self, jobs: list[Job], prepared: Prepared
     ) -> tuple[str, discord.Embed, discord.ui.View]:
         first = jobs[0]
         done = [j for j in jobs if j.state is JobState.DONE]
@@ -984,13 +1032,13 @@ class Imagine(commands.Cog):
                     name="Remix of", value=f"<@{original.owner_id}>'s job `{original.id}`"
                 )
         embed.set_footer(text=f"by {first.owner_name or first.owner_id}")
-        content = f"✅ <@{first.owner_id}>, your images are ready."
+        content = f"✅ <@{first.owner_id}>, {ready_words(done)}."
         if failed:
             content += f"\n{len(failed)} of {len(jobs)} did not finish: {failed[0].error}"
-        notes = [n for j in done for n in j.meta.get("notes", [])][:3] + notes
+        notes = [n for j in done for n in j.meta.get("notes", [])][:3] + prepared.notes
         if notes:
             content += "\n" + "\n".join(f"ℹ️ {n}" for n in dict.fromkeys(notes))
-        return clip(content, 2000), embed, self._result_view(first, done)
+        return with_texts(content, prepared.texts), embed, self._result_view(first, done)
 
     def _result_view(self, first: Job, done: list[Job]) -> discord.ui.View:
         """Reroll, Edit, Info, Delete, then per image Variations and the follow-ups."""

@@ -27,6 +27,7 @@ from bot.engine import ImageInput
 from bot.errors import InvalidValue, NotAllowed, NotFound, UserError
 from bot.followups import Followup, Source, admit_followup, followups, output_image, submit_followup
 from bot.jobs.model import Job
+from bot.media import Kind
 from bot.workflows import Workflow
 from cogs._common import bot_of, clip, is_moderator, requester_of
 
@@ -276,7 +277,12 @@ def result_view(
         InfoButton(key),
         DeleteButton(key),
     ]
-    images = [(job, index) for job in done for index in range(len(job.outputs))][:10]
+    images = [
+        (job, index)
+        for job in done
+        for index, output in enumerate(job.outputs)
+        if output.kind != Kind.TEXT
+    ][:10]
     if not done:
         for item in general:
             view.add_item(item)
@@ -292,6 +298,8 @@ def result_view(
         if len(done) > 1 and index == 0:
             row.append(VariationsButton(job.id, number))
         for followup in offered:
+            if not followup.takes(job.outputs[index].kind):
+                continue
             button = FollowupButton(job.id, index, shown, followup.workflow, followup.label)
             if followup.emoji:
                 button.item.emoji = followup.emoji
@@ -338,8 +346,10 @@ def _selects(
                 emoji=followup.emoji,
             )
             for n, (job, index) in enumerate(images, start=1)
+            if followup.takes(job.outputs[index].kind)
         ]
-        kinds.append((f"{followup.label} image…", options))
+        if options:
+            kinds.append((f"{followup.label} image…", options))
     if len(kinds) <= ROWS - 1:
         return [
             ActionSelect(key, number, options[:OPTIONS], placeholder)

@@ -72,6 +72,17 @@ class ImageRef:
     filename: str
     subfolder: str = ""
     type: str = "output"
+    #: A text output (``PreviewAny``, ShowText-style nodes): the string itself, no file to fetch.
+    text: str | None = None
+
+    @property
+    def is_text(self) -> bool:
+        return self.text is not None
+
+    @classmethod
+    def of_text(cls, text: str) -> ImageRef:
+        """A text output of a node (``{"text": ["…"]}``); it travels with the files, in order."""
+        return cls(filename="text.txt", type="text", text=text)
 
     @property
     def query(self) -> str:
@@ -98,7 +109,8 @@ class ImageRef:
 
 
 def refs_from_output(output: object) -> tuple[ImageRef, ...]:
-    """Every file reference in a node's UI output (``images``, ``gifs``, ``audio``…), in order."""
+    """Every file reference in a node's UI output (``images``, ``gifs``, ``audio``…), in order,
+    then its text outputs (``{"text": ["…"]}``, strings rather than files)."""
     if not isinstance(output, Mapping):
         return ()
     refs: list[ImageRef] = []
@@ -112,6 +124,9 @@ def refs_from_output(output: object) -> tuple[ImageRef, ...]:
             ref = ImageRef.from_json(item)
             if ref is not None:
                 refs.append(ref)
+    texts = output.get("text")
+    if isinstance(texts, list):
+        refs.extend(ImageRef.of_text(t) for t in texts if isinstance(t, str) and t.strip())
     return tuple(refs)
 
 

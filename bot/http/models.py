@@ -66,13 +66,19 @@ class Progress(_Model):
     steps: int = 0
 
 
+OutputKind = Literal["image", "animation", "video", "audio", "model", "text", "file"]
+
+
 class OutputInfo(_Model):
-    """An image a job made."""
+    """A file a job made; `kind` and `content_type` come from its bytes, not its name. A text
+    output (a node's returned string) is a `text/plain` file too. `width` and `height` are 0
+    where they do not apply."""
 
     index: int
     url: str
     filename: str
     content_type: str
+    kind: OutputKind
     width: int
     height: int
 

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from bot.http.models import MODELS
+from bot.media.sniff import MIME_BY_EXT
 from bot.workflows import Param, Workflow, nodeinfo
 
 WAIT_MAX = 60
@@ -294,20 +295,21 @@ def build_document(
     paths["/v1/jobs/{job_id}/outputs/{n}"] = {
         "get": {
             "operationId": "get_output",
-            "summary": "The bytes of the job's n-th image (from 0)",
+            "summary": "The bytes of the job's n-th output (from 0): an image, animation, video, "
+            "audio, 3D model or text, sent with the Content-Type its bytes show",
             "parameters": [
                 _job_id(),
                 {"name": "n", "in": "path", "required": True, "schema": {"type": "integer"}},
             ],
             "responses": {
                 "200": {
-                    "description": "The image",
+                    "description": "The file; `outputs[n].content_type` of the job says which",
                     "content": {
                         t: {"schema": {"type": "string", "contentMediaType": t}}
-                        for t in ("image/png", "image/jpeg", "image/webp", "image/gif")
+                        for t in sorted(set(MIME_BY_EXT.values()))
                     },
                 },
-                "404": _problem("No such job or image"),
+                "404": _problem("No such job or output"),
                 **AUTH_ERRORS,
             },
         }

@@ -30,10 +30,11 @@ from bot.http.models import (
 )
 from bot.http.openapi import WAIT_MAX, build_document, param_choices, request_schema
 from bot.http.problems import ApiProblem
-from bot.http.service import PROGRESS_KINDS, HttpApi, content_type, data_url
+from bot.http.service import PROGRESS_KINDS, HttpApi, data_url
 from bot.http.urls import check_host, check_url, decode_image, fetch_image
 from bot.jobs.model import Job, JobState
 from bot.jobs.runner import JobUpdate
+from bot.media import Kind
 from bot.metrics import CONTENT_TYPE as METRICS_TYPE
 from bot.workflows import Workflow
 
@@ -340,13 +341,15 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise InvalidValue("n", "must be a whole number") from None
     if not 0 <= index < len(job.outputs):
-        raise ApiProblem(404, f"Job '{job.id}' has no image {index}.", field="n")
-    path = Path(job.outputs[index].path)
+        raise ApiProblem(404, f"Job '{job.id}' has no output {index}.", field="n")
+    output = job.outputs[index]
+    path = Path(output.path)
     if not path.is_file():
-        raise ApiProblem(404, f"Image {index} of job '{job.id}' is no longer on disk.", field="n")
+        raise ApiProblem(404, f"Output {index} of job '{job.id}' is no longer on disk.", field="n")
     return web.Response(
         body=path.read_bytes(),
-        content_type=content_type(str(path)),
+        content_type=output.mime,
+        charset="utf-8" if output.kind == Kind.TEXT else None,
         headers={"Content-Disposition": f'inline; filename="{job.id}-{path.name}"'},
     )
 

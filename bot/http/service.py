@@ -7,7 +7,6 @@ import base64
 import contextlib
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -25,18 +24,7 @@ from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".webp": "image/webp",
-    ".gif": "image/gif",
-}
 PROGRESS_KINDS = ("submitted", "retrying", "started", "progress")
-
-
-def content_type(path: str) -> str:
-    return CONTENT_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
 
 
 class HttpApi:
@@ -122,7 +110,8 @@ class HttpApi:
                 index=i,
                 url=f"{url}/outputs/{i}",
                 filename=o.filename,
-                content_type=content_type(o.path),
+                content_type=o.media.content_type,
+                kind=o.kind,
                 width=o.width,
                 height=o.height,
             )

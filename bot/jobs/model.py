@@ -13,7 +13,10 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
+
+from bot.media import Kind, MediaType, mime_of
 
 
 class JobState(StrEnum):
@@ -35,13 +38,20 @@ class JobState(StrEnum):
 
 @dataclass(frozen=True)
 class Output:
-    """One image a job produced, kept on local disk."""
+    """One file a job produced, kept on local disk; `kind` and `mime` come from its bytes
+    (`bot.media.sniff`), and its name's extension matches them."""
 
     path: str
     filename: str
     node: str
     width: int = 0
     height: int = 0
+    kind: str = "image"  # a `bot.media.Kind` value
+    mime: str = "image/png"
+
+    @property
+    def media(self) -> MediaType:
+        return MediaType(Kind(self.kind), self.mime, Path(self.filename).suffix.lstrip("."))
 
 
 def new_job_id() -> str:
@@ -113,5 +123,12 @@ class Job:
     def from_dict(cls, data: dict[str, Any]) -> Job:
         data = dict(data)
         data["state"] = JobState(data["state"])
-        data["outputs"] = tuple(Output(**o) for o in data.get("outputs", ()))
+        data["outputs"] = tuple(_output(o) for o in data.get("outputs", ()))
         return cls(**data)
+
+
+def _output(record: dict[str, Any]) -> Output:
+    """An output from its stored record (records from before kinds were kept are images)."""
+    if "mime" not in record:
+        record = {**record, "mime": mime_of(str(record.get("filename", "")))}
+    return Output(**record)

@@ -45,6 +45,7 @@ from bot.jobs.dispatch import Dispatcher, Needs
 from bot.jobs.model import Job, JobState, Output
 from bot.jobs.scheduler import FairQueue
 from bot.jobs.store import Store
+from bot.media import TEXT, sniff
 from bot.tasks import spawn
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,6 @@ SAVE_HOLD = 5.0
 #: Store scope of the prompts to withdraw from a backend when it comes back (by backend name).
 WITHDRAW_SCOPE = "pool.withdraw"
 T = TypeVar("T")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 
 
 @dataclass(frozen=True)
@@ -767,21 +767,22 @@ class Runner:
                 node_type=err.node_type if err else None,
                 exception_type=kind,
             )
-        refs = [r for refs in result.outputs.values() for r in refs if r.type == "output"]
-        if not refs:
-            refs = [r for refs in result.outputs.values() for r in refs]
-        nodes = [n for n, rs in result.outputs.items() for r in rs if r in refs]
-        if not refs:
-            raise OutputMissing("The workflow finished but produced no images")
+        chosen = _result_refs(result.outputs)
+        if not chosen:
+            raise OutputMissing("The workflow finished but produced no output")
         folder = self.outputs_dir / active.job.id
         outputs, images = [], []
-        for index, (node, ref) in enumerate(zip(nodes, refs, strict=True), start=1):
-            data = await self._image(active, ref)
-            suffix = Path(ref.filename).suffix.lower()
-            suffix = suffix if suffix in IMAGE_SUFFIXES else ".png"
-            path = folder / f"{index:02d}{suffix}"
-            width, height = image_size(data)
-            outputs.append(Output(str(path), path.name, node, width, height))
+        for index, (node, ref) in enumerate(chosen, start=1):
+            if ref.text is not None:
+                data, media = ref.text.encode(), TEXT
+            else:
+                data = await self._image(active, ref)
+                media = sniff(data)
+            path = folder / f"{index:02d}.{media.ext}"
+            width, height = image_size(data) if media.kind.visual else (0, 0)
+            outputs.append(
+                Output(str(path), path.name, node, width, height, media.kind.value, media.mime)
+            )
             images.append(data)
         done = {
             "state": JobState.DONE,
@@ -901,6 +902,16 @@ def _plain_unreachable(exc: BackendUnavailable) -> str:
     if exc.__cause__ is not None and isinstance(exc.__cause__, BackendUnavailable):
         return exc.message  # already plain (see Runner._retrying)
     return "ComfyUI could not be reached, so the job could not run. Try again later."
+
+
+def _result_refs(outputs: Mapping[str, tuple[ImageRef, ...]]) -> list[tuple[str, ImageRef]]:
+    """What a job delivers, as (node, ref) in node order: the saved files (previews only when
+    nothing was saved) and every text output."""
+    pairs = [(node, ref) for node, refs in outputs.items() for ref in refs]
+    saved = [p for p in pairs if p[1].type == "output"]
+    files = saved or [p for p in pairs if not p[1].is_text]
+    keep = {id(p[1]) for p in files}
+    return [p for p in pairs if id(p[1]) in keep or p[1].is_text]
 
 
 def _write_files(folder: Path, outputs: list[Output], images: list[bytes]) -> None:

@@ -290,6 +290,13 @@ def is_plain_file_name(name: str) -> bool:
     )
 
 
+ResultKind = Literal["image", "animation", "video", "audio"]
+
+
+def _still_images() -> list[ResultKind]:
+    return ["image"]
+
+
 class FollowupSpec(_Model):
     """Offer this workflow on images: a button under every result, and Apps → LABEL on any
     message with an image. `param` is the image parameter the chosen image goes to."""
@@ -299,6 +306,12 @@ class FollowupSpec(_Model):
     )
     emoji: str | None = Field(None, min_length=1, max_length=32, description="Shown on buttons.")
     param: Name = Field(description="The image parameter that gets the image.")
+    accepts: list[ResultKind] = Field(
+        default_factory=_still_images,
+        min_length=1,
+        description="What kinds of result it is offered on (still images by default; an "
+        "image-to-video follow-up such as Animate takes images too).",
+    )
 
 
 class WorkflowSpec(_Model):

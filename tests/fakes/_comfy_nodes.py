@@ -734,6 +734,9 @@ class NodeContext(Protocol):
     def save(self, images: Images, prefix: str, kind: str) -> list[dict[str, str]]:
         """Write PNGs into the output or temp folder; the ``images`` entries of the UI."""
 
+    def output_root(self) -> Path:
+        """The server's output folder (savers write below it)."""
+
     def temp_prefix(self) -> str:
         """The random ``ComfyUI_temp_xxxxx`` prefix of this node (like PreviewImage)."""
 
@@ -799,10 +802,9 @@ def decode_latent(latent: Latent, index: int) -> Image.Image:
     return picture
 
 
-def save_png_batch(
-    root: Path, prefix: str, frames: Iterable[Image.Image], kind: str, text: Mapping[str, str]
-) -> list[dict[str, str]]:
-    """Save like SaveImage: ``prefix_00001_.png`` counting on from the files already there.
+def next_names(root: Path, prefix: str, ext: str, count: int) -> list[tuple[Path, str, str]]:
+    """(folder, subfolder, name) for `count` new files, named the way ComfyUI's savers name
+    them: ``prefix_00001_.ext``, counting on from the files already there.
 
     Raises:
         ValueError: when the prefix points outside ``root``.
@@ -821,15 +823,27 @@ def save_png_batch(
         int(match.group(1)) for entry in folder.iterdir() if (match := pattern.match(entry.name))
     ]
     counter = max(used, default=0) + 1
+    return [(folder, subfolder, f"{base}_{counter + i:05}_.{ext}") for i in range(count)]
+
+
+def save_png_batch(
+    root: Path, prefix: str, frames: Iterable[Image.Image], kind: str, text: Mapping[str, str]
+) -> list[dict[str, str]]:
+    """Save like SaveImage: ``prefix_00001_.png`` counting on from the files already there.
+
+    Raises:
+        ValueError: when the prefix points outside ``root``.
+    """
+    frames = list(frames)
     info = PngImagePlugin.PngInfo()
     for key, value in text.items():
         info.add_text(key, value)
     results = []
-    for frame in frames:
-        name = f"{base}_{counter:05}_.png"
+    for frame, (folder, subfolder, name) in zip(
+        frames, next_names(root, prefix, "png", len(frames)), strict=True
+    ):
         frame.save(folder / name, format="PNG", pnginfo=info, compress_level=4)
         results.append({"filename": name, "subfolder": subfolder, "type": kind})
-        counter += 1
     return results
 
 

@@ -105,6 +105,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 from PIL import Image
 
+from tests.fakes import _comfy_media  # noqa: F401  (registers the media nodes)
 from tests.fakes._comfy_nodes import (
     SIMULATORS,
     CacheEntry,
@@ -1435,6 +1436,9 @@ class _NodeContext:
     def save(self, images: Images, prefix: str, kind: str) -> list[dict[str, str]]:
         text = {"prompt": json.dumps(self.prompt)}
         return save_png_batch(self._fake._dir(kind), prefix, images.frames, kind, text)
+
+    def output_root(self) -> Path:
+        return self._fake._dir("output")
 
     def temp_prefix(self) -> str:
         return self._fake._temp_prefix(self.node_id, self.class_type)
