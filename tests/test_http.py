@@ -391,6 +391,29 @@ async def test_errors_are_problem_json_naming_the_field_and_store_nothing(
     assert comfy.prompts_received == []
 
 
+@pytest.mark.parametrize("workflow", ["sd15-txt2img", "sd15-img2img", "upscale"])
+async def test_a_malformed_content_type_is_a_problem_not_a_server_error(
+    srv: Served, comfy: FakeComfyUI, workflow: str
+) -> None:
+    key = srv.key()
+    url = f"{srv.url}/v1/workflows/{workflow}/jobs"
+    cases = [
+        ("multipart/form-data", b"prompt=x", 400),  # no boundary
+        ("multipart/form-data; boundary=", b"--\r\n", 400),
+        ("multipart/form-data; boundary=abc", b"not multipart at all", 400),
+        ("application/json; charset=nonsense", b'{"prompt": "x"}', 415),
+    ]
+    for content_type, body, status in cases:
+        headers = {**srv.auth(key), "Content-Type": content_type}
+        async with srv.http.post(url, data=body, headers=headers) as r:
+            assert r.status == status, (content_type, await r.text())
+            assert r.content_type == "application/problem+json"
+            problem = await r.json()
+            assert problem["field"] == "body" and problem["detail"]
+    assert srv.engine.store.recent() == []
+    assert comfy.prompts_received == []
+
+
 async def test_bodies_and_images_over_the_limits_are_413(
     tmp_path: Path, comfy: FakeComfyUI
 ) -> None:

@@ -235,6 +235,9 @@ def build_document(
                 "responses": {
                     "200": _json("JobsCreated", "Finished within `wait`"),
                     "202": _json("JobsCreated", "Queued"),
+                    "400": _problem(
+                        "The body is malformed: not JSON, or multipart without its boundary"
+                    ),
                     "404": _problem("No such workflow"),
                     "413": _problem("The body or an image is too large"),
                     "415": _problem("Not JSON or multipart"),

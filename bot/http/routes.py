@@ -172,6 +172,10 @@ async def _read_body(
     if kind == "application/json":
         try:
             body = await request.json()
+        except LookupError:
+            raise ApiProblem(
+                415, f"Unknown charset '{request.charset}': send UTF-8 JSON.", field="body"
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ApiProblem(400, "The body is not valid JSON.", field="body") from None
         if not isinstance(body, dict):
@@ -184,31 +188,12 @@ async def _read_body(
             else:
                 values[name] = value
     elif kind == "multipart/form-data":
-        reader = await request.multipart()
-        total = 0
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise InvalidValue("body", "nested multipart bodies are not supported")
-            name = part.name or ""
-            data = bytearray()
-            while chunk := await part.read_chunk(65536):
-                data += chunk
-                total += len(chunk)
-                if total > limit:
-                    raise ApiProblem(413, f"The request body is too large ({limit} bytes at most).")
-            if part.filename is not None:
-                if name not in image_params:
-                    raise InvalidValue(name or "file", "only image options take files")
-                uploads[name] = ImageInput(Path(part.filename).name or "image.png", bytes(data))
-            else:
-                try:
-                    text = bytes(data).decode()
-                except UnicodeDecodeError:
-                    raise InvalidValue(name or "field", "must be UTF-8 text") from None
-                if name in image_params:
-                    images_given[name] = text
-                else:
-                    values[name] = text
+        try:
+            await _read_multipart(request, limit, image_params, values, uploads, images_given)
+        except ValueError as exc:  # aiohttp's parser: no boundary, a body that does not match it
+            raise ApiProblem(
+                400, f"The multipart body is malformed: {exc}.", field="body"
+            ) from None
     else:
         raise ApiProblem(
             415,
@@ -216,6 +201,47 @@ async def _read_body(
             field="Content-Type",
         )
     return values, uploads, images_given
+
+
+async def _read_multipart(
+    request: web.Request,
+    limit: int,
+    image_params: set[str],
+    values: dict[str, Any],
+    uploads: dict[str, ImageInput],
+    images_given: dict[str, str],
+) -> None:
+    """Read a multipart body into values, uploaded files and images given as text, checking
+    its size as it streams.
+
+    Raises:
+        ValueError: the body is not multipart as its header says (aiohttp's parser).
+    """
+    reader = await request.multipart()
+    total = 0
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise InvalidValue("body", "nested multipart bodies are not supported")
+        name = part.name or ""
+        data = bytearray()
+        while chunk := await part.read_chunk(65536):
+            data += chunk
+            total += len(chunk)
+            if total > limit:
+                raise ApiProblem(413, f"The request body is too large ({limit} bytes at most).")
+        if part.filename is not None:
+            if name not in image_params:
+                raise InvalidValue(name or "file", "only image options take files")
+            uploads[name] = ImageInput(Path(part.filename).name or "image.png", bytes(data))
+        else:
+            try:
+                text = bytes(data).decode()
+            except UnicodeDecodeError:
+                raise InvalidValue(name or "field", "must be UTF-8 text") from None
+            if name in image_params:
+                images_given[name] = text
+            else:
+                values[name] = text
 
 
 @routes.post("/v1/workflows/{name}/jobs")
