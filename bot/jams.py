@@ -2,11 +2,15 @@
 
     open ──(time is up, or /jam end)──> voting ──(voting time is up, or /jam end)──> closed
 
-A finished job made in an open jam's thread is an entry (up to `max_entries` per member, of the
-jam's workflow when it has one). While the jam is voting, each member has one vote, never for
-their own entry, and may change it until the vote closes. Everything is kept in SQLite (in the
-bot's database file), so a jam survives a restart; the Discord side (`cogs/jam.py`) opens the
-thread, posts the gallery and announces the winners. No discord import here.
+A job made in a jam's thread before its entries closed is an entry once its result is out (up
+to `max_entries` per member, of the jam's workflow when it has one), of whatever kind it is. The
+moment a result is shown counts, not the moment its files are stored; and a job made before the
+close that runs or finishes after it is still an entry while the vote is open (a late entry,
+shown under the gallery). While the jam is voting, each member has one vote, never for their own
+entry, and may change it until the vote closes. Everything is kept in SQLite (in the bot's
+database file), so a jam survives a restart; the Discord side (`cogs/jam.py`) opens the thread,
+posts the gallery (and each entry not shown in it yet) and announces the winners. No discord
+import here.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ CREATE TABLE IF NOT EXISTS jams (
     vote_ends_at REAL,
     state TEXT NOT NULL,
     created_by TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    closed_at REAL
 );
 CREATE INDEX IF NOT EXISTS jams_thread ON jams(thread_id);
 CREATE TABLE IF NOT EXISTS jam_entries (
@@ -47,6 +52,7 @@ CREATE TABLE IF NOT EXISTS jam_entries (
     prompt TEXT NOT NULL,
     workflow TEXT NOT NULL,
     added_at REAL NOT NULL,
+    posted INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (jam_id, job_id)
 );
 CREATE TABLE IF NOT EXISTS jam_votes (
@@ -57,6 +63,12 @@ CREATE TABLE IF NOT EXISTS jam_votes (
     PRIMARY KEY (jam_id, voter_id)
 );
 """
+
+#: Columns added since the first version, made on an older database file when it is opened.
+_ADDED = (
+    ("jams", "closed_at", "REAL"),
+    ("jam_entries", "posted", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 MAX_MINUTES = 7 * 24 * 60
 MAX_ENTRIES = 10
@@ -70,7 +82,8 @@ class JamState(StrEnum):
 
 @dataclass(frozen=True)
 class Jam:
-    """One jam. Times are Unix seconds; `vote_ends_at` is set when voting starts."""
+    """One jam. Times are Unix seconds; `vote_ends_at` and `closed_at` (when the entries
+    closed: at `ends_at`, or sooner by `/jam end`) are set when voting starts."""
 
     id: str
     guild_id: str
@@ -85,6 +98,12 @@ class Jam:
     state: JamState
     created_by: str
     created_at: float
+    closed_at: float | None = None
+
+    @property
+    def entries_close(self) -> float:
+        """Jobs made up to this moment are entries (once their results are out)."""
+        return self.ends_at if self.closed_at is None else self.closed_at
 
     @property
     def deadline(self) -> float | None:
@@ -98,7 +117,8 @@ class Jam:
 
 @dataclass(frozen=True)
 class Entry:
-    """One image entered in a jam: the job that made it, numbered in the order they came."""
+    """One result entered in a jam: the job that made it, numbered in the order they came;
+    `posted` once it is shown with its vote button (in the gallery or under it)."""
 
     jam_id: str
     job_id: str
@@ -107,6 +127,7 @@ class Entry:
     prompt: str
     workflow: str
     added_at: float
+    posted: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +149,10 @@ class Jams:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        for table, column, kind in _ADDED:
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -235,7 +260,9 @@ class Jams:
         return [_jam(r) for r in rows]
 
     def start_voting(self, jam_id: str, now: float | None = None) -> Jam:
-        """Close the entries and open the vote (for the jam's voting time from now).
+        """Close the entries and open the vote (for the jam's voting time from now). Jobs made
+        before now (or before `ends_at`, when that passed first) stay entries, however late
+        their results come, until the vote closes.
 
         Raises:
             NotFound: no such jam.
@@ -246,8 +273,14 @@ class Jams:
             raise NotAllowed(f"Jam `{jam_id}` is already {jam.state.value}.")
         now = time.time() if now is None else now
         self._db.execute(
-            "UPDATE jams SET state = ?, vote_ends_at = ? WHERE id = ? AND state = ?",
-            (JamState.VOTING.value, now + jam.vote_seconds, jam_id, JamState.OPEN.value),
+            "UPDATE jams SET state = ?, vote_ends_at = ?, closed_at = ? WHERE id = ? AND state = ?",
+            (
+                JamState.VOTING.value,
+                now + jam.vote_seconds,
+                min(now, jam.ends_at),
+                jam_id,
+                JamState.OPEN.value,
+            ),
         )
         return self.get(jam_id)
 
@@ -266,14 +299,16 @@ class Jams:
 
     # entries ----------------------------------------------------------------------------------
     def consider(self, job: Job, prompt: str, now: float | None = None) -> Entry | str | None:
-        """Enter a finished job made in a jam's thread.
+        """Enter a job made in a jam's thread whose result is out (done, with its outputs; its
+        files may not be stored yet).
 
+        A job made before the entries closed is entered while the jam is open or voting.
         Returns the entry; or why it was not entered (a sentence for its owner); or None when the
         job has nothing to do with a jam (or was entered already).
         """
         if job.state is not JobState.DONE or not job.channel_id or not job.outputs:
             return None
-        jam = self.in_thread(job.channel_id)
+        jam = self._latest_in(job.channel_id)
         if jam is None:
             return None
         known = self._db.execute(
@@ -281,12 +316,19 @@ class Jams:
         ).fetchone()
         if known:
             return None
-        now = time.time() if now is None else now
-        if jam.state is not JamState.OPEN or job.created_at > jam.ends_at:
+        made_in_time = job.created_at <= jam.entries_close
+        if jam.state is JamState.CLOSED:
+            if not made_in_time:
+                return None  # made in the thread of a jam that was over
+            return (
+                f"the vote of the jam “{jam.theme}” was over before job `{job.id}` was ready, "
+                "so it is not entered"
+            )
+        if not made_in_time:
             return f"the jam “{jam.theme}” had closed its entries, so job `{job.id}` is not entered"
         if jam.workflow and job.workflow != jam.workflow:
             return (
-                f"the jam “{jam.theme}” takes images made with `{jam.workflow}`; job `{job.id}` "
+                f"the jam “{jam.theme}” takes results made with `{jam.workflow}`; job `{job.id}` "
                 f"used `{job.workflow}` and is not entered"
             )
         mine = self._db.execute(
@@ -298,6 +340,7 @@ class Jams:
                 f"you already have {mine} entr{'y' if mine == 1 else 'ies'} in the jam "
                 f"“{jam.theme}” (the limit is {jam.max_entries}), so job `{job.id}` is not entered"
             )
+        now = time.time() if now is None else now
         number = (
             self._db.execute(
                 "SELECT COALESCE(MAX(number), 0) AS n FROM jam_entries WHERE jam_id = ?", (jam.id,)
@@ -312,11 +355,38 @@ class Jams:
         )
         return entry
 
+    def _latest_in(self, thread_id: str) -> Jam | None:
+        row = self._db.execute(
+            "SELECT * FROM jams WHERE thread_id = ? ORDER BY created_at DESC LIMIT 1", (thread_id,)
+        ).fetchone()
+        return _jam(row) if row else None
+
     def entries(self, jam_id: str) -> list[Entry]:
         rows = self._db.execute(
             "SELECT * FROM jam_entries WHERE jam_id = ? ORDER BY number", (jam_id,)
         )
         return [_entry(r) for r in rows]
+
+    def unposted(self, jam_id: str) -> list[Entry]:
+        """The entries not shown with their vote button yet, in order."""
+        rows = self._db.execute(
+            "SELECT * FROM jam_entries WHERE jam_id = ? AND posted = 0 ORDER BY number", (jam_id,)
+        )
+        return [_entry(r) for r in rows]
+
+    def entry_of(self, job_id: str) -> Entry | None:
+        """The entry a job is (in the latest jam it was entered in), if any."""
+        row = self._db.execute(
+            "SELECT * FROM jam_entries WHERE job_id = ? ORDER BY added_at DESC LIMIT 1", (job_id,)
+        ).fetchone()
+        return _entry(row) if row else None
+
+    def mark_posted(self, jam_id: str, job_ids: list[str]) -> None:
+        """Record that these entries are shown with their vote buttons."""
+        self._db.executemany(
+            "UPDATE jam_entries SET posted = 1 WHERE jam_id = ? AND job_id = ?",
+            [(jam_id, job_id) for job_id in job_ids],
+        )
 
     # votes ------------------------------------------------------------------------------------
     def vote(self, jam_id: str, voter_id: str, job_id: str, now: float | None = None) -> Entry:
@@ -335,7 +405,7 @@ class Jams:
             "SELECT * FROM jam_entries WHERE jam_id = ? AND job_id = ?", (jam_id, job_id)
         ).fetchone()
         if row is None:
-            raise NotFound("That image is not an entry of this jam.")
+            raise NotFound("That is not an entry of this jam.")
         entry = _entry(row)
         if entry.owner_id == voter_id:
             raise NotAllowed("You cannot vote for your own entry.")
@@ -380,7 +450,9 @@ def _jam(row: sqlite3.Row) -> Jam:
 
 
 def _entry(row: sqlite3.Row) -> Entry:
-    return Entry(**dict(row))
+    data = dict(row)
+    data["posted"] = bool(data["posted"])
+    return Entry(**data)
 
 
 __all__ = ["Entry", "Jam", "JamState", "Jams", "Standing"]

@@ -2,10 +2,14 @@
 
 Moderators run `/jam start theme:<text> minutes:<n> [workflow] [channel] [entries]
 [vote_minutes]`: the bot opens a thread with the theme; every `/imagine` result made there is an
-entry (up to `entries` per member). When the time is up (or on `/jam end`), the entries are
-posted as a gallery with a vote button each; when the vote closes (its own time, or `/jam end`
-again) the winners are announced with their prompts. The state lives in `bot/jams.py` (SQLite),
-so a jam goes on after a restart; the buttons are dynamic items that need nothing in memory.
+entry (up to `entries` per member), whatever it is: an image, an animation, a video, a sound, a
+3D model. When the time is up (or on `/jam end`), the entries are posted as a gallery with a
+vote button each, each file as what it is. A result shown before the close is in the gallery
+even while its files are still being stored (the gallery waits for them a while); one whose job
+was made before the close but finishes after it is shown under the gallery when it is ready.
+When the vote closes (its own time, or `/jam end` again) the winners are announced with their
+prompts. The state lives in `bot/jams.py` (SQLite), so a jam goes on after a restart; the
+buttons are dynamic items that need nothing in memory.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import ComfyBot, send_error
-from bot.delivery import fit_image
+from bot.delivery import fit_file
 from bot.errors import InvalidValue, NotAllowed, NotFound, UserError
 from bot.jams import MAX_ENTRIES, MAX_MINUTES, Entry, Jam, Jams, JamState, Standing
-from bot.jobs.model import Job, JobState
+from bot.jobs.model import Job, JobState, Output
 from bot.jobs.runner import JobUpdate
+from bot.media import Kind
+from bot.media.fit import CannotFit
 from bot.tasks import spawn
 from cogs._common import (
     actor,
@@ -42,9 +48,17 @@ log = logging.getLogger(__name__)
 
 JAM_RE = r"[0-9a-f]{6}"
 JOB_RE = r"[0-9a-f]{8}"
-GALLERY_SIZE = 10  # images per gallery message (Discord's attachment limit)
+GALLERY_SIZE = 10  # entries per gallery message
+MAX_FILES = 10  # files per message (Discord's attachment limit)
 UPLOAD_LIMIT = 10 * 1024 * 1024
 MAX_WAIT = 60.0  # the clock looks again at least this often
+#: How long a gallery waits for the files of entries whose results are out but not stored yet
+#: (a second or so normally); those still not stored are shown under it once they are.
+STORE_WAIT = 15.0
+#: Which of an entry's files goes first in the gallery: what moves, then stills, then the rest.
+SHOWN_FIRST = (Kind.VIDEO, Kind.ANIMATION, Kind.IMAGE, Kind.AUDIO, Kind.MODEL, Kind.FILE, Kind.TEXT)
+TEXT_SHOWN = 300  # characters of a text output quoted under its entry
+GALLERY_TEXT = 1900  # characters of entry lines per gallery message (Discord allows 2000)
 
 
 class VoteButton(
@@ -119,7 +133,7 @@ class JamCog(
     @app_commands.describe(
         theme="What everyone should make",
         minutes="How long members may enter",
-        workflow="Only images of this workflow count (and it is the thread's default)",
+        workflow="Only results of this workflow count (and it is the thread's default)",
         channel="Where to open the jam's thread (default: here)",
         entries="How many entries each member may have (default 1)",
         vote_minutes="How long the vote lasts (default 15)",
@@ -249,12 +263,22 @@ class JamCog(
     # entries ----------------------------------------------------------------------------------
     def _on_update(self, update: JobUpdate) -> None:
         job = update.job
-        if update.kind != "finished" or job.state is not JobState.DONE or not job.channel_id:
+        if not job.channel_id:
             return
-        if self.jams.in_thread(job.channel_id) is None:
-            return
+        if update.kind == "result" and job.state is JobState.DONE:
+            # shown in the thread now: an entry now, while its files are still being stored
+            self._enter(job)
+        elif update.kind == "finished" and self.jams.in_thread(job.channel_id) is not None:
+            entry = self.jams.entry_of(job.id)
+            if entry is not None and not entry.posted:  # stored after the gallery went out
+                self._show_late(entry.jam_id)
+
+    def _enter(self, job: Job) -> None:
         result = self.jams.consider(job, self._prompt_of(job))
-        if isinstance(result, str):
+        if isinstance(result, Entry):
+            if self.jams.get(result.jam_id).state is JamState.VOTING:  # made before the close
+                self._show_late(result.jam_id)
+        elif isinstance(result, str):
             if job.group_id is not None:  # one note for a whole `count:N` request
                 if job.group_id in self._told:
                     return
@@ -274,12 +298,33 @@ class JamCog(
     def _sweep(self, jam: Jam) -> None:
         """Enter what finished in the thread while nobody listened (e.g. during a restart)."""
         for job in reversed(self.bot.engine.recent(guild_id=jam.guild_id, limit=500)):
-            if job.channel_id == jam.thread_id and job.created_at <= jam.ends_at:
+            if job.channel_id == jam.thread_id and job.created_at <= jam.entries_close:
                 self.jams.consider(job, self._prompt_of(job))
+
+    def _still_making(self, jam: Jam) -> int:
+        """Jobs made in the thread before the entries closed that have no result yet."""
+        return sum(
+            1
+            for q in self.bot.engine.queue_entries()
+            if q.job.channel_id == jam.thread_id and q.job.created_at <= jam.entries_close
+        )
+
+    def _show_late(self, jam_id: str) -> None:
+        spawn(self._post_late(jam_id), name=f"jam-late-{jam_id}")
+
+    async def _post_late(self, jam_id: str) -> None:
+        async with self._lock:  # after the gallery, if it is being posted
+            jam = self.jams.get(jam_id)
+            if jam.state is JamState.VOTING:
+                await self._post_entries(jam, late=True)
 
     # the clock --------------------------------------------------------------------------------
     async def _run_clock(self) -> None:
         await self.bot.wait_until_ready()
+        for jam in self.jams.active():  # what came in while the bot was away
+            if jam.state is JamState.VOTING:
+                self._sweep(jam)
+                self._show_late(jam.id)
         while True:
             self._wake.clear()
             for jam in self.jams.active():
@@ -298,17 +343,22 @@ class JamCog(
         async with self._lock:
             jam = self.jams.get(jam_id)
             if jam.state is JamState.OPEN:
-                self._sweep(jam)
-                entries = self.jams.entries(jam.id)
-                if entries:
-                    await self._post_gallery(jam, entries)
+                # The entries close first: from here on a result counts by when its job was
+                # made, so one shown a moment ago (its files still being written) is in.
                 jam = self.jams.start_voting(jam.id, now=self.now())
-                if not entries:
+                self._sweep(jam)
+                making = self._still_making(jam)
+                if not self.jams.entries(jam.id) and not making:
                     self.jams.finish(jam.id)
                     await self._send(jam, f"🎨 **Jam: {jam.theme}** ended without entries.")
                     return f"Jam `{jam.id}` ended: it had no entries."
+                await self._post_gallery(jam, making)
                 self._wake.set()
-                return f"Entries of jam `{jam.id}` are closed; the vote is open."
+                later = ""
+                if making:
+                    which = "entry is" if making == 1 else "entries are"
+                    later = f" {making} {which} still being made: shown when ready."
+                return f"Entries of jam `{jam.id}` are closed; the vote is open.{later}"
             if jam.state is JamState.VOTING:
                 standings = self.jams.finish(jam.id)
                 await self._announce(jam, standings)
@@ -319,39 +369,113 @@ class JamCog(
         thread = self.bot.get_partial_messageable(int(jam.thread_id))
         return await thread.send(clip(text, 2000), **kwargs)
 
-    async def _post_gallery(self, jam: Jam, entries: list[Entry]) -> None:
-        closes = int(self.now() + jam.vote_seconds)
+    async def _post_gallery(self, jam: Jam, making: int) -> None:
+        closes = int(jam.vote_ends_at or self.now() + jam.vote_seconds)
+        later = ""
+        if making:
+            later = (
+                f"\n{making} more entr{'y is' if making == 1 else 'ies are'} still being made "
+                "(started before the close): each is shown below when it is ready."
+            )
         await self._send(
             jam,
             f"🗳️ **Jam: {jam.theme}**: entries are closed, voting is open until <t:{closes}:t> "
             f"(<t:{closes}:R>). One vote each, not for your own entry; you can change it until "
-            "the vote closes.",
+            f"the vote closes.{later}",
         )
-        for start in range(0, len(entries), GALLERY_SIZE):
-            chunk = entries[start : start + GALLERY_SIZE]
-            files, lines = [], []
-            view = discord.ui.View(timeout=None)
-            for entry in chunk:
-                job = self.bot.engine.get_job(entry.job_id)
-                if job is None or not job.outputs or not Path(job.outputs[0].path).is_file():
-                    lines.append(f"`#{entry.number}` <@{entry.owner_id}>: (image no longer kept)")
-                else:
-                    # named like a result's file, so Apps → Upscale finds the job behind it
-                    name = f"{job.id}-{job.outputs[0].filename}"
-                    data = Path(job.outputs[0].path).read_bytes()
-                    fitted = fit_image(data, name, UPLOAD_LIMIT)
-                    files.append(discord.File(io.BytesIO(fitted.data), filename=fitted.filename))
-                    lines.append(
-                        f"`#{entry.number}` <@{entry.owner_id}>: {clip(entry.prompt, 150)}"
-                    )
-                view.add_item(VoteButton(jam.id, entry.job_id, entry.number))
-            await self._send(
-                jam,
-                "\n".join(lines),
-                files=files,
-                view=view,
-                allowed_mentions=discord.AllowedMentions.none(),
-            )
+        await self._post_entries(jam, late=False)
+
+    async def _post_entries(self, jam: Jam, *, late: bool) -> None:
+        """Show the entries not shown yet, each with its files and vote button. Those whose
+        files are still being stored are waited for (up to `STORE_WAIT`); what is not stored
+        by then is shown when it is (see `_on_update`)."""
+        waited: set[str] = set()
+        while True:
+            entries = [e for e in self.jams.unposted(jam.id) if e.job_id not in waited]
+            if not entries:
+                return
+            waited.update(e.job_id for e in entries)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.bot.engine.saved([e.job_id for e in entries]), STORE_WAIT
+                )
+            ready = [e for e in entries if self._stored(e.job_id)]
+            shown: list[tuple[Entry, list[discord.File], str]] = []
+            for entry in ready:
+                files, line = await self._entry_files(entry)
+                count = sum(len(f) for _, f, _ in shown)
+                length = sum(len(text) + 40 for _, _, text in shown)  # 40: number and mention
+                if shown and (
+                    len(shown) == GALLERY_SIZE
+                    or count + len(files) > MAX_FILES
+                    or length + len(line) + 40 > GALLERY_TEXT
+                ):
+                    await self._post_chunk(jam, shown, late=late)
+                    shown = []
+                shown.append((entry, files, line))
+            if shown:
+                await self._post_chunk(jam, shown, late=late)
+            late = True
+
+    def _stored(self, job_id: str) -> bool:
+        """Whether the job's final record (and its files) are stored, or it is gone."""
+        job = self.bot.engine.get_job(job_id)
+        return job is None or job.state.finished
+
+    async def _post_chunk(
+        self, jam: Jam, shown: list[tuple[Entry, list[discord.File], str]], *, late: bool
+    ) -> None:
+        lines = ["More entries, made before the entries closed:"] if late else []
+        files: list[discord.File] = []
+        view = discord.ui.View(timeout=None)
+        for entry, entry_files, line in shown:
+            lines.append(f"`#{entry.number}` <@{entry.owner_id}>: {line}")
+            files += entry_files
+            view.add_item(VoteButton(jam.id, entry.job_id, entry.number))
+        await self._send(
+            jam,
+            "\n".join(lines),
+            files=files,
+            view=view,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.jams.mark_posted(jam.id, [entry.job_id for entry, _, _ in shown])
+
+    async def _entry_files(self, entry: Entry) -> tuple[list[discord.File], str]:
+        """An entry's files for the gallery, as what they are (fitted to the upload limit),
+        and its line: the prompt, a text output, and what could not be attached and why."""
+        job = self.bot.engine.get_job(entry.job_id)
+        line = clip(entry.prompt, 150) or "(no prompt)"
+        outputs = sorted(job.outputs, key=_shown_rank) if job else []
+        if job is None or job.state is not JobState.DONE or not outputs:
+            return [], f"{line} (its result is no longer kept)"
+        files: list[discord.File] = []
+        notes: list[str] = []
+        for output in outputs:
+            path = Path(output.path)
+            if not path.is_file():
+                notes.append(f"{output.filename} is no longer kept")
+                continue
+            data = await asyncio.to_thread(path.read_bytes)
+            if output.kind == Kind.TEXT.value:
+                text = data.decode("utf-8", "replace").strip()
+                notes.append(f"“{clip(text, TEXT_SHOWN)}”")
+                continue
+            if len(files) == MAX_FILES:
+                notes.append(f"{output.filename} not attached (too many files)")
+                continue
+            # named like a result's file, so Apps → (follow-up) finds the job behind it
+            try:
+                fitted = await fit_file(data, f"{job.id}-{output.filename}", UPLOAD_LIMIT)
+            except CannotFit as exc:
+                notes.append(exc.message)
+                continue
+            files.append(discord.File(io.BytesIO(fitted.data), filename=fitted.filename))
+            if fitted.note:
+                notes.append(f"{fitted.filename}: {fitted.note}")
+        if notes:
+            line += " (" + "; ".join(notes) + ")"
+        return files, clip(line, GALLERY_TEXT - 100)
 
     async def _announce(self, jam: Jam, standings: list[Standing]) -> None:
         winners = [s for s in standings if s.rank == 1 and s.votes > 0]
@@ -373,6 +497,12 @@ class JamCog(
         await parent.send(
             clip(text + f"\n(in <#{jam.thread_id}>)", 2000), allowed_mentions=mentions
         )
+
+
+def _shown_rank(output: Output) -> int:
+    """Where an output goes among its job's files in the gallery (see `SHOWN_FIRST`)."""
+    kinds = [k.value for k in SHOWN_FIRST]
+    return kinds.index(output.kind) if output.kind in kinds else len(kinds)
 
 
 def _standing_line(standing: Standing) -> str:

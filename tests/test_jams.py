@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,13 @@ from bot.jams import Jams, JamState
 from bot.jobs.model import Job, JobState, Output
 
 
-def finished(job_id: str, owner: str, thread: str = "t1", workflow: str = "sd15-txt2img") -> Job:
+def finished(
+    job_id: str,
+    owner: str,
+    thread: str = "t1",
+    workflow: str = "sd15-txt2img",
+    created_at: float | None = None,
+) -> Job:
     return Job(
         id=job_id,
         workflow=workflow,
@@ -20,6 +28,7 @@ def finished(job_id: str, owner: str, thread: str = "t1", workflow: str = "sd15-
         guild_id="g",
         channel_id=thread,
         state=JobState.DONE,
+        created_at=time.time() if created_at is None else created_at,
         outputs=(Output(path="/nowhere.png", filename="x.png", node="9"),),
     )
 
@@ -121,3 +130,64 @@ def test_bad_values_are_named(jams: Jams) -> None:
         open_jam(jams, max_entries=0)
     with pytest.raises(InvalidValue, match="minutes"):
         open_jam(jams, minutes=0)
+
+
+def test_a_job_made_before_the_close_is_entered_however_late_its_result_comes(jams: Jams) -> None:
+    jam_id = open_jam(jams, now=1000.0)  # entries until 1600
+    jams.start_voting(jam_id, now=1200.0)  # /jam end: they close at 1200
+    assert jams.get(jam_id).entries_close == 1200.0
+    late = jams.consider(finished("aaaaaaa1", "ann", created_at=1199.0), "made in time")
+    assert late is not None and not isinstance(late, str) and late.number == 1
+    refused = jams.consider(finished("bbbbbbb1", "bob", created_at=1201.0), "too late")
+    assert isinstance(refused, str) and "closed its entries" in refused
+    jams.finish(jam_id)
+    over = jams.consider(finished("ccccccc1", "cyd", created_at=1100.0), "vote over")
+    assert isinstance(over, str) and "vote" in over and "was over" in over
+    assert jams.consider(finished("ddddddd1", "dan", created_at=1300.0), "after") is None
+    assert [e.job_id for e in jams.entries(jam_id)] == ["aaaaaaa1"]
+
+
+def test_entries_close_at_the_end_time_when_the_vote_starts_after_it(jams: Jams) -> None:
+    jam_id = open_jam(jams, now=1000.0)
+    jams.start_voting(jam_id, now=5000.0)  # the bot was away when the time was up
+    assert jams.get(jam_id).entries_close == 1600.0
+    refused = jams.consider(finished("aaaaaaa1", "ann", created_at=1700.0), "x")
+    assert isinstance(refused, str) and "closed its entries" in refused
+
+
+def test_entries_are_posted_once(jams: Jams) -> None:
+    jam_id = open_jam(jams, max_entries=2)
+    jams.consider(finished("aaaaaaa1", "ann"), "a")
+    jams.consider(finished("aaaaaaa2", "ann"), "b")
+    assert [e.job_id for e in jams.unposted(jam_id)] == ["aaaaaaa1", "aaaaaaa2"]
+    jams.mark_posted(jam_id, ["aaaaaaa1"])
+    assert [e.job_id for e in jams.unposted(jam_id)] == ["aaaaaaa2"]
+    entry = jams.entry_of("aaaaaaa1")
+    assert entry is not None and entry.posted and entry.jam_id == jam_id
+    assert jams.entry_of("zzzzzzz9") is None
+
+
+def test_a_database_from_before_late_entries_opens_with_its_jams(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE jams (id TEXT PRIMARY KEY, guild_id TEXT NOT NULL, channel_id TEXT NOT NULL,"
+        " thread_id TEXT NOT NULL, theme TEXT NOT NULL, workflow TEXT, max_entries INTEGER NOT"
+        " NULL, ends_at REAL NOT NULL, vote_seconds REAL NOT NULL, vote_ends_at REAL, state TEXT"
+        " NOT NULL, created_by TEXT NOT NULL, created_at REAL NOT NULL);"
+        "CREATE TABLE jam_entries (jam_id TEXT NOT NULL, job_id TEXT NOT NULL, owner_id TEXT NOT"
+        " NULL, number INTEGER NOT NULL, prompt TEXT NOT NULL, workflow TEXT NOT NULL, added_at"
+        " REAL NOT NULL, PRIMARY KEY (jam_id, job_id));"
+        "INSERT INTO jams VALUES ('abc123', 'g', 'c1', 't1', 'old', NULL, 1, 1600, 900, NULL,"
+        " 'open', 'mod', 1000);"
+        "INSERT INTO jam_entries VALUES ('abc123', 'aaaaaaa1', 'ann', 1, 'a', 'sd15', 1100);"
+    )
+    old.close()
+    jams = Jams(path)
+    try:
+        jam = jams.get("abc123")
+        assert jam.closed_at is None and jam.entries_close == 1600
+        [entry] = jams.unposted("abc123")
+        assert entry.job_id == "aaaaaaa1" and not entry.posted
+    finally:
+        jams.close()
