@@ -57,17 +57,23 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="start the Discord bot")
     check = sub.add_parser("check", help="validate the settings and every workflow")
     check.add_argument("--offline", action="store_true", help="do not ask ComfyUI")
-    gen = sub.add_parser("generate", help="run one workflow on ComfyUI and save the images")
+    gen = sub.add_parser("generate", help="run one workflow on ComfyUI and save its results")
     gen.add_argument("workflow")
     gen.add_argument("--prompt", "-p", help="the prompt text")
     gen.add_argument(
         "--set", "-s", action="append", default=[], metavar="NAME=VALUE", help="a parameter"
     )
     gen.add_argument(
-        "--image", action="append", default=[], metavar="NAME=FILE", help="an image parameter"
+        "--file",
+        "--image",
+        dest="files",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="a file for an image, video or audio parameter",
     )
     gen.add_argument("--count", type=int, default=1, help="how many images (seeds)")
-    gen.add_argument("--out", type=Path, default=Path("out"), help="where to write the images")
+    gen.add_argument("--out", type=Path, default=Path("out"), help="where to write the results")
     sub.add_parser("serve", help="serve the HTTP API alone (no Discord token needed)")
     keys = sub.add_parser("keys", help="create, list and revoke HTTP API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -420,10 +426,10 @@ async def generate(settings: Settings, args: argparse.Namespace, out: TextIO | N
     if args.prompt is not None:
         values["prompt"] = args.prompt
     images = {}
-    for name, file in parse_assignments(args.image, "--image").items():
+    for name, file in parse_assignments(args.files, "--file").items():
         path = Path(file)
         if not path.is_file():
-            raise UserError(f"--image {name}: no such file: {file}")
+            raise UserError(f"--file {name}: no such file: {file}")
         images[name] = ImageInput(path.name, path.read_bytes())
 
     # log lines go through tqdm, above the bars instead of through them

@@ -2,7 +2,8 @@
 
 Discord, the HTTP API and the CLI hand `Admission.admit` who asks (a `Requester`) and the raw
 values they gave; it checks, in order: the workflow exists and is allowed here (policy, NSFW,
-the requester's own list), every value names a parameter, images are images of a sane size,
+the requester's own list), every value names a parameter, files are what their params take
+(an image, a video, a sound; `bot.media.uploads`) of a sane size,
 values coerce (types, ranges, choices), banned words, the server's caps, `count`, and the
 requester's queue limits. It returns an `Admitted` ticket, or raises the `UserError` that says
 what is wrong. Nothing is stored until `Admission.submit` queues the ticket, so a refused request
@@ -20,14 +21,14 @@ from typing import Any
 from bot.engine import Engine, ImageInput, JobRequest, seeds_around
 from bot.errors import InvalidValue, NotAllowed, NotFound
 from bot.jobs.model import Job
+from bot.media import sniff
+from bot.media.uploads import check_declared
 from bot.policy import Policy
 from bot.settings import LimitSettings
 from bot.workflows import Workflow
 from bot.workflows.patch import coerce_values
 
 log = logging.getLogger(__name__)
-
-MAX_IMAGE_INPUT = 25 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -155,10 +156,11 @@ class Admission:
                 raise InvalidValue(
                     key, f"the workflow `{workflow.name}` has no such option (it takes {takes})"
                 )
-            if key in images and param.type != "image":
-                raise InvalidValue(key, "is not an image option")
-        for key, offer in images.items():
-            _check_image(key, offer)
+            if key in images and not param.is_file:
+                raise InvalidValue(key, "is not an image option (nor a video or audio one)")
+            if key in images:
+                offer = images[key]
+                check_declared(key, param.type, offer.content_type, offer.size)
         # types, ranges and choices (engine.submit coerces again; this refuses early), so that
         # caps compare numbers, not the text "40"
         coerced = coerce_values(
@@ -278,21 +280,8 @@ class Admission:
 
 
 def image_offer(image: ImageInput) -> ImageOffer:
-    """Describe an image whose bytes are at hand, its type read from the bytes themselves."""
-    return ImageOffer(image.filename, sniff_image_type(image.data), len(image.data))
-
-
-def sniff_image_type(data: bytes) -> str | None:
-    """`image/png`, `image/jpeg`, `image/webp` or `image/gif` from the first bytes; else None."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return None
+    """Describe a file whose bytes are at hand, its type read from the bytes themselves."""
+    return ImageOffer(image.filename, sniff(image.data).mime, len(image.data))
 
 
 def _count(count: Any) -> int:
@@ -309,11 +298,4 @@ def _count(count: Any) -> int:
     raise InvalidValue("count", "must be a whole number")
 
 
-def _check_image(key: str, offer: ImageOffer) -> None:
-    if not (offer.content_type or "").startswith("image/"):
-        raise InvalidValue(key, "must be an image (PNG, JPEG or WebP)")
-    if offer.size > MAX_IMAGE_INPUT:
-        raise InvalidValue(key, "is too large (25 MiB at most)")
-
-
-__all__ = ["Admission", "Admitted", "ImageOffer", "Requester", "image_offer", "sniff_image_type"]
+__all__ = ["Admission", "Admitted", "ImageOffer", "Requester", "image_offer"]

@@ -40,6 +40,8 @@ from bot.jobs.model import Job, JobState, new_job_id
 from bot.jobs.runner import JobUpdate, Runner
 from bot.jobs.scheduler import FairQueue
 from bot.jobs.store import Store
+from bot.media import MediaType
+from bot.media.uploads import check_file
 from bot.settings import LimitSettings, Settings
 from bot.workflows import Workflow, load_workflows, nodeinfo, packs
 from bot.workflows.packs import ImportPreview
@@ -48,7 +50,6 @@ from bot.workflows.patch import apply, coerce_values
 log = logging.getLogger(__name__)
 
 Listener = Callable[[JobUpdate], None]
-SAFE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
 def seeds_around(seed: int, count: int, taken: Collection[int] = ()) -> list[int]:
@@ -70,7 +71,8 @@ def seeds_around(seed: int, count: int, taken: Collection[int] = ()) -> list[int
 
 @dataclass(frozen=True)
 class ImageInput:
-    """An image a member attached for an `image` parameter."""
+    """A file given for a file parameter (an image, a video, a sound), with the name it came
+    with (never trusted: it is kept under a name of its own, after what its bytes hold)."""
 
     filename: str
     data: bytes
@@ -330,7 +332,12 @@ class Engine:
         """
         workflow = self.workflow(request.workflow)
         raw = dict(request.values)
-        for name in request.images:
+        kinds: dict[str, MediaType] = {}
+        for name, given in request.images.items():
+            param = workflow.param(name)
+            if param is None or not param.is_file:
+                raise InvalidValue(name, "is not an image option (nor a video or audio one)")
+            kinds[name] = check_file(name, param.type, given.data)  # the bytes have the last word
             raw[name] = "pending-upload.png"  # the real name comes from ComfyUI's upload
         values = coerce_values(workflow, raw, object_info=self.object_info)
         self.check_limits(request, count=count, exempt=exempt)
@@ -364,7 +371,7 @@ class Engine:
                 meta={**request.meta, "exempt": exempt, "index": index, "count": count},
             )
             if request.images:
-                inputs = self._save_inputs(job.id, request.images)
+                inputs = self._save_inputs(job.id, request.images, kinds)
                 job = job.evolve(meta={**job.meta, "inputs": inputs})
             jobs.append(job)
         return jobs
@@ -432,14 +439,16 @@ class Engine:
                 if left > 0:
                     raise LimitReached(f"Cooldown: you can start another job in {left:.0f} s.")
 
-    def _save_inputs(self, job_id: str, images: Mapping[str, ImageInput]) -> dict[str, str]:
+    def _save_inputs(
+        self, job_id: str, images: Mapping[str, ImageInput], kinds: Mapping[str, MediaType]
+    ) -> dict[str, str]:
+        """Keep a job's input files, each named for what its bytes hold (it is uploaded to
+        ComfyUI under that name)."""
         folder = Path(self.settings.storage.outputs).parent / "inputs"
         folder.mkdir(parents=True, exist_ok=True)
         saved = {}
         for param, image in images.items():
-            suffix = Path(image.filename).suffix.lower()
-            suffix = suffix if suffix in SAFE_SUFFIXES else ".png"
-            path = folder / f"{job_id}-{param}{suffix}"
+            path = folder / f"{job_id}-{param}.{kinds[param].ext}"
             path.write_bytes(image.data)
             saved[param] = str(path)
         return saved

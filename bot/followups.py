@@ -43,6 +43,24 @@ class Followup:
         """Whether it is offered on a result of this kind (a `bot.media.Kind` value)."""
         return kind in self.accepts
 
+    def takes_declared(self, mime: str | None) -> bool:
+        """Whether a file that says it is `mime` (before its bytes are read) may be one it takes."""
+        major = (mime or "").split("/")[0]
+        return bool(_DECLARED.get(major, frozenset()) & self.accepts)
+
+    @property
+    def what(self) -> str:
+        """What it takes, in words: "image", "video or animation"."""
+        return " or ".join(Kind(k).noun for k in sorted(self.accepts))
+
+
+#: The result kinds a file of each declared MIME major type may turn out to be.
+_DECLARED = {
+    "image": frozenset({"image", "animation"}),
+    "video": frozenset({"video"}),
+    "audio": frozenset({"audio"}),
+}
+
 
 @dataclass(frozen=True)
 class Source:
@@ -72,8 +90,8 @@ def followups(workflows: Mapping[str, Workflow]) -> list[Followup]:
         if spec is None:
             continue
         param = workflow.param(spec.param)
-        if param is None or param.type != "image":
-            log.warning("%s: followup.param `%s` is not an image param; ignored", name, spec.param)
+        if param is None or not param.is_file:
+            log.warning("%s: followup.param `%s` is not a file param; ignored", name, spec.param)
             continue
         found.append(Followup(name, spec.label, spec.emoji, spec.param, frozenset(spec.accepts)))
     return found

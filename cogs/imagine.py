@@ -63,7 +63,6 @@ SWEEP_INTERVAL = 20.0  # how often expired tokens are forgotten (must stay under
 DELIVERY_ATTEMPTS = 4  # Discord unreachable or failing: tries before waiting for a restart
 # An interaction webhook's "@original" message: the reply, when its message id is not known.
 _ORIGINAL: Any = "@original"
-MAX_ATTACHMENT_INPUT = 25 * 1024 * 1024
 MAX_FILES = 10
 #: A text output up to this long goes into the message; a longer one is attached as a .txt file.
 TEXT_INLINE = 1500
@@ -104,7 +103,7 @@ def _param_option(param: Param, *, required: bool | None = None) -> Option:
         option.min_value, option.max_value = param.min, param.max
     elif param.type == "bool":
         option.annotation = bool
-    elif param.type == "image":
+    elif param.is_file:
         option.annotation = discord.Attachment
     elif param.type in ("choice", "enum"):
         labels = [str(c) for c in (param.choices or ())]

@@ -24,10 +24,11 @@ from discord.ext import commands
 from bot.admission import image_offer
 from bot.app import ComfyBot, send_error
 from bot.engine import ImageInput
-from bot.errors import InvalidValue, NotAllowed, NotFound, UserError
+from bot.errors import NotAllowed, NotFound, UserError
 from bot.followups import Followup, Source, admit_followup, followups, output_image, submit_followup
 from bot.jobs.model import Job
 from bot.media import Kind
+from bot.media.uploads import check_declared
 from bot.workflows import Workflow
 from cogs._common import bot_of, clip, is_moderator, requester_of
 
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 JOB_RE = r"[0-9a-f]{8}"
 WF_RE = r"[^:]{1,64}"
 ROWS, PER_ROW, OPTIONS = 5, 5, 25
-MAX_INPUT = 25 * 1024 * 1024
 TEXT_INPUT_MAX = 4000  # Discord's limit for a modal's text input
 MAX_MENUS = 5  # message commands of an app (Discord allows a few; keep room for others)
 
@@ -513,7 +513,7 @@ class Results(commands.Cog):
     ) -> None:
         """Apps → LABEL on a message: its image (asked which, privately, when it has several)."""
         try:
-            images = _images(message)
+            images = _images(message, followup)
             if len(images) > 1:
                 # refuse what may not run here before asking anything
                 self.bot.admission.workflow_for(requester_of(interaction), followup.workflow)
@@ -561,7 +561,7 @@ class Results(commands.Cog):
                 message = await channel.fetch_message(message_id)
             except discord.NotFound:
                 raise NotFound("That message is gone.") from None
-            images = _images(message)
+            images = _images(message, followup)
             if not 0 <= index < len(images):
                 raise NotFound("That image is gone from the message.")
             await self._from_attachment(interaction, message, followup, images[index])
@@ -590,8 +590,10 @@ class Results(commands.Cog):
         if source is None:
             # checked before anything is read or shown
             self.bot.admission.workflow_for(requester_of(interaction), followup.workflow)
-            if attachment.size > MAX_INPUT:
-                raise InvalidValue(followup.param, "is too large (25 MiB at most)")
+            workflow = self.engine.workflows.get(followup.workflow)
+            param = workflow.param(followup.param) if workflow else None
+            if param is not None:
+                check_declared(followup.param, param.type, attachment.content_type, attachment.size)
             await interaction.response.defer(thinking=True)
             data = await attachment.read()
             source = Source(
@@ -669,7 +671,7 @@ class Results(commands.Cog):
             values = {
                 k: v
                 for k, v in original.values.items()
-                if k not in inputs and not _is_image(workflow, k)
+                if k not in inputs and not _is_file(workflow, k)
             }
             values.update(edited)
             admitted = admission.admit(
@@ -725,20 +727,21 @@ class Results(commands.Cog):
             await send_error(interaction, exc.message)
 
 
-def _is_image(workflow: Workflow, name: str) -> bool:
+def _is_file(workflow: Workflow, name: str) -> bool:
     param = workflow.param(name)
-    return param is not None and param.type == "image"
+    return param is not None and param.is_file
 
 
-def _images(message: discord.Message) -> list[discord.Attachment]:
-    """The message's image attachments.
+def _images(message: discord.Message, followup: Followup) -> list[discord.Attachment]:
+    """The message's attachments the follow-up takes (images; videos or sounds where it
+    declares them), by the type Discord gives; the bytes are checked when read.
 
     Raises:
         NotFound: it has none.
     """
-    images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+    images = [a for a in message.attachments if followup.takes_declared(a.content_type)]
     if not images:
-        raise NotFound("That message has no image attached.")
+        raise NotFound(f"That message has no {followup.what} attached.")
     return images
 
 

@@ -99,7 +99,7 @@ def run_template(path: Path, object_info: Mapping[str, Any]) -> TemplateResult:
         result.usable = not found and workflow.prompt_param is not None
         raw: dict[str, Any] = {}
         for param in workflow.params:
-            if param.type == "image":
+            if param.is_file:
                 raw[param.name] = "example.png"
             elif param.type == "text" and param.required:
                 raw[param.name] = "a lighthouse at dusk"

@@ -76,18 +76,18 @@ def param_schema(
             schema["enum"] = list(choices)
         else:
             schema["minLength"] = 1
-    elif kind == "image":
+    elif param.is_file:
         schema["type"] = "string"
         if form:
             schema["format"] = "binary"
-            schema["contentMediaType"] = "image/*"
+            schema["contentMediaType"] = f"{kind}/*"
         else:
-            ways = "base64, a data:image/...;base64 URL" + (
+            ways = f"base64, a data:{kind}/...;base64 URL" + (
                 " or an http(s) URL" if image_urls else ""
             )
             schema["description"] = f"{param.description} ({ways})"
             schema["minLength"] = 1
-    if param.default is not None and kind != "image":
+    if param.default is not None and not param.is_file:
         schema["default"] = param.default
     return schema
 

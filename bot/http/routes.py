@@ -168,7 +168,7 @@ async def _read_body(
     images_given: dict[str, str] = {}
     uploads: dict[str, ImageInput] = {}
     values: dict[str, Any] = {}
-    image_params = {p.name for p in workflow.params if p.type == "image"}
+    image_params = {p.name for p in workflow.params if p.is_file}
     if kind == "application/json":
         try:
             body = await request.json()
@@ -183,7 +183,7 @@ async def _read_body(
         for name, value in body.items():
             if name in image_params and value is not None:
                 if not isinstance(value, str):
-                    raise InvalidValue(name, "must be an image as base64, a data: URL or a URL")
+                    raise InvalidValue(name, "must be a file as base64, a data: URL or a URL")
                 images_given[name] = value
             else:
                 values[name] = value
@@ -231,7 +231,7 @@ async def _read_multipart(
                 raise ApiProblem(413, f"The request body is too large ({limit} bytes at most).")
         if part.filename is not None:
             if name not in image_params:
-                raise InvalidValue(name or "file", "only image options take files")
+                raise InvalidValue(name or "file", "only image, video and audio options take files")
             uploads[name] = ImageInput(Path(part.filename).name or "image.png", bytes(data))
         else:
             try:
@@ -262,7 +262,7 @@ async def create_jobs(request: web.Request) -> web.StreamResponse:
         url = check_url(webhook, "webhook", allow_private=http.allow_private_urls)
         meta["webhook"] = str(url)
     # everything but the images' bytes first: a refused request fetches nothing
-    placeholder = ImageOffer("image.png", "image/png", 0)
+    placeholder = ImageOffer("file", None, 0)  # its bytes decide, once fetched
     offers = {name: placeholder for name in [*uploads, *given]}
     api.admission.admit(requester, workflow.name, values, images=offers, count=count, meta=meta)
     if webhook is not None:
@@ -286,7 +286,7 @@ async def create_jobs(request: web.Request) -> web.StreamResponse:
     for name, image in images.items():
         if len(image.data) > http.max_image_bytes:
             raise ApiProblem(
-                413, f"The image is too large ({http.max_image_bytes} bytes at most).", field=name
+                413, f"The file is too large ({http.max_image_bytes} bytes at most).", field=name
             )
     admitted = api.admission.admit(
         requester,

@@ -20,9 +20,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
-from bot.admission import sniff_image_type
 from bot.engine import ImageInput
 from bot.errors import InvalidValue
+from bot.media import sniff
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,4 @@ def decode_image(text: str, field: str, *, max_bytes: int, urls: bool = True) ->
     except (binascii.Error, ValueError):
         ways = "base64, a data: URL or an http(s) URL" if urls else "base64 or a data: URL"
         raise InvalidValue(field, f"must be an image as {ways}") from None
-    kind = sniff_image_type(data) or ""
-    ext = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}.get(kind, ".png")
-    return ImageInput("image" + ext, data)
+    return ImageInput(f"file.{sniff(data).ext}", data)

@@ -37,7 +37,7 @@ Target = tuple[str, str]
 _HOPS = 60
 _LATENT_INPUTS = frozenset({"samples", "latent", "latent_image", "samples_from", "samples_to"})
 _DRIVERS = ("seed", "noise_seed", "steps", "noise")
-_UPLOAD_OPTIONS = ("image_upload", "video_upload")
+_UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload")
 _PATH_INPUTS = ("image", "image_path", "path", "file_path", "video", "video_path")
 _ZEROED = frozenset({"ConditioningZeroOut"})
 _PLAIN_OUTPUTS = frozenset({"STRING", "INT", "FLOAT", "BOOLEAN", "COMBO"})
@@ -360,7 +360,8 @@ class _Reader:
         return seen
 
     def loaders(self, needed: set[str]) -> list[tuple[str, str, str]]:
-        """`(node_id, input, kind)` for each upload or file-path loader, kind image/mask/video."""
+        """`(node_id, input, kind)` for each upload or file-path loader, kind image, mask,
+        video or audio."""
         found = []
         for node_id in sorted(needed, key=sort_key):
             kind = self.class_of(node_id)
@@ -380,6 +381,7 @@ class _Reader:
                 d = uploads[0]
                 if isinstance(inputs.get(d.name), str):
                     media = "video" if d.options.get("video_upload") else "image"
+                    media = "audio" if d.options.get("audio_upload") else media
                     if media == "image" and outputs == {"MASK"}:
                         media = "mask"
                     found.append((node_id, d.name, media))
@@ -543,8 +545,10 @@ class _Detector:
                 "image": "The picture to start from",
                 "mask": "The mask to use",
                 "video": "The video to start from",
+                "audio": "The sound to start from",
             }[media]
-            self.add(key, _spec("image", [target], what, required=True), [target], required=True)
+            kind = "image" if media == "mask" else media
+            self.add(key, _spec(kind, [target], what, required=True), [target], required=True)
 
         if negative:
             self.add("negative", _spec("text", negative, "What to avoid"), negative)

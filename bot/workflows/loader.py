@@ -67,12 +67,16 @@ def _describe(param: Param) -> str:
         return "One of: " + ", ".join(param.choices) if param.choices else "A name from the list"
     if param.type == "image":
         return "An image to start from"
+    if param.type == "video":
+        return "A video to start from"
+    if param.type == "audio":
+        return "A sound file to start from"
     return "True or false"
 
 
 def _graph_default(param: Param, graph: Graph) -> Any:
     """The graph's own value at the param's first target, when it is a plain value."""
-    if not param.targets or param.type in ("seed", "image"):
+    if not param.targets or param.type == "seed" or param.is_file:
         return None
     node_id, name = param.targets[0]
     value = graph[node_id]["inputs"].get(name)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.errors import InvalidValue
-from bot.workflows.spec import ParamType, WorkflowSpec
+from bot.workflows.spec import FILE_TYPES, ParamType, WorkflowSpec
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,7 @@ class Param:
 
     Attributes:
         name: the option name (`prompt`, `steps`...).
-        type: text, int, float, seed, choice, enum, image or bool.
+        type: text, int, float, seed, choice, enum, image, video, audio or bool.
         description: the option's description (never empty, at most 100 characters).
         default: the value used when none is given: the YAML `default`, else the graph's own
             value; None for seeds (random) and images without a default.
@@ -43,6 +43,11 @@ class Param:
     targets: tuple[tuple[str, str], ...] = ()
     required: bool = False
     choice_values: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def is_file(self) -> bool:
+        """Whether its value is a file (image, video, audio) uploaded to ComfyUI's inputs."""
+        return self.type in FILE_TYPES
 
     @property
     def maps_inputs(self) -> bool:

@@ -44,7 +44,11 @@ MAX_PARAMS = 25  # Discord allows 25 options per command
 MAX_CHOICES = 25  # and 25 fixed choices per option
 MAX_TEXT_LENGTH = 6000  # and strings of up to 6000 characters
 
-ParamType = Literal["text", "int", "float", "seed", "choice", "enum", "image", "bool"]
+ParamType = Literal[
+    "text", "int", "float", "seed", "choice", "enum", "image", "video", "audio", "bool"
+]
+#: The param types whose value is a file (an attachment, an upload), sent to ComfyUI's input folder.
+FILE_TYPES = frozenset({"image", "video", "audio"})
 Scalar = str | int | float | bool
 NodeRef = str | int
 Name = Annotated[str, StringConstraints(pattern=NAME_RE.pattern)]
@@ -239,6 +243,8 @@ class ParamSpec(_Model):
         expected = {
             "text": (isinstance(value, str), "text"),
             "image": (isinstance(value, str), "an image file name"),
+            "video": (isinstance(value, str), "a video file name"),
+            "audio": (isinstance(value, str), "an audio file name"),
             "enum": (isinstance(value, str), "a name from the list"),
             "bool": (isinstance(value, bool), "true or false"),
             "int": (_is_int(value), "a whole number"),
@@ -291,6 +297,15 @@ def is_plain_file_name(name: str) -> bool:
 
 
 ResultKind = Literal["image", "animation", "video", "audio"]
+
+
+#: The kinds of result a follow-up's file param can be given (an animation's first frame is an
+#: image; a video loader reads animated images too).
+FOLLOWUP_TAKES: dict[str, frozenset[str]] = {
+    "image": frozenset({"image", "animation"}),
+    "video": frozenset({"video", "animation"}),
+    "audio": frozenset({"audio"}),
+}
 
 
 def _still_images() -> list[ResultKind]:
@@ -368,10 +383,16 @@ class WorkflowSpec(_Model):
                 f"followup.param: `{self.followup.param}` is not one of the params "
                 f"({', '.join(self.params)})"
             )
-        if param.type != "image":
+        if param.type not in FILE_TYPES:
             raise ValueError(
                 f"followup.param: `{self.followup.param}` is a {param.type} param; a follow-up "
-                "needs an image param"
+                "needs an image, video or audio param"
+            )
+        wrong = [k for k in self.followup.accepts if k not in FOLLOWUP_TAKES[param.type]]
+        if wrong:
+            raise ValueError(
+                f"followup.accepts: a {param.type} param cannot take {', '.join(wrong)} results "
+                f"(it takes {', '.join(sorted(FOLLOWUP_TAKES[param.type]))})"
             )
         return self
 

@@ -30,6 +30,8 @@ _PARAM_TYPES: Mapping[str, tuple[str, ...]] = {
     "bool": ("BOOLEAN",),
     "enum": ("COMBO",),
     "image": ("COMBO", "STRING"),
+    "video": ("COMBO", "STRING"),
+    "audio": ("COMBO", "STRING"),
 }
 _TYPE_WORDS: Mapping[str, str] = {
     "STRING": "text",
@@ -298,7 +300,7 @@ class _Checker:
                     f"{spec.max} is above {where}'s maximum ({high})",
                     "out_of_range",
                 )
-        if param.type == "image":
+        if param.is_file:
             return
         if param.default is not None:
             found = value_problem(definition, param.default, class_type)

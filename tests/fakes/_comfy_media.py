@@ -285,6 +285,7 @@ AUDIO_NODES: dict[str, dict[str, Any]] = {
     "VAEDecodeAudio": _def(
         "VAEDecodeAudio", {"samples": ["LATENT"], "vae": ["VAE"]}, ["AUDIO"], False
     ),
+    "LoadAudio": _def("LoadAudio", {"audio": [[], {"audio_upload": True}]}, ["AUDIO"], False),
     "SaveAudio": _def("SaveAudio", {"audio": ["AUDIO"], "filename_prefix": _PREFIX}, [], True),
     "SaveAudioMP3": _def(
         "SaveAudioMP3",
@@ -338,3 +339,35 @@ async def _save_audio(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
 @_simulates("PrimitiveString")
 async def _primitive_string(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
     return NodeResult((str(inputs["value"]),))
+
+
+def decode_video(path: Path) -> Video:
+    """The frames and frame rate of a video file (any container PyAV reads)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or 8)
+        frames = tuple(frame.to_image() for frame in container.decode(stream))
+    if not frames:
+        raise ValueError(f"No frames in {path.name}")
+    return Video(frames, fps)
+
+
+@_simulates("LoadVideo")
+async def _load_video(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
+    return NodeResult((decode_video(ctx.input_file(inputs["file"])),))
+
+
+@_simulates("GetVideoComponents")
+async def _video_components(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
+    video: Video = inputs["video"]
+    audio = video.audio or Audio(len(video.frames) / video.fps, digest(video.token))
+    return NodeResult((Images(video.frames), audio, video.fps))
+
+
+@_simulates("LoadAudio")
+async def _load_audio(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
+    path = ctx.input_file(inputs["audio"])
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        seconds = float(stream.duration * stream.time_base) if stream.duration else 1.0
+    return NodeResult((Audio(min(seconds, 5.0), digest(path.read_bytes().hex()[:64])),))

@@ -98,7 +98,7 @@ def _dynamic_kind(input_name: str, spec: list[Any]) -> str | None:
         return "checkpoints"
     if input_name == "lora_name":
         return "loras"
-    if extra.get("image_upload"):
+    if extra.get("image_upload") or extra.get("video_upload") or extra.get("audio_upload"):
         return "input_images"
     return None
 

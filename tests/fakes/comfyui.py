@@ -886,6 +886,8 @@ class FakeComfyUI:
         checks = {
             "LoadImage": {"image": self._check_image},
             "LoadImageMask": {"image": self._check_image},
+            "LoadVideo": {"file": self._check_image},
+            "LoadAudio": {"audio": self._check_image},
         }
         result = validate_prompt(prompt, self._catalog, self._lists(), targets, checks)
         extra_data = _lookup(body, "extra_data", {})
