@@ -265,7 +265,8 @@ def test_followup_names_an_image_param() -> None:
     spec = parse_spec(good, SOURCE)
     assert spec.followup is not None and spec.followup.label == "Upscale"
     assert problems({**good, "followup": {"label": "Upscale", "param": "prompt"}}) == [
-        f"{SOURCE}: followup.param: `prompt` is a text param; a follow-up needs an image, video or audio param"
+        f"{SOURCE}: followup.param: `prompt` is a text param; a follow-up needs an image, "
+        "video or audio param"
     ]
     assert problems({**good, "followup": {"label": "Upscale", "param": "picture"}}) == [
         f"{SOURCE}: followup.param: `picture` is not one of the params (image, prompt)"
