@@ -7,11 +7,13 @@ reports them the way a real server does (all under ``images`` with ``animated``,
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 from bot.media import sniff
@@ -174,3 +176,26 @@ async def test_generate_writes_files_named_for_what_they_hold(
     assert texts == recorded_texts(media_comfy, prompt_id)
     for path in written:
         assert str(path) in captured.out
+
+
+async def test_a_video_over_the_upload_limit_is_re_encoded_to_fit(
+    media_comfy: FakeComfyUI, media_settings: Settings
+) -> None:
+    limit = 2500
+    async with (
+        installed_fake(attachment_size_limit=limit) as fake,
+        comfybot(fake, media_settings) as bot,
+    ):
+        it = await fake.slash("imagine", {"prompt": "a lighthouse", "workflow": "txt2video"})
+        message = await it.wait_original(is_result, timeout=60)
+        assert message is not None and "❌" not in message.content, message
+        [job] = bot.engine.recent(limit=1)
+        [original] = saved_files(media_comfy, job.prompt_id)
+        assert len(original) > limit
+        [attached] = message.attachments
+        assert len(attached.data) <= limit and attached.filename.endswith(".mp4")
+        assert sniff(attached.data).mime == "video/mp4"
+        with av.open(io.BytesIO(attached.data)) as container:
+            assert len(list(container.decode(video=0))) >= 1
+        assert "re-encoded" in message.content and "your video is ready" in message.content
+        assert fake.errors == []
