@@ -15,6 +15,7 @@ from bot.engine import Engine
 from bot.jobs.runner import JobUpdate
 from bot.settings import Settings
 from tests.fakes.comfyui import FakeComfyUI
+from tests.media_packs import extra_nodes
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
@@ -35,6 +36,17 @@ def make_settings(tmp_path: Path, url: str, **overrides: Any) -> Settings:
 @pytest.fixture
 async def comfy() -> AsyncIterator[FakeComfyUI]:
     fake = FakeComfyUI(previews=True, step_delay=0.005)
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def media_comfy() -> AsyncIterator[FakeComfyUI]:
+    """A fake ComfyUI that also has the audio nodes and VHS's Video Combine (media tests)."""
+    fake = FakeComfyUI(step_delay=0.0, extra_nodes=extra_nodes())
     await fake.start()
     try:
         yield fake

@@ -25,12 +25,8 @@ from tests.fakes.discord import CommandUnavailable, FakeDiscord, FakeMessage
 from tests.fakes.discord_fixtures import installed_fake
 from tests.media_packs import EXPECTED
 
-# the media tests' ComfyUI (it makes every kind of result) and its workflow packs
-media_comfy, packs, media_settings = (
-    test_e2e_media.media_comfy,
-    test_e2e_media.packs,
-    test_e2e_media.media_settings,
-)
+# the media tests' workflow packs (`media_comfy`, which makes every kind, is in conftest)
+packs, media_settings = test_e2e_media.packs, test_e2e_media.media_settings
 
 
 @pytest.fixture

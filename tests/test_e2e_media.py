@@ -24,20 +24,10 @@ from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.discord_fixtures import installed_fake
 from tests.http_helpers import http_settings, served
-from tests.media_packs import EXPECTED, extra_nodes, write_packs
+from tests.media_packs import EXPECTED, write_packs
 from tests.test_cli import run_cli, write_config
 
 KINDS = sorted(EXPECTED)
-
-
-@pytest.fixture
-async def media_comfy() -> AsyncIterator[FakeComfyUI]:
-    fake = FakeComfyUI(step_delay=0.0, extra_nodes=extra_nodes())
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture

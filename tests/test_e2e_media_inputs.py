@@ -4,7 +4,6 @@ uploaded to ComfyUI for its loader; a file of the wrong kind is refused by name,
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +13,6 @@ import yaml
 from tests.conftest import make_settings
 from tests.fakes.comfyui import FakeComfyUI
 from tests.http_helpers import http_settings, served
-from tests.media_packs import extra_nodes
 from tests.recordings import MEDIA
 
 VIDEO = (MEDIA / "savevideo.mp4").read_bytes()
@@ -30,16 +28,6 @@ VID2VID = {
                    "codec": "auto"},
     },
 }  # fmt: skip
-
-
-@pytest.fixture
-async def media_comfy() -> AsyncIterator[FakeComfyUI]:
-    fake = FakeComfyUI(step_delay=0.0, extra_nodes=extra_nodes())
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture
