@@ -175,6 +175,8 @@ async def check(settings: Settings, *, offline: bool = False, out: TextIO | None
         )
     for name in sorted(workflows):
         print(f"ok: workflow {name} ({len(workflows[name].params)} parameters)", file=out)
+        for repair in workflows[name].repairs:
+            print(f"repaired: workflow {name}: {repair}", file=out)
     for problem in problems:
         print(f"problem: {problem}", file=out)
     print(f"{len(workflows)} workflow(s), {len(problems)} problem(s)", file=out)

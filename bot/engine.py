@@ -46,6 +46,7 @@ from bot.settings import LimitSettings, Settings
 from bot.workflows import Workflow, load_workflows, nodeinfo, packs
 from bot.workflows.packs import ImportPreview
 from bot.workflows.patch import apply, coerce_values
+from bot.workflows.repair import repair_graph
 
 log = logging.getLogger(__name__)
 
@@ -474,6 +475,11 @@ class Engine:
             data = Path(path).read_bytes()
             values[param] = await backend.client.upload_image(data, Path(path).name)
         prompt = apply(workflow, values)
+        if backend.object_info is not None:
+            set_by_params = {target for p in workflow.params for target in p.targets}
+            prompt, repairs = repair_graph(prompt, backend.object_info, keep=set_by_params)
+            for repair in repairs:
+                log.info("job %s on %s: %s", job.id, backend.name, repair)
         if self.settings.comfyui.substitute_missing_models:
             notes = self._substitute_models(workflow, prompt, backend)
             if notes:

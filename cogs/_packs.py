@@ -61,6 +61,8 @@ def preview_embed(preview: ImportPreview) -> discord.Embed:
                 ", ".join(f"`{c}`" for c in preview.missing_classes),
             )
         )
+    if preview.repairs:
+        fields.append(("Repaired (as ComfyUI's editor would)", "\n".join(preview.repairs)))
     if preview.missing_models:
         fields.append(("Missing models", "\n".join(preview.missing_models)))
     others = [p for p in preview.problems if p.code not in ("unknown_node", "missing_model")]

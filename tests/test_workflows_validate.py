@@ -140,12 +140,12 @@ def test_a_missing_checkpoint_lists_the_installed_ones(tmp_path: Path) -> None:
 
 def test_a_graph_value_out_of_the_node_range_is_named(tmp_path: Path) -> None:
     def edit(graph: Graph) -> None:
-        graph["5"]["inputs"]["batch_size"] = 0
+        graph["5"]["inputs"]["batch_size"] = 5000
 
     problem = only(broken_pack(tmp_path, edit))
 
     assert problem.code == "out_of_range"
-    assert problem.message == "0 is below EmptyLatentImage.batch_size's minimum (1)"
+    assert problem.message == "5000 is above EmptyLatentImage.batch_size's maximum (4096)"
 
 
 def test_a_target_input_the_node_does_not_have_is_named(tmp_path: Path) -> None:

@@ -106,12 +106,14 @@ class Conversion:
         missing: the classes `/object_info` lacks, in order of first use.
         core_version: the ComfyUI version the export says it was made with, if it says.
         packs: the node packs the export says it uses (`extra.node_versions`), if it says.
+        filled: `(node id, input, default)` for each widget the export held no value for.
     """
 
     graph: dict[str, Any]
     missing: tuple[MissingClass, ...] = ()
     core_version: str | None = None
     packs: tuple[str, ...] = ()
+    filled: tuple[tuple[str, str, Any], ...] = ()
 
 
 def is_ui_format(data: object) -> bool:
@@ -284,6 +286,7 @@ class _Converter:
         self._collect_definitions(data)
         self.graph: dict[str, Any] = {}
         self.missing: dict[str, dict[str, Any]] = {}
+        self.filled: list[tuple[str, str, Any]] = []
         self.fed: dict[str, list[Any]] = {}
 
     def _collect_definitions(self, data: Mapping[str, Any], depth: int = 0) -> None:
@@ -485,7 +488,11 @@ class _Converter:
         names = [s.widget for s in _slots(node) if s.widget]
         return [(n, 2 if n in ("seed", "noise_seed") else 1, None) for n in names]
 
-    def widget_values(self, node: Mapping[str, Any]) -> dict[str, Any]:
+    def widget_values(self, node: Mapping[str, Any], node_id: str) -> dict[str, Any]:
+        """The widgets' values by name; a widget the export has no value for gets its default.
+
+        Each default given is noted in `filled`, so the conversion says what it added.
+        """
         raw = node.get("widgets_values")
         widgets = self.widget_names(node)
         values: dict[str, Any] = {}
@@ -495,6 +502,7 @@ class _Converter:
                     values[name] = raw[name]
                 elif default is not None:
                     values[name] = default
+                    self.filled.append((node_id, name, default))
             return values
         stored = raw if isinstance(raw, list) else []
         known = nodeinfo.node_def(self.object_info, str(node.get("type"))) is not None
@@ -508,6 +516,7 @@ class _Converter:
                     taken = 2 if nxt in CONTROL_VALUES else 1
             elif default is not None:
                 values[name] = default
+                self.filled.append((node_id, name, default))
             position += taken
         return values
 
@@ -518,7 +527,7 @@ class _Converter:
         if not known:
             self.note_missing(kind, node_id, node)
         inputs: dict[str, Any] = {}
-        for name, value in self.widget_values(node).items():
+        for name, value in self.widget_values(node, node_id).items():
             inputs[name] = {"__value__": value} if isinstance(value, list) else value
         fed: list[Any] = []
         for slot in _slots(node):
@@ -631,6 +640,11 @@ def convert_ui(data: Mapping[str, Any], object_info: ObjectInfo) -> Conversion:
         missing=missing,
         core_version=core if isinstance(core, str) else None,
         packs=tuple(str(p) for p in versions),
+        filled=tuple(
+            (n, i, v)
+            for n, i, v in converter.filled
+            if n in graph and graph[n]["inputs"].get(i) == v
+        ),
     )
 
 

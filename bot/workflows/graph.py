@@ -20,7 +20,7 @@ from bot.workflows.convert import CORE_PACK, Conversion, convert_ui
 from bot.workflows.convert import is_ui_format as is_ui_format  # part of this module's API
 from bot.workflows.convert import sort_key as convert_sort_key
 from bot.workflows.nodeinfo import ObjectInfo
-from bot.workflows.problems import InvalidWorkflow, Problem, display_path
+from bot.workflows.problems import InvalidWorkflow, Problem, Repair, display_path
 
 Graph = dict[str, Any]
 """An API-format graph: node id -> `{"class_type", "inputs", "_meta"}`."""
@@ -154,7 +154,11 @@ def parse_api_graph(data: object, source: str) -> Graph:
 
 
 def load_graph(
-    path: Path, object_info: ObjectInfo | None = None, *, comfyui_version: str | None = None
+    path: Path,
+    object_info: ObjectInfo | None = None,
+    *,
+    comfyui_version: str | None = None,
+    filled: list[Repair] | None = None,
 ) -> Graph:
     """Read a graph file in API or UI format and return it in API format.
 
@@ -162,6 +166,7 @@ def load_graph(
         path: the `.json` file.
         object_info: ComfyUI's node definitions, needed only to convert a UI-format export.
         comfyui_version: the running ComfyUI's version, if known, for messages.
+        filled: if given, gets a `Repair` for each widget a UI-format export gave no value.
 
     Raises:
         InvalidWorkflow: the file is missing, not JSON, or not a graph (or a UI-format graph
@@ -193,7 +198,9 @@ def load_graph(
                     )
                 ]
             )
-        data = ui_to_api(data, object_info, source=source, comfyui_version=comfyui_version)
+        data = ui_to_api(
+            data, object_info, source=source, comfyui_version=comfyui_version, filled=filled
+        )
     return parse_api_graph(data, source)
 
 
@@ -254,6 +261,7 @@ def ui_to_api(
     *,
     source: str = "graph",
     comfyui_version: str | None = None,
+    filled: list[Repair] | None = None,
 ) -> Graph:
     """Convert a UI-format export to the API format ComfyUI runs (see `convert`).
 
@@ -262,6 +270,8 @@ def ui_to_api(
         object_info: ComfyUI's node definitions.
         source: the file name, for messages.
         comfyui_version: the running ComfyUI's version, if known, for messages.
+        filled: if given, a `Repair` is added to it for each widget the export held no value
+            for and that was given its default.
 
     Raises:
         InvalidWorkflow: node classes this ComfyUI lacks; every one is named, with the pack to
@@ -271,4 +281,10 @@ def ui_to_api(
     problems = missing_class_problems(conversion, source, comfyui_version)
     if problems:
         raise InvalidWorkflow(problems)
-    return conversion.graph
+    graph = conversion.graph
+    if filled is not None:
+        filled.extend(
+            Repair(n, describe_node(graph, n), graph[n]["class_type"], i, None, v, "filled")
+            for n, i, v in conversion.filled
+        )
+    return graph

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,8 @@ from bot.workflows.graph import Graph, describe_node, is_link, load_graph, resol
 from bot.workflows.model import Param, Workflow
 from bot.workflows.nodeinfo import ObjectInfo
 from bot.workflows.patch import coerce_value, range_text
-from bot.workflows.problems import InvalidWorkflow, Problem, display_path
+from bot.workflows.problems import InvalidWorkflow, Problem, Repair, display_path
+from bot.workflows.repair import repair_graph
 from bot.workflows.spec import (
     NAME_RE,
     ParamSpec,
@@ -210,6 +211,7 @@ def build_workflow(
     source: str,
     graph: Graph | None = None,
     comfyui_version: str | None = None,
+    filled: Sequence[Repair] = (),
 ) -> Workflow:
     """Load a pack's graph and resolve its params (detecting them when the spec has none).
 
@@ -224,6 +226,7 @@ def build_workflow(
             import not saved yet); `directory` then only names it in messages.
         comfyui_version: the running ComfyUI's version, if known: a refusal for a missing
             core node says it next to the version needed.
+        filled: the widgets a conversion of `graph` gave defaults (reported with the repairs).
 
     Raises:
         InvalidWorkflow: the graph can't be loaded or a param can't be resolved; every
@@ -236,8 +239,12 @@ def build_workflow(
             [Problem(source, "graph", "must be a plain file name in the workflows folder", "spec")]
         )
     graph_path = directory / graph_name
+    repairs: list[Repair] = list(filled)
     if graph is None:
-        graph = load_graph(graph_path, object_info, comfyui_version=comfyui_version)
+        graph = load_graph(graph_path, object_info, comfyui_version=comfyui_version, filled=repairs)
+    if object_info is not None:
+        graph, more = repair_graph(graph, object_info)
+        repairs.extend(more)
     detected = spec.params is None
     specs = spec.params if spec.params is not None else detect_params(graph, object_info)
     if detected and not specs:
@@ -287,6 +294,7 @@ def build_workflow(
         source=source,
         graph_source=display_path(graph_path),
         detected=detected,
+        repairs=tuple(str(r) for r in repairs),
     )
 
 

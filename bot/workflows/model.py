@@ -71,6 +71,8 @@ class Workflow:
         source: the YAML file as the user knows it (`workflows/x.yaml`), for messages.
         graph_source: the graph file as the user knows it (`workflows/x.json`).
         detected: the params were detected from the graph rather than listed in YAML.
+        repairs: what was changed in the graph file so this ComfyUI accepts it (inputs
+            filled with their defaults, legacy values migrated), each in words.
     """
 
     name: str
@@ -80,6 +82,7 @@ class Workflow:
     source: str = ""
     graph_source: str = ""
     detected: bool = False
+    repairs: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:

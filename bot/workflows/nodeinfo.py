@@ -8,6 +8,7 @@ socket (`MODEL`, `CONDITIONING`...) that must be linked to another node's output
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,19 +54,51 @@ CLASS_MODEL_INPUTS: Mapping[tuple[str, str], str] = {
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
 
 
+_FILE_NAME = re.compile(r"[^/\\]\.[A-Za-z][A-Za-z0-9_]{0,11}$")
+_UPLOADS = (("image_upload", "image"), ("video_upload", "video"), ("audio_upload", "audio"))
+_FILE_INPUTS = ("image", "video", "audio", "file")
+
+
+def _file_like(value: object) -> bool:
+    return isinstance(value, str) and bool(_FILE_NAME.search(value))
+
+
+def input_file_kind(class_type: str, definition: InputDef) -> str | None:
+    """What an input names a file of ComfyUI's `input` folder for (image, video, audio), or None.
+
+    Known by the upload option `/object_info` gives it, or, for a list input called `image`,
+    `video`, `audio` or `file` of a loading node, by its name.
+    """
+    if definition.type != "COMBO":
+        return None
+    for option, kind in _UPLOADS:
+        if definition.options.get(option):
+            return kind
+    if definition.name in _FILE_INPUTS and "load" in class_type.lower():
+        return "video" if definition.name == "file" else definition.name
+    return None
+
+
 def model_kind(class_type: str, definition: InputDef, value: object = None) -> str | None:
     """The kind of model file an input names ("checkpoint", "LoRA"...), or None.
 
     Known by the input's name, by class for inputs with a plain name (`ModelPatchLoader.name`),
-    or, for any other list input, by a value that is a model file name.
+    or, for any other list input (not an input file), by a value that is a model file name
+    (`.safetensors`, `.gguf`...) or, on a list of file names (or an empty one), a file name
+    (`inpaint_v26.fooocus.patch`).
     """
-    if definition.type != "COMBO":
+    if definition.type != "COMBO" or input_file_kind(class_type, definition) is not None:
         return None
     known = CLASS_MODEL_INPUTS.get((class_type, definition.name)) or definition.model_kind
     if known is not None:
         return known
     if isinstance(value, str) and value.lower().endswith(MODEL_SUFFIXES):
         return "model"
+    choices = definition.choices
+    if choices is not None and _file_like(value):
+        files = sum(1 for c in choices if _file_like(c))
+        if not choices or files * 2 > len(choices):
+            return "model"
     return None
 
 
@@ -187,6 +220,28 @@ def is_output_node(object_info: ObjectInfo, class_type: str) -> bool:
     """Whether ComfyUI treats the class as an output (a node it runs the graph for)."""
     definition = node_def(object_info, class_type)
     return bool(definition is not None and definition.get("output_node"))
+
+
+CORE_REPOSITORY = "Comfy-Org/ComfyUI"
+
+
+def pack_of(object_info: ObjectInfo, class_type: str) -> str | None:
+    """The custom node pack a class comes from, "" for a ComfyUI core class, None if unknown.
+
+    Read from what `/object_info` says of the class: `python_module` (`custom_nodes.NAME...`
+    for a pack, `nodes` or `comfy_extras...` for core) or a recorded `pack` (`owner/name`).
+    A class that says neither is taken as core.
+    """
+    definition = node_def(object_info, class_type)
+    if definition is None:
+        return None
+    module = definition.get("python_module")
+    if isinstance(module, str) and module.startswith("custom_nodes."):
+        return module.split(".")[1] or None
+    pack = definition.get("pack")
+    if isinstance(pack, str) and pack and pack != CORE_REPOSITORY:
+        return pack
+    return ""
 
 
 def display_name(object_info: ObjectInfo, class_type: str) -> str:

@@ -39,7 +39,7 @@ from bot.workflows.model import Param, Workflow
 from bot.workflows.names import derive_name, file_stem
 from bot.workflows.nodeinfo import ObjectInfo
 from bot.workflows.patch import range_text
-from bot.workflows.problems import InvalidWorkflow, Problem
+from bot.workflows.problems import InvalidWorkflow, Problem, Repair
 from bot.workflows.spec import NAME_RE, ParamSpec, WorkflowSpec, parse_spec
 from bot.workflows.validate import check_workflow
 
@@ -90,6 +90,8 @@ class ImportPreview:
         checked: whether it was checked against ComfyUI's node list.
         notes: things the moderator should know (name derived, graph converted...).
         missing_classes: node classes this ComfyUI does not know, sorted.
+        repairs: what was changed in the graph so this ComfyUI accepts it (inputs filled with
+            their defaults, legacy values migrated), in words; the saved graph has them.
     """
 
     name: str
@@ -101,6 +103,7 @@ class ImportPreview:
     checked: bool = False
     notes: tuple[str, ...] = field(default=())
     missing_classes: tuple[str, ...] = ()
+    repairs: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
@@ -195,6 +198,7 @@ def read_graph(
     object_info: ObjectInfo | None,
     *,
     comfyui_version: str | None = None,
+    filled: list[Repair] | None = None,
 ) -> tuple[Graph, bool]:
     """Parse an uploaded graph (API or UI format) into an API-format graph.
 
@@ -204,6 +208,7 @@ def read_graph(
         object_info: ComfyUI's node definitions (needed to convert a UI-format export).
         comfyui_version: the running ComfyUI's version, if known: a refusal for a missing
             core node says it next to the version needed.
+        filled: if given, gets a `Repair` for each widget a UI-format export gave no value.
 
     Returns:
         The API-format graph, and whether it was converted from the UI format.
@@ -227,7 +232,9 @@ def read_graph(
                     )
                 ]
             )
-        converted = ui_to_api(parsed, object_info, source=source, comfyui_version=comfyui_version)
+        converted = ui_to_api(
+            parsed, object_info, source=source, comfyui_version=comfyui_version, filled=filled
+        )
         return parse_api_graph(converted, source), True
     if isinstance(parsed, Mapping) and isinstance(parsed.get("prompt"), Mapping):
         parsed = parsed["prompt"]  # a saved POST /prompt body
@@ -386,6 +393,20 @@ def spec_yaml(name: str, spec: WorkflowSpec, graph: Graph, *, origin: str = "") 
     return "\n".join(lines) + "\n"
 
 
+def _files_lacking(workflow: Workflow, object_info: ObjectInfo) -> dict[str, str]:
+    """The file params (by name) whose file in the graph is one ComfyUI doesn't have."""
+    lacking: dict[str, str] = {}
+    for param in (p for p in workflow.params if p.is_file):
+        for node_id, input_name in param.targets:
+            class_type = str(workflow.graph[node_id]["class_type"])
+            definition = nodeinfo.input_def(object_info, class_type, input_name)
+            value = workflow.graph[node_id]["inputs"].get(input_name)
+            choices = definition.choices if definition is not None else None
+            if isinstance(value, str) and choices is not None and value not in choices:
+                lacking[param.name] = value
+    return lacking
+
+
 def prepare_import(
     data: bytes,
     file_name: str,
@@ -427,7 +448,10 @@ def prepare_import(
         if name != file_stem(file_name):
             notes.append(f"named `{name}` after the file `{file_name[:80]}`")
     check_free(name, folder, existing)
-    graph, converted = read_graph(data, source, object_info, comfyui_version=comfyui_version)
+    filled: list[Repair] = []
+    graph, converted = read_graph(
+        data, source, object_info, comfyui_version=comfyui_version, filled=filled
+    )
     if converted:
         notes.append("converted from a UI-format save to the API format ComfyUI runs")
     if yaml_data is not None:
@@ -438,8 +462,38 @@ def prepare_import(
     else:
         spec = WorkflowSpec(title=_title(file_name, name))
     workflow = build_workflow(
-        name, spec, folder, object_info, source=f"{folder.name}/{name}.yaml", graph=graph
+        name,
+        spec,
+        folder,
+        object_info,
+        source=f"{folder.name}/{name}.yaml",
+        graph=graph,
+        filled=filled,
     )
+    if object_info is not None:
+        lacking = _files_lacking(workflow, object_info)
+        specs = dict(workflow.spec.params or {})
+        for param_name, value in lacking.items():
+            notes.append(
+                f"`{param_name}`: the graph's file '{value}' is not in ComfyUI's input "
+                "folder, so members must upload one"
+            )
+        optional = [n for n in lacking if not specs[n].required]
+        if optional:
+            for param_name in optional:
+                specs[param_name] = specs[param_name].model_copy(
+                    update={"required": True, "default": None}
+                )
+            workflow = build_workflow(
+                name,
+                workflow.spec.model_copy(update={"params": specs}),
+                folder,
+                object_info,
+                source=workflow.source,
+                graph=graph,
+                filled=filled,
+            )
+    graph = workflow.graph
     problems: list[Problem] = []
     command = workflow.spec.command
     if command is not None:
@@ -474,6 +528,7 @@ def prepare_import(
         checked=object_info is not None,
         notes=tuple(notes),
         missing_classes=tuple(sorted(missing)),
+        repairs=workflow.repairs,
     )
 
 
@@ -498,6 +553,7 @@ def preview_lines(preview: ImportPreview) -> list[str]:
         lines.append(f"{option.name} ({'; '.join(bits)}) sets {', '.join(option.sets)}")
     if preview.missing_classes:
         lines.append("missing node classes: " + ", ".join(preview.missing_classes))
+    lines.extend(f"repaired: {r}" for r in preview.repairs)
     lines.extend(f"missing model: {m}" for m in preview.missing_models)
     lines.extend(
         f"problem: {p}" for p in preview.problems if p.code not in ("unknown_node", "missing_model")

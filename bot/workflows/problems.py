@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePath
+from typing import Any
 
 from bot.errors import WorkflowError
 
@@ -30,6 +31,47 @@ class Problem:
         if self.key:
             return f"{self.file}: {self.key}: {self.message}"
         return f"{self.file}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One change made to a graph so the ComfyUI that runs it accepts it.
+
+    Attributes:
+        node_id: the node changed.
+        node: the node as people know it (`3 "Sampler" (KSampler)`).
+        class_type: the node's class.
+        input: the input changed.
+        old: the value the graph held (None when the input was missing).
+        new: the value it holds now.
+        why: what the change is: `filled`, or a few words on the legacy value.
+    """
+
+    node_id: str
+    node: str
+    class_type: str
+    input: str
+    old: Any
+    new: Any
+    why: str
+
+    def __str__(self) -> str:
+        where = f"`{self.class_type}.{self.input}`"
+        if self.why == "filled":
+            return f"filled {where} with {_shown(self.new)} on node {self.node_id}"
+        return (
+            f"{where} {_shown(self.old)} became {_shown(self.new)} on node {self.node_id}: "
+            f"{self.why}"
+        )
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = value if len(value) <= 60 else value[:59] + "…"
+        return f"'{text}'"
+    return "nothing" if value is None else str(value)
 
 
 class InvalidWorkflow(WorkflowError):

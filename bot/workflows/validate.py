@@ -54,18 +54,53 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def value_problem(definition: InputDef, value: Any, class_type: str) -> tuple[str, str] | None:
+def _newer(object_info: ObjectInfo | None, class_type: str) -> str:
+    """Why a name may be missing from a list: the graph comes from a newer version."""
+    pack = nodeinfo.pack_of(object_info, class_type) if object_info is not None else None
+    if pack is None:
+        return ""
+    if pack == "":
+        return (
+            ". The workflow may have been made with a newer ComfyUI than this one, which "
+            "added it: update ComfyUI, or pick one of these"
+        )
+    return (
+        f". The workflow may have been made with a newer version of the pack '{pack}': "
+        "update it, or pick one of these"
+    )
+
+
+def value_problem(
+    definition: InputDef,
+    value: Any,
+    class_type: str,
+    object_info: ObjectInfo | None = None,
+) -> tuple[str, str] | None:
     """Check a plain value against an input's definition.
+
+    Args:
+        definition: the input's definition.
+        value: the value the graph or a param gives it.
+        class_type: the node's class, for messages.
+        object_info: the node definitions, if at hand: a name missing from a list then says
+            whether ComfyUI or the node's pack may be too old for it.
 
     Returns:
         `(code, message)` when ComfyUI would reject it, else None. Codes: `missing_model`,
-        `not_in_list`, `out_of_range`, `wrong_type`.
+        `missing_input_file`, `not_in_list`, `out_of_range`, `wrong_type`.
     """
     where = f"{class_type}.{definition.name}"
     kind = definition.type
     if kind == "COMBO":
         if definition.choices is None or value in definition.choices:
             return None
+        file_kind = nodeinfo.input_file_kind(class_type, definition)
+        if file_kind is not None:
+            return (
+                "missing_input_file",
+                f"the {file_kind} file '{value}' is not in ComfyUI's input folder; "
+                f"one must be uploaded ({where})",
+            )
         kind_of_model = nodeinfo.model_kind(class_type, definition, value)
         if kind_of_model is not None:
             return (
@@ -75,7 +110,8 @@ def value_problem(definition: InputDef, value: Any, class_type: str) -> tuple[st
             )
         return (
             "not_in_list",
-            f"'{value}' is not one of {where}'s choices: {_listed(definition.choices)}",
+            f"'{value}' is not one of {where}'s choices{_newer(object_info, class_type)}: "
+            f"{_listed(definition.choices)}",
         )
     if kind in ("INT", "FLOAT"):
         whole = kind == "INT" and (not _number(value) or float(value) != int(value))
@@ -202,7 +238,7 @@ class _Checker:
             return
         if target in self.overridden:
             return
-        found = value_problem(definition, value, class_type)
+        found = value_problem(definition, value, class_type, self.object_info)
         if found is not None:
             self.add(self.graph_source, key, found[1], found[0])
 
