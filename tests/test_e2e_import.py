@@ -17,6 +17,7 @@ from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage
 from tests.fakes.discord_fixtures import installed_fake
 from tests.test_workflows_graph import txt2img_ui_export
+from tests.test_workflows_repair import turbo_graph
 
 REFUSAL = "Only moderators"
 NIGHT_SKY_YAML = b"""\
@@ -347,3 +348,22 @@ async def test_an_unanswered_preview_expires_and_leaves_nothing(
         assert expired is not None and not expired.components and not expired.embeds
         assert "nothing was saved" in expired.content
         assert files_of(packs) == before and "night-sky-v2" not in bot.engine.workflows
+
+
+async def test_an_old_export_is_repaired_in_the_preview_and_runs_once_saved(
+    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path, packs: Path
+) -> None:
+    upload = ("SD Turbo.json", json.dumps(turbo_graph()).encode(), "application/json")
+    async with comfybot(fake, settings_for(tmp_path, comfy, fake, packs)):
+        it, preview = await start_import(fake, {"file": upload})
+        fields = {f["name"]: f["value"] for f in preview.embeds[0]["fields"]}
+        repaired = fields["Repaired (as ComfyUI's editor would)"]
+        assert repaired == "filled `SDTurboScheduler.denoise` with 1.0 on node 20"
+        assert "Saved **sd-turbo**" in await press(fake, it, preview, "Save")
+        saved = json.loads((packs / "sd-turbo.json").read_text(encoding="utf-8"))
+        assert saved["20"]["inputs"]["denoise"] == 1.0
+
+        run = await fake.slash("imagine", {"prompt": "a fox", "workflow": "sd-turbo"})
+        result = await wait_result(fake, run)
+        assert result.attachments and "ready" in result.content
+        assert comfy.prompts_received[-1]["prompt"]["20"]["inputs"]["denoise"] == 1.0
