@@ -108,6 +108,9 @@ MAX_QUEUED_EVENTS = 1000
 WS_MAX_MESSAGE = 64 * 1024 * 1024
 #: How long start() waits for the first connection attempt.
 START_WAIT = 5.0
+#: Where ComfyUI-Manager serves its node class -> pack map (newest first), and how long to wait.
+NODE_MAPPINGS_PATHS = ("/v2/customnode/getmappings", "/customnode/getmappings")
+NODE_MAPPINGS_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -763,6 +766,32 @@ class ComfyClient:
         data = self._decode_json(response, "GET /system_stats")
         return data if isinstance(data, dict) else {}
 
+    async def node_mappings(self) -> Mapping[str, Any] | None:
+        """ComfyUI-Manager's map from node class to pack, as this server's Manager serves it.
+
+        ``GET /v2/customnode/getmappings?mode=local`` (Manager 4), else the older
+        ``/customnode/getmappings``; read it with ``bot.workflows.nodemap.NodeMap.for_server``.
+        None when ComfyUI has no Manager (404), is unreachable, or answers something else; never
+        raises.
+        """
+        for path in NODE_MAPPINGS_PATHS:
+            try:
+                response = await self._request(
+                    "GET", path, params={"mode": "local"}, timeout=NODE_MAPPINGS_TIMEOUT
+                )
+            except ComfyError as exc:
+                log.debug("GET %s: %s", path, exc)
+                return None
+            if response.status == 404:
+                continue
+            data = self._decode_json(response, f"GET {path}", default=None)
+            if response.status == 200 and isinstance(data, dict):
+                return data
+            log.debug("GET %s: HTTP %d, not a JSON object", path, response.status)
+            return None
+        log.debug("ComfyUI at %s serves no node mappings (no ComfyUI-Manager)", self._base_url)
+        return None
+
     # --- HTTP ---------------------------------------------------------------------------------
 
     async def _request(
@@ -773,9 +802,11 @@ class ComfyClient:
         json_body: object = None,
         data: Any = None,
         params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> _Response:
         url = self._base_url + path
-        timeout = aiohttp.ClientTimeout(total=self._request_timeout)
+        total = self._request_timeout if timeout is None else min(timeout, self._request_timeout)
+        client_timeout = aiohttp.ClientTimeout(total=total)
         try:
             async with self._session.request(
                 method,
@@ -783,7 +814,7 @@ class ComfyClient:
                 json=json_body,
                 data=data,
                 params=params,
-                timeout=timeout,
+                timeout=client_timeout,
                 headers=self._headers or None,
             ) as resp:
                 body = await resp.read()

@@ -18,7 +18,7 @@ Basic use::
 
 Constructor: ``FakeComfyUI(*, previews=False, step_delay=0.01, checkpoints=[...],
 max_upload_size=100 MiB, loras=(), root=None, job_seconds=0.0, extra_nodes={}, without_nodes=(),
-require_headers={}, device="cpu")``. ``checkpoints``, ``loras`` and the uploaded
+require_headers={}, device="cpu", node_mappings=None)``. ``checkpoints``, ``loras`` and the uploaded
 input files are what ``/object_info`` offers and what validation accepts (``value_not_in_list``
 otherwise); ``root`` is a folder for ``input/``, ``output/`` and ``temp/`` (a temporary folder,
 removed by ``stop()``, when not given). Several fakes can run at once (one port each), each its
@@ -27,7 +27,9 @@ pass their inputs through) and ``without_nodes`` change its node classes; ``job_
 simulated GPU time every prompt takes on top of its steps (an interrupt ends it at once), and
 ``busy`` lists ``(start, end, prompt_id)`` of every finished run (``time.monotonic()``);
 ``require_headers`` makes it answer 401 to requests without those headers (a ComfyUI behind an
-authenticating reverse proxy).
+authenticating reverse proxy); ``node_mappings`` (a node class -> pack map) is served at
+``/v2/customnode/getmappings`` and ``/customnode/getmappings`` as a ComfyUI with ComfyUI-Manager
+does (without it those routes are 404, as on a ComfyUI without the Manager).
 
 Fault injection and inspection (tests of the real client rely on these names):
 
@@ -264,12 +266,14 @@ class FakeComfyUI:
         without_nodes: tuple[str, ...] | list[str] = (),
         require_headers: Mapping[str, str] | None = None,
         device: str = "cpu",
+        node_mappings: Mapping[str, Any] | None = None,
     ) -> None:
         self.previews = previews
         self.step_delay = step_delay
         self.job_seconds = job_seconds
         self.require_headers = dict(require_headers or {})
         self.device = device
+        self.node_mappings = node_mappings
         self.busy: list[tuple[float, float, str]] = []
         self.checkpoints: list[str] = list(checkpoints)
         self.loras: list[str] = list(loras)
@@ -628,6 +632,8 @@ class FakeComfyUI:
             ("POST", "/queue", self._post_queue),
             ("POST", "/interrupt", self._post_interrupt),
             ("POST", "/free", self._post_free),
+            ("GET", "/v2/customnode/getmappings", self._node_mappings),
+            ("GET", "/customnode/getmappings", self._node_mappings),
         ]
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
@@ -707,6 +713,14 @@ class FakeComfyUI:
             return web.Response(status=404)
         files = {"checkpoints": self.checkpoints, "loras": self.loras}.get(folder, [])
         return web.json_response(sorted(files))
+
+    async def _node_mappings(self, request: web.Request) -> web.Response:
+        # ComfyUI-Manager's route; it fails (500) without ?mode=.
+        if self.node_mappings is None:
+            raise web.HTTPNotFound()
+        if "mode" not in request.query:
+            return web.Response(status=500, text="500 Internal Server Error")
+        return web.json_response(self.node_mappings)
 
     async def _system_stats(self, request: web.Request) -> web.Response:
         return web.json_response(
