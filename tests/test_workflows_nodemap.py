@@ -38,20 +38,24 @@ def custom_info(core_info: dict[str, Any]) -> dict[str, Any]:
 
 
 def small_map() -> NodeMap:
-    return NodeMap.from_json(
-        {
-            "https://github.com/a/Pack-A": [["Shared", "OnlyA"], {"title_aux": "Pack A"}],
-            "https://github.com/b/pack_b": [
-                ["Shared", "OnlyB"],
-                {"title_aux": "Pack B", "nodename_pattern": r"\(PackB\)$"},
-            ],
-            "https://github.com/c/pack-c": [
-                ["OnlyC"],
-                {"title_aux": "Pack C", "nodename_pattern": "([unclosed"},
-            ],
-            "https://github.com/comfyanonymous/ComfyUI": [["KSampler", "NewCore"], {}],
-        }
-    )
+    """Four packs, in the bundled document's shape (the map, and ids and stars by URL)."""
+    node_map = {
+        "https://github.com/a/Pack-A": [["Shared", "OnlyA", "KSampler"], {"title_aux": "Pack A"}],
+        "https://github.com/b/pack_b": [
+            ["Shared", "OnlyB"],
+            {"title_aux": "Pack B", "nodename_pattern": r"\(PackB\)$"},
+        ],
+        "https://github.com/c/pack-c": [
+            ["OnlyC"],
+            {"title_aux": "Pack C", "nodename_pattern": "([unclosed"},
+        ],
+        "https://github.com/comfyanonymous/ComfyUI": [["KSampler", "NewCore"], {}],
+    }
+    packs = {
+        "https://github.com/a/Pack-A": {"stars": 500, "id": "pack-a"},
+        "https://github.com/b/pack_b": {"stars": 10},
+    }
+    return NodeMap.from_json({"format": 1, "source": "test", "map": node_map, "packs": packs})
 
 
 # --- the bundled map --------------------------------------------------------------------------
@@ -92,9 +96,16 @@ def test_a_pack_claiming_a_class_comes_before_others_listing_it() -> None:
 
 
 def test_core_classes_come_from_comfyui_before_packs_reusing_the_name() -> None:
-    packs = NodeMap.bundled().packs_for("KSampler")
-    assert packs[0].is_core
-    assert len(packs) > 1
+    assert NodeMap.bundled().packs_for("KSampler")[0].is_core
+    assert [p.title for p in small_map().packs_for("KSampler")] == ["ComfyUI", "Pack A"]
+
+
+def test_packs_listing_a_class_are_ranked_by_stars() -> None:
+    # ShowText is in several packs' lists; the most starred comes first.
+    packs = NodeMap.bundled().packs_for("ShowText")
+    stars = [p.stars or 0 for p in packs]
+    assert len(packs) > 2
+    assert stars == sorted(stars, reverse=True)
 
 
 def test_a_class_name_patterns_match_is_found() -> None:
@@ -282,6 +293,19 @@ def test_a_comfy_core_hint_says_which_comfyui_version(core_info: dict[str, Any])
     assert "update ComfyUI to 0.3.60 or newer" in advice[0].message
 
 
+def test_a_core_class_missing_from_a_newer_comfyui_says_so(core_info: dict[str, Any]) -> None:
+    advice = advise(
+        {"OldCoreNode": ["3 (OldCoreNode)"]},
+        core_info,
+        NodeMap.bundled(),
+        hints={"OldCoreNode": Hint(pack="comfy-core", version="0.3.9")},
+        comfyui_version="0.3.10",
+    )
+    assert advice[0].action == "update_comfyui"
+    assert "saved with ComfyUI 0.3.9" in advice[0].message
+    assert "update ComfyUI" not in advice[0].message
+
+
 def test_a_class_in_no_map_is_unknown_and_says_where_to_search(
     core_info: dict[str, Any],
 ) -> None:
@@ -323,6 +347,11 @@ def test_other_packs_with_the_class_are_kept_as_alternatives(core_info: dict[str
     advice = advise({"Shared": ["1 (Shared)"]}, core_info, small_map())
     assert [p.title for p in advice[0].alternatives] == ["Pack B"]
     assert "other packs with the same class name: 'Pack B'" in advice[0].message
+
+
+def test_nodes_given_as_one_string_are_one_node(core_info: dict[str, Any]) -> None:
+    advice = advise({"FaceDetailer": "12 (FaceDetailer)"}, core_info, NodeMap.bundled())
+    assert advice[0].nodes == ("12 (FaceDetailer)",)
 
 
 def test_long_lists_are_shortened_to_fit(core_info: dict[str, Any]) -> None:

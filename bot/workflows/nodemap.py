@@ -225,16 +225,17 @@ class NodeMap:
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"a node map must be a JSON object, not {_type_name(data)}")
+        entries: Mapping[Any, Any] = data
         extra: Mapping[str, Any] = {}
-        if isinstance(data.get("map"), Mapping):
+        inner = data.get("map")
+        if isinstance(inner, Mapping):
+            entries = inner
             source = source or str(data.get("source") or "")
             packs_info = data.get("packs")
             extra = packs_info if isinstance(packs_info, Mapping) else {}
-            data = data["map"]
-            assert isinstance(data, Mapping)
         packs: list[_Pack] = []
         skipped = 0
-        for key, value in data.items():
+        for key, value in entries.items():
             info = extra.get(key)
             pack = _parse_entry(key, value, info if isinstance(info, Mapping) else {})
             if pack is None:
@@ -559,7 +560,8 @@ def advise(
     hints = hints or {}
     groups: dict[str, _Group] = {}
     unknown = _Group(pack=None)
-    for class_type, nodes in missing.items():
+    for class_type, used_by in missing.items():
+        nodes = [used_by] if isinstance(used_by, str) else list(used_by)
         hint = hints.get(class_type)
         found = node_map.packs_for(class_type)
         pack = _hinted_pack(hint, node_map) or (found[0] if found else None)
@@ -648,13 +650,19 @@ def _message(action: Action, group: _Group, comfyui_version: str | None, listed:
             f"or the registry ({REGISTRY_URL}) for {those}, install the pack and restart ComfyUI"
         )
     if action == "update_comfyui":
-        running = f" ({_clean(comfyui_version)})" if _clean(comfyui_version) else ""
-        to = f" to {group.version} or newer" if group.version else ""
+        version = _clean(comfyui_version)
+        running = f" ({version})" if version else ""
         plural = "s" if len(group.classes) > 1 else ""
-        return (
-            f"needs the ComfyUI core node{plural} {used}, which this ComfyUI{running} lacks: "
-            f"update ComfyUI{to}"
-        )
+        needs = f"needs the ComfyUI core node{plural} {used}, which this ComfyUI{running} lacks"
+        if group.version and version and not _older(version, group.version):
+            # Saved with this ComfyUI or an older one: the class went away since.
+            return (
+                f"{needs}, though the workflow was saved with ComfyUI {group.version}: see "
+                "ComfyUI's start-up log for nodes that failed to load, or replace the node"
+                f"{'s' if len(group.nodes) > 1 else ''} if it was removed since"
+            )
+        to = f" to {group.version} or newer" if group.version else ""
+        return f"{needs}: update ComfyUI{to}"
     title = (_clean(pack.title) or pack.name)[:_MAX_TEXT]
     where = f" ({pack.repository[:_MAX_TEXT]})" if pack.repository else ""
     also = ""
@@ -676,6 +684,17 @@ def _message(action: Action, group: _Group, comfyui_version: str | None, listed:
             "and restart ComfyUI"
         )
     return message + also if len(message + also) <= MAX_MESSAGE else message
+
+
+def _older(version: str, than: str) -> bool:
+    """Whether `version` is before `than` (`0.3.9` < `0.3.10`; unreadable ones are never)."""
+    mine, theirs = _version_numbers(version), _version_numbers(than)
+    return bool(mine and theirs) and mine < theirs
+
+
+def _version_numbers(version: str) -> tuple[int, ...]:
+    match = re.match(r"v?(\d+(?:\.\d+)*)", version.strip())
+    return tuple(int(n) for n in match.group(1).split(".")) if match else ()
 
 
 def _listing(items: Sequence[str], listed: int) -> str:
