@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot.comfy import client as client_module
 from bot.comfy.client import ComfyClient
 from bot.workflows import nodemap
 from bot.workflows.convert import MissingClass
@@ -397,3 +398,29 @@ async def test_the_client_gets_none_when_comfyui_is_down(http: aiohttp.ClientSes
     url = await fake.start()
     await fake.stop()
     assert await ComfyClient(http, url).node_mappings() is None
+
+
+async def test_the_client_falls_back_to_the_older_managers_route(
+    http: aiohttp.ClientSession,
+) -> None:
+    served = {IMPACT: [["FaceDetailer"], {"title_aux": "ComfyUI Impact Pack"}]}
+    async with FakeComfyUI(node_mappings=served) as fake:
+        fake.fail_next("/v2/customnode/getmappings", status=404)
+        assert await ComfyClient(http, fake.url).node_mappings() == served
+
+
+async def test_the_client_gets_none_when_the_manager_fails(http: aiohttp.ClientSession) -> None:
+    async with FakeComfyUI(node_mappings={}) as fake:
+        fake.fail_next("/v2/customnode/getmappings", status=500)
+        assert await ComfyClient(http, fake.url).node_mappings() is None
+
+
+async def test_the_client_gives_up_on_a_slow_manager(
+    http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "NODE_MAPPINGS_TIMEOUT", 0.1)
+    async with FakeComfyUI(node_mappings={}) as fake:
+        fake.delay_next("/v2/customnode/getmappings", 1.0)
+        started = time.perf_counter()
+        assert await ComfyClient(http, fake.url).node_mappings() is None
+        assert time.perf_counter() - started < 0.7
