@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--limit-queued", type=int, help="jobs this key may have waiting")
     create.add_argument("--workflows", help="the only workflows it may use: a,b")
+    create.add_argument(
+        "--admin",
+        action="store_true",
+        help="an admin key: adds and removes workflows (API and web console), sees every job",
+    )
     keys_sub.add_parser("list", help="list the keys (never the keys themselves)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key")
     revoke.add_argument("name")
@@ -294,9 +299,13 @@ def manage_keys(settings: Settings, args: argparse.Namespace, out: TextIO | None
             if unknown:
                 raise UserError(f"--workflows: no workflow called {', '.join(unknown)}")
             created = keys.create(
-                args.name, limit_queued=args.limit_queued, workflows=workflows or None
+                args.name,
+                limit_queued=args.limit_queued,
+                workflows=workflows or None,
+                role="admin" if args.admin else "member",
             )
-            print(f"key {args.name} created. It is shown only this once:", file=out)
+            role = "admin key" if args.admin else "key"
+            print(f"{role} {args.name} created. It is shown only this once:", file=out)
             print(f"  API key:        {created.secret}", file=out)
             print(f"  webhook secret: {created.webhook_secret}", file=out)
             print("Use it as: Authorization: Bearer <API key>", file=out)
@@ -307,7 +316,8 @@ def manage_keys(settings: Settings, args: argparse.Namespace, out: TextIO | None
                 allowed = ",".join(key.workflows) if key.workflows else "all"
                 when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(key.created_at))
                 print(
-                    f"{key.name}  created {when} UTC  queued limit {limit}  workflows {allowed}",
+                    f"{key.name}  {key.role}  created {when} UTC  queued limit {limit}  "
+                    f"workflows {allowed}",
                     file=out,
                 )
             if not listed:

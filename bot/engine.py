@@ -286,6 +286,42 @@ class Engine:
         """
         return packs.export_pack(self.workflow(name), Path(self.settings.workflows.dir))
 
+    def delete_workflow(self, name: str) -> list[str]:
+        """Remove a pack's files (its YAML, and its graph unless another pack uses it) and
+        reload the workflows. Jobs already queued keep the graph they were given.
+
+        Returns:
+            The names of the files removed.
+
+        Raises:
+            NotFound: no such workflow.
+            WorkflowError: a file can't be removed.
+        """
+        workflow = self.workflow(name)
+        folder = Path(self.settings.workflows.dir).resolve()
+        graph = workflow.spec.graph_file(name)
+        shared = any(
+            w.spec.graph_file(other) == graph
+            for other, w in self.workflows.items()
+            if other != name
+        )
+        paths = [] if shared else [folder / graph]
+        paths += [p for p in packs.pack_files(folder, name)[1:] if p.is_file()]
+        removed = []
+        for path in paths:
+            if path.resolve().parent != folder:
+                continue  # never outside the workflows folder
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise WorkflowError(
+                    f"could not remove {path.name} of `{name}`: {exc.strerror or exc}"
+                ) from None
+            removed.append(path.name)
+        log.info("removed the pack %s (%s)", name, ", ".join(removed))
+        self.reload_workflows()
+        return removed
+
     def set_limits_source(self, source: Callable[[Job], LimitSettings]) -> None:
         """Per-server limits (moderators can change them); the settings' limits by default."""
         self._limits_for = source

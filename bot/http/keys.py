@@ -3,7 +3,10 @@
 A key is `cc_` and 43 random URL-safe characters (256 bits), so a plain SHA-256 of it is a safe
 thing to store: it cannot be reversed or guessed. Each key has a webhook signing secret (also
 shown once) used to sign the webhooks of its jobs, its own queue limit and, optionally, the only
-workflows it may use. Keys live in the store's settings table under the scope `apikey`.
+workflows it may use. Its role is `member` (runs the workflows it may use) or `admin` (also adds
+and removes workflows and sees every job); keys made before roles existed are members. Keys live
+in the store's settings table under the scope `apikey`; revoking one also ends the console
+sessions it signed in.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from bot.jobs.store import Store
 from bot.settings import LimitSettings
 
 SCOPE = "apikey"
+SESSION_SCOPE = "console-session"  # the console's sessions (bot/http/console/sessions.py)
 PREFIX = "cc_"
+ROLES = ("member", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -39,6 +44,12 @@ class ApiKey:
     created_at: float
     limit_queued: int | None = None
     workflows: tuple[str, ...] | None = None
+    role: str = "member"
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether it may manage workflows and see every job."""
+        return self.role == "admin"
 
     @property
     def member_id(self) -> str:
@@ -75,12 +86,17 @@ class KeyStore:
         self.store = store
 
     def create(
-        self, name: str, *, limit_queued: int | None = None, workflows: list[str] | None = None
+        self,
+        name: str,
+        *,
+        limit_queued: int | None = None,
+        workflows: list[str] | None = None,
+        role: str = "member",
     ) -> CreatedKey:
-        """A new key called `name`.
+        """A new key called `name`, with the role `member` or `admin`.
 
         Raises:
-            InvalidValue: a bad name, a name in use, or a limit below 1.
+            InvalidValue: a bad name, a name in use, a limit below 1 or an unknown role.
         """
         if not NAME_RE.match(name):
             raise InvalidValue("name", "use letters, digits, '.', '_' or '-' (64 at most)")
@@ -88,6 +104,8 @@ class KeyStore:
             raise InvalidValue("name", f"a key called '{name}' exists; revoke it first")
         if limit_queued is not None and limit_queued < 1:
             raise InvalidValue("limit-queued", "must be at least 1")
+        if role not in ROLES:
+            raise InvalidValue("role", f"must be one of: {', '.join(ROLES)}")
         secret = PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(
             name=name,
@@ -96,6 +114,7 @@ class KeyStore:
             created_at=time.time(),
             limit_queued=limit_queued,
             workflows=tuple(workflows) if workflows else None,
+            role=role,
         )
         self.store.set_setting(SCOPE, name, key.__dict__)
         return CreatedKey(key, secret, key.webhook_secret)
@@ -109,10 +128,18 @@ class KeyStore:
         return sorted(keys, key=lambda k: k.name)
 
     def revoke(self, name: str) -> None:
-        """Raises NotFound when there is no such key."""
+        """Revoke a key and end every console session it signed in.
+
+        Raises:
+            NotFound: there is no such key.
+        """
         if self.get(name) is None:
             raise NotFound(f"There is no key called '{name}'.")
-        self.store.set_setting(SCOPE, name, None)
+        with self.store.transaction():
+            self.store.set_setting(SCOPE, name, None)
+            for (_, session), data in self.store.settings_in(SESSION_SCOPE).items():
+                if isinstance(data, dict) and data.get("key") == name:
+                    self.store.set_setting(SESSION_SCOPE, session, None)
 
     def check(self, secret: str) -> ApiKey | None:
         """The key whose secret this is, or None."""
@@ -129,6 +156,7 @@ class KeyStore:
 def _load(data: dict[str, object]) -> ApiKey:
     workflows = data.get("workflows")
     limit = data.get("limit_queued")
+    role = data.get("role")
     return ApiKey(
         name=str(data["name"]),
         key_hash=str(data["key_hash"]),
@@ -136,4 +164,5 @@ def _load(data: dict[str, object]) -> ApiKey:
         created_at=float(data.get("created_at") or 0),  # type: ignore[arg-type]
         limit_queued=int(limit) if isinstance(limit, int) else None,
         workflows=tuple(str(w) for w in workflows) if isinstance(workflows, list) else None,
+        role=role if isinstance(role, str) and role in ROLES else "member",
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from bot.http.admin_models import ADMIN_MODELS
 from bot.http.models import MODELS
 from bot.media.sniff import MIME_BY_EXT
 from bot.workflows import Param, Workflow, nodeinfo
@@ -147,6 +148,94 @@ def _json(model: str, description: str) -> dict[str, Any]:
 
 
 AUTH_ERRORS = {"401": _problem("No valid API key"), "403": _problem("Not allowed for this key")}
+ADMIN_ERRORS = {"401": _problem("No valid API key"), "403": _problem("Not an admin key")}
+UPLOAD_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "workflow": {
+            "type": "string",
+            "format": "binary",
+            "contentMediaType": "application/json",
+            "description": "The workflow as saved or exported from ComfyUI (UI or API format)",
+        },
+        "yaml": {
+            "type": "string",
+            "format": "binary",
+            "description": "Optional: its YAML spec (params); without one they are detected",
+        },
+        "name": {
+            "type": "string",
+            "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$",
+            "description": "The name to save it under (default: from the file name)",
+        },
+    },
+    "required": ["workflow"],
+}
+
+
+def _name_param() -> dict[str, Any]:
+    return {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def admin_paths() -> dict[str, Any]:
+    """The admin operations on workflows (merged into their paths)."""
+    return {
+        "/v1/workflows": {
+            "post": {
+                "operationId": "add_workflow",
+                "summary": "Add a workflow from its ComfyUI file (admin)",
+                "description": "With `dry_run=true`, only the preview: each option with what "
+                "it sets, its range and default, problems, repairs, notes and the node classes "
+                "ComfyUI lacks. Without it the workflow is saved and can be run at once.",
+                "parameters": [
+                    {
+                        "name": "dry_run",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "boolean", "default": False},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": UPLOAD_SCHEMA}},
+                },
+                "responses": {
+                    "200": _json("WorkflowPreview", "The preview (dry run)"),
+                    "201": _json("WorkflowDetail", "Saved"),
+                    "400": _problem("The multipart body is malformed"),
+                    "409": _problem("A workflow of that name exists"),
+                    "413": _problem("A file is too large"),
+                    "415": _problem("Not multipart"),
+                    "422": _problem("The files can't be read, or ComfyUI can't run it"),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/v1/workflows/{name}": {
+            "delete": {
+                "operationId": "delete_workflow",
+                "summary": "Remove a workflow and its pack's files (admin)",
+                "parameters": [_name_param()],
+                "responses": {
+                    "204": {"description": "Removed"},
+                    "404": _problem("No such workflow"),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/v1/workflows/{name}/files": {
+            "get": {
+                "operationId": "workflow_files",
+                "summary": "A workflow's pack: its graph and its YAML (admin)",
+                "parameters": [_name_param()],
+                "responses": {
+                    "200": _json("PackFiles", "The files"),
+                    "404": _problem("No such workflow"),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+    }
 
 
 def _job_id() -> dict[str, Any]:
@@ -167,7 +256,9 @@ def build_document(
     server_url: str | None = None,
 ) -> dict[str, Any]:
     """The whole OpenAPI 3.1 document."""
-    _, defs = models_json_schema([(m, "serialization") for m in MODELS], ref_template=REF)
+    _, defs = models_json_schema(
+        [(m, "serialization") for m in (*MODELS, *ADMIN_MODELS)], ref_template=REF
+    )
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
     paths: dict[str, Any] = {
         "/v1/workflows": {
@@ -197,6 +288,8 @@ def build_document(
             }
         },
     }
+    for path, operations in admin_paths().items():
+        paths.setdefault(path, {}).update(operations)
     for name in sorted(workflows):
         workflow = workflows[name]
         base = schema_name(name)

@@ -18,6 +18,7 @@ from multidict import MultiMapping
 from bot.admission import ImageOffer, image_offer
 from bot.engine import ImageInput
 from bot.errors import InvalidValue
+from bot.http.console.sessions import CSRF_HEADER, SAFE_METHODS, csrf_ok, session_of
 from bot.http.keys import ApiKey
 from bot.http.models import (
     Health,
@@ -49,12 +50,29 @@ def api_of(request: web.Request) -> HttpApi:
 
 
 def key_of(request: web.Request) -> ApiKey:
-    """The key of an `Authorization: Bearer KEY` header.
+    """The key of an `Authorization: Bearer KEY` header, or of the console's session cookie.
+
+    A request by session that changes something must carry the session's CSRF token in the
+    `X-CSRF-Token` header.
 
     Raises:
-        ApiProblem: 401 without a header, or with a key that is unknown or revoked.
+        ApiProblem: 401 without a header or session, or with a key that is unknown or revoked;
+            403 for a session's state-changing request without its CSRF token.
     """
     header = request.headers.get("Authorization", "")
+    if not header:
+        signed_in = session_of(request)
+        if signed_in is not None:
+            session_id, session = signed_in
+            if request.method not in SAFE_METHODS and not csrf_ok(
+                session_id, request.headers.get(CSRF_HEADER)
+            ):
+                raise ApiProblem(
+                    403,
+                    "The console's CSRF token is missing or wrong; reload the page.",
+                    field=CSRF_HEADER,
+                )
+            return session.key
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise ApiProblem(401, "Send an API key: Authorization: Bearer KEY.", field="Authorization")
@@ -62,6 +80,22 @@ def key_of(request: web.Request) -> ApiKey:
     if key is None:
         raise ApiProblem(
             401, "This API key is not valid (unknown or revoked).", field="Authorization"
+        )
+    return key
+
+
+def admin_of(request: web.Request) -> ApiKey:
+    """The request's key when it is an admin key.
+
+    Raises:
+        ApiProblem: 401 as `key_of`; 403 for a member key.
+    """
+    key = key_of(request)
+    if not key.is_admin:
+        raise ApiProblem(
+            403,
+            f"The key '{key.name}' is a member key; this needs an admin key "
+            "(comfycord keys create NAME --admin).",
         )
     return key
 
@@ -125,22 +159,25 @@ async def list_workflows(request: web.Request) -> web.StreamResponse:
     return json_response(WorkflowList(workflows=workflows))
 
 
-@routes.get("/v1/workflows/{name}")
-async def get_workflow(request: web.Request) -> web.StreamResponse:
-    api = api_of(request)
-    key = key_of(request)
+def workflow_detail(api: HttpApi, workflow: Workflow, key: ApiKey, base: str) -> WorkflowDetail:
+    """A workflow with the JSON Schema of a request that runs it with this key."""
     requester = key.requester(api.settings.limits)
-    workflow = api.admission.workflow_for(requester, request.match_info["name"])
     schema = request_schema(
         workflow,
         max_count=api.admission.limits(requester).max_count,
         image_urls=api.settings.http.image_urls,
         object_info=api.engine.object_info,
     )
-    detail = WorkflowDetail(
-        **_workflow_info(api, workflow, api.base_url(request)), request_schema=schema
-    )
-    return json_response(detail)
+    return WorkflowDetail(**_workflow_info(api, workflow, base), request_schema=schema)
+
+
+@routes.get("/v1/workflows/{name}")
+async def get_workflow(request: web.Request) -> web.StreamResponse:
+    api = api_of(request)
+    key = key_of(request)
+    requester = key.requester(api.settings.limits)
+    workflow = api.admission.workflow_for(requester, request.match_info["name"])
+    return json_response(workflow_detail(api, workflow, key, api.base_url(request)))
 
 
 # submitting ------------------------------------------------------------------------------------
@@ -336,7 +373,9 @@ async def _submit_and_wait(
 def _job(request: web.Request) -> Job:
     api = api_of(request)
     job_id = request.match_info["job_id"]
-    job = api.job_for(key_of(request), job_id)
+    key = key_of(request)
+    # an admin key sees every job (the console's gallery shows them all)
+    job = api.engine.get_job(job_id) if key.is_admin else api.job_for(key, job_id)
     if job is None:
         raise ApiProblem(404, f"There is no job '{job_id}' for this key.", field="job_id")
     return job

@@ -13,6 +13,9 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from bot.admission import Admission
 from bot.engine import Engine
+from bot.http.admin import admin_routes
+from bot.http.console.pages import CONSOLE_PATHS, STATIC, pages, security_headers
+from bot.http.console.sessions import SESSIONS, Sessions
 from bot.http.problems import problems_middleware
 from bot.http.routes import API, key_of, routes
 from bot.http.service import HttpApi
@@ -76,9 +79,15 @@ def build_app(api: HttpApi) -> web.Application:
         client_max_size=api.settings.http.max_body_bytes,
     )
     app[API] = api
+    app[SESSIONS] = Sessions(api.keys)
+    app.add_routes(admin_routes)
     app.add_routes(routes)
     app.router.add_get("/docs", docs)
     app.router.add_static("/docs/static", swagger_ui_path)
+    # the web console: its pages, and their script and style
+    app.add_routes(pages)
+    app.router.add_static(CONSOLE_PATHS["static"], STATIC)
+    app.on_response_prepare.append(security_headers)
     return app
 
 
