@@ -8,8 +8,9 @@ nothing blocking is then saved and run as a member would run it: through the eng
 the fake ComfyUI given the custom packs' definitions, with a prompt for each required text
 option and a file for each required file option; it counts as run when the job finishes done.
 One with classes missing counts when it is refused naming every pack its labels list.
-Detection is compared with the labelled fields: recall (labelled fields some option sets) and
-precision (option targets that are labelled fields), overall and by kind.
+Detection is compared with the labelled fields: recall (labelled fields some option sets),
+overall and by kind, and precision (option targets that are labelled fields, or fields labelled
+`also`: a sampler's name, a second pass, which a person may expose but need not).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from tests.import_corpus import (
     import_file,
     labelled_fields,
     labelled_packs,
+    precision_counts,
 )
 from tests.recordings import MEDIA
 
@@ -214,8 +216,9 @@ def detection_scores(
             tally = recall.setdefault(kind, [0, 0])
             tally[1] += 1
             tally[0] += key in result.detected
-        targets += len(result.detected)
-        correct += sum(key in fields for key in result.detected)
+        right, detected = precision_counts(result)
+        correct += right
+        targets += detected
     return {k: (v[0], v[1]) for k, v in recall.items() if v[1]}, (correct, targets)
 
 

@@ -8,8 +8,8 @@ file with no entry yet it also proposes fields by simple reading rules (text of 
 reaches a sampler's `positive`/`negative`, a sampler's literal seed/steps/cfg, a denoise under 1,
 an empty latent's size, a loader's file), marked `reviewed: false`: a person then corrects them
 against the graph and sets `reviewed: true`. Entries already there keep their `fields`,
-`packs`, `unknown`, `reviewed` and `note`; only the computed keys are refreshed. Without `--write`
-the result is printed.
+`packs`, `unknown`, `also`, `reviewed` and `note`; only the computed keys are refreshed.
+Without `--write` the result is printed.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ SIZE_HINTS = ("Latent", "ToVideo", "EmptySD3", "EmptyHunyuan", "EmptyMochi", "Em
 def _api_graph(data: Any) -> dict[str, Any]:
     if is_ui(data):
         return convert_ui(data, definitions()).graph
+    if isinstance(data.get("prompt"), Mapping):  # an API graph wrapped as a request body
+        data = data["prompt"]
     return {k: v for k, v in data.items() if isinstance(v, Mapping) and "class_type" in v}
 
 
@@ -135,6 +137,8 @@ def build(existing: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]
             if old.get("unknown"):
                 entry["unknown"] = old["unknown"]
         entry["fields"] = old["fields"] if "fields" in old else propose(data)
+        if old.get("also"):
+            entry["also"] = old["also"]
         entry["reviewed"] = bool(old.get("reviewed", False))
         if old.get("note"):
             entry["note"] = old["note"]
@@ -162,7 +166,8 @@ def main() -> None:
         "# format, classes_known, missing: computed. packs: what a person would install for\n"
         "# the missing classes (repo + title; repo comfy-core: a newer ComfyUI); unknown:\n"
         "# classes whose pack a person reading the file can't tell, not asked for.\n"
-        "# fields: node.input -> kind, what a person would expose, read from the graph;\n"
+        "# fields: node.input -> kind, what a person would expose, read from the graph; also:\n"
+        "# fields a person may expose but need not (sampler, scheduler, second passes);\n"
         "# reviewed: the fields were checked by hand.\n"
     )
     if args.write:

@@ -249,6 +249,19 @@ def labelled_fields(name: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in (entry.get("fields") or {}).items()}
 
 
+def labelled_also(name: str) -> set[str]:
+    """`node.input` a person may expose but need not (a sampler's name, a second pass...):
+    an option setting one is not wrong, and leaving it out is not missed."""
+    entry = labels().get(name) or {}
+    return {str(k) for k in entry.get("also") or []}
+
+
+def precision_counts(result: CorpusResult) -> tuple[int, int]:
+    """`(targets that are labelled fields or "also", all targets)` of a file's options."""
+    allowed = set(labelled_fields(result.name)) | labelled_also(result.name)
+    return sum(key in allowed for key in result.detected), len(result.detected)
+
+
 def labelled_packs(name: str) -> list[dict[str, str]]:
     entry = labels().get(name) or {}
     return [dict(p) for p in entry.get("packs") or []]
