@@ -181,8 +181,10 @@ function follow(job) {
   on("progress", (data) => {
     const p = data.job.progress;
     if (!p) return;
-    box.dataset.progressed = "true";
-    if (p.steps) bar.value = p.step / p.steps;
+    if (p.steps) {
+      bar.value = p.step / p.steps;
+      if (p.step > 0) box.dataset.progressed = "true";
+    }
     const where = p.node ? ` (${p.node})` : "";
     status.textContent = `Job ${job.id}: running, step ${p.step} of ${p.steps}${where}`;
   });
