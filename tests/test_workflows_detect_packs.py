@@ -1,0 +1,580 @@
+"""Detection on graphs built from popular custom node packs, the way their workflows are wired:
+pipe samplers, samplers that decode, detailer passes, sizes picked from lists, text joined
+before the encoder, path loaders. Each rule has a case, and the ones that must not happen have
+theirs (a detailer's seed, a delimiter as the prompt).
+
+The classes come from the recorded `/object_info` of the packs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bot.workflows.detect import detect_params
+from tests.test_workflows_detect_custom import _info, detected, node
+
+KSAMPLING = {"steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal"}
+
+
+def _encoders() -> dict[str, Any]:
+    return {
+        "1": node("CheckpointLoaderSimple", ckpt_name="tiny-sd15.safetensors"),
+        "2": node("CLIPTextEncode", text="a castle", clip=["1", 1]),
+        "3": node("CLIPTextEncode", text="blurry", clip=["1", 1]),
+        "4": node("EmptyLatentImage", width=512, height=768, batch_size=1),
+    }
+
+
+def _ksampler(latent: list[Any], seed: int = 1) -> dict[str, Any]:
+    return node(
+        "KSampler",
+        model=["1", 0],
+        positive=["2", 0],
+        negative=["3", 0],
+        latent_image=latent,
+        seed=seed,
+        denoise=1.0,
+        **KSAMPLING,
+    )
+
+
+def _face_detailer(image: list[Any], seed: int) -> dict[str, Any]:
+    return node(
+        "FaceDetailer",
+        image=image,
+        model=["1", 0],
+        clip=["1", 1],
+        vae=["1", 2],
+        positive=["2", 0],
+        negative=["3", 0],
+        bbox_detector=["9", 0],
+        guide_size=512,
+        guide_size_for=True,
+        max_size=1024,
+        seed=seed,
+        denoise=0.5,
+        feather=5,
+        noise_mask=True,
+        force_inpaint=True,
+        bbox_threshold=0.5,
+        bbox_dilation=10,
+        bbox_crop_factor=3.0,
+        sam_detection_hint="center-1",
+        sam_dilation=0,
+        sam_threshold=0.93,
+        sam_bbox_expansion=0,
+        sam_mask_hint_threshold=0.7,
+        sam_mask_hint_use_negative="False",
+        drop_size=10,
+        wildcard="",
+        cycle=1,
+        **KSAMPLING,
+    )
+
+
+def _detector() -> dict[str, Any]:
+    return node("UltralyticsDetectorProvider", model_name="bbox/face_yolov8m.pt")
+
+
+# --- samplers -------------------------------------------------------------------------------
+
+
+def test_an_impact_pipe_sampler_takes_its_prompt_through_the_basic_pipe() -> None:
+    graph = _encoders()
+    graph["5"] = node(
+        "ToBasicPipe",
+        model=["1", 0],
+        clip=["1", 1],
+        vae=["1", 2],
+        positive=["2", 0],
+        negative=["3", 0],
+    )
+    graph["6"] = node(
+        "ImpactKSamplerBasicPipe",
+        basic_pipe=["5", 0],
+        latent_image=["4", 0],
+        seed=9,
+        denoise=1.0,
+        **KSAMPLING,
+    )
+    graph["7"] = node("VAEDecode", samples=["6", 1], vae=["6", 2])
+    graph["8"] = node("SaveImage", images=["7", 0], filename_prefix="x")
+
+    found = detected(graph)
+
+    assert found["prompt"] == [("2", "text")]
+    assert found["negative"] == [("3", "text")]
+    assert found["seed"] == [("6", "seed")]
+    assert found["steps"] == [("6", "steps")]
+    assert found["width"] == [("4", "width")]
+
+
+def test_the_advanced_pipe_sampler_gives_its_noise_seed() -> None:
+    graph = _encoders()
+    graph["5"] = node(
+        "ToBasicPipe",
+        model=["1", 0],
+        clip=["1", 1],
+        vae=["1", 2],
+        positive=["2", 0],
+        negative=["3", 0],
+    )
+    graph["6"] = node(
+        "ImpactKSamplerAdvancedBasicPipe",
+        basic_pipe=["5", 0],
+        latent_image=["4", 0],
+        add_noise=True,
+        noise_seed=9,
+        start_at_step=0,
+        end_at_step=10000,
+        return_with_leftover_noise=False,
+        **KSAMPLING,
+    )
+    graph["7"] = node("VAEDecode", samples=["6", 1], vae=["6", 2])
+    graph["8"] = node("SaveImage", images=["7", 0], filename_prefix="x")
+
+    found = detected(graph)
+
+    assert found["seed"] == [("6", "noise_seed")]
+    assert found["prompt"] == [("2", "text")]
+    assert found["cfg"] == [("6", "cfg")]
+
+
+def test_conditioning_unpacked_from_a_pipe_leads_back_to_the_encoders() -> None:
+    graph = _encoders()
+    graph["5"] = node(
+        "ToBasicPipe",
+        model=["1", 0],
+        clip=["1", 1],
+        vae=["1", 2],
+        positive=["2", 0],
+        negative=["3", 0],
+    )
+    graph["6"] = node("FromBasicPipe", basic_pipe=["5", 0])
+    graph["7"] = _ksampler(["4", 0])
+    graph["7"]["inputs"].update(model=["6", 0], positive=["6", 3], negative=["6", 4])
+    graph["8"] = node("VAEDecode", samples=["7", 0], vae=["6", 2])
+    graph["9"] = node("SaveImage", images=["8", 0], filename_prefix="x")
+
+    found = detected(graph)
+
+    assert found["prompt"] == [("2", "text")]
+    assert found["negative"] == [("3", "text")]
+
+
+def test_a_face_detailer_after_the_ksampler_does_not_take_its_seed() -> None:
+    graph = _encoders()
+    graph["5"] = _ksampler(["4", 0], seed=1)
+    graph["6"] = node("VAEDecode", samples=["5", 0], vae=["1", 2])
+    graph["9"] = _detector()
+    graph["10"] = _face_detailer(["6", 0], seed=77)
+    graph["11"] = node("SaveImage", images=["10", 0], filename_prefix="x")
+
+    found = detected(graph)
+
+    assert found["seed"] == [("5", "seed")]
+    assert found["steps"] == [("5", "steps")]
+    assert found["width"] == [("4", "width")]
+    assert ("10", "seed") not in [t for targets in found.values() for t in targets]
+
+
+def test_a_face_detailer_with_an_earlier_id_is_still_the_later_pass() -> None:
+    graph = _encoders()
+    graph["50"] = _ksampler(["4", 0], seed=1)
+    graph["51"] = node("VAEDecode", samples=["50", 0], vae=["1", 2])
+    graph["9"] = _detector()
+    graph["5"] = _face_detailer(["51", 0], seed=77)
+    graph["52"] = node("SaveImage", images=["5", 0], filename_prefix="x")
+
+    found = detected(graph)
+
+    assert found["seed"] == [("50", "seed")]
+
+
+def test_a_face_detailer_on_a_loaded_picture_is_the_only_pass() -> None:
+    graph = _encoders()
+    del graph["4"]
+    graph["6"] = node("LoadImage", image="face.png")
+    graph["9"] = _detector()
+    graph["10"] = _face_detailer(["6", 0], seed=77)
+    graph["11"] = node("SaveImage", images=["10", 0], filename_prefix="x")
+
+    found = detected(graph)
+
+    assert found["image"] == [("6", "image")]
+    assert found["seed"] == [("10", "seed")]
+    assert found["prompt"] == [("2", "text")]
+
+
+def test_a_sampler_that_decodes_keeps_its_seed_before_a_detailer_pipe() -> None:
+    graph = _encoders()
+    graph["5"] = node(
+        "KSampler (Efficient)",
+        model=["1", 0],
+        positive=["2", 0],
+        negative=["3", 0],
+        latent_image=["4", 0],
+        optional_vae=["1", 2],
+        seed=3,
+        denoise=1.0,
+        preview_method="auto",
+        vae_decode="true",
+        **KSAMPLING,
+    )
+    graph["9"] = _detector()
+    graph["12"] = node(
+        "ToDetailerPipe",
+        model=["1", 0],
+        clip=["1", 1],
+        vae=["1", 2],
+        positive=["2", 0],
+        negative=["3", 0],
+        bbox_detector=["9", 0],
+        wildcard="",
+        **{"Select to add LoRA": "Select the LoRA to add to the text"},
+        **{"Select to add Wildcard": "Select the Wildcard to add to the text"},
+    )
+    inputs = dict(_face_detailer(["5", 5], seed=77)["inputs"])
+    for name in ("model", "clip", "vae", "positive", "negative", "bbox_detector", "wildcard"):
+        del inputs[name]
+    graph["13"] = node("FaceDetailerPipe", detailer_pipe=["12", 0], refiner_ratio=0.2, **inputs)
+    graph["14"] = node("SaveImage", images=["13", 0], filename_prefix="x")
+
+    found = detected(graph)
+
+    assert found["seed"] == [("5", "seed")]
+    assert found["prompt"] == [("2", "text")]
+    assert found["negative"] == [("3", "text")]
+
+
+def test_efficiencys_sdxl_loader_and_sampler_carry_the_prompt_in_their_tuple() -> None:
+    graph = {
+        "1": node(
+            "Eff. Loader SDXL",
+            base_ckpt_name="tiny-sd15.safetensors",
+            base_clip_skip=-2,
+            refiner_ckpt_name="None",
+            refiner_clip_skip=-2,
+            positive_ascore=6.0,
+            negative_ascore=2.0,
+            vae_name="Baked VAE",
+            positive="a castle",
+            negative="blurry",
+            token_normalization="none",
+            weight_interpretation="comfy",
+            empty_latent_width=1024,
+            empty_latent_height=1024,
+            batch_size=1,
+        ),
+        "2": node(
+            "KSampler SDXL (Eff.)",
+            sdxl_tuple=["1", 0],
+            latent_image=["1", 1],
+            optional_vae=["1", 2],
+            noise_seed=4,
+            start_at_step=0,
+            refine_at_step=-1,
+            preview_method="auto",
+            vae_decode="true",
+            **KSAMPLING,
+        ),
+        "3": node("SaveImage", images=["2", 3], filename_prefix="x"),
+    }
+
+    found = detected(graph)
+
+    assert found["prompt"] == [("1", "positive")]
+    assert found["negative"] == [("1", "negative")]
+    assert found["seed"] == [("2", "noise_seed")]
+    assert found["width"] == [("1", "empty_latent_width")]
+    assert found["height"] == [("1", "empty_latent_height")]
+
+
+def _easy_use(resolution: str) -> dict[str, Any]:
+    return {
+        "1": node(
+            "easy a1111Loader",
+            ckpt_name="tiny-sd15.safetensors",
+            vae_name="Baked VAE",
+            clip_skip=-2,
+            lora_name="None",
+            lora_model_strength=1.0,
+            lora_clip_strength=1.0,
+            resolution=resolution,
+            empty_latent_width=640,
+            empty_latent_height=896,
+            positive="a castle",
+            negative="blurry",
+            batch_size=1,
+        ),
+        "2": node("easy preSampling", pipe=["1", 0], seed=5, denoise=1.0, **KSAMPLING),
+        "3": node("easy kSampler", pipe=["2", 0], image_output="Save", link_id=0, save_prefix="x"),
+    }
+
+
+def test_easy_use_pipes_give_the_loaders_prompt_and_the_presamplings_seed() -> None:
+    found = detected(_easy_use("512 x 768"))
+
+    assert found["prompt"] == [("1", "positive")]
+    assert found["negative"] == [("1", "negative")]
+    assert found["seed"] == [("2", "seed")]
+    assert found["steps"] == [("2", "steps")]
+    assert found["size"] == [("1", "resolution")]
+    assert "width" not in found
+
+
+def test_a_custom_resolution_offers_the_width_and_height_comfyui_then_uses() -> None:
+    found = detected(_easy_use("width x height (custom)"))
+
+    assert found["width"] == [("1", "empty_latent_width")]
+    assert found["height"] == [("1", "empty_latent_height")]
+    assert "size" not in found
+
+
+def test_a_custom_advanced_sampler_takes_the_seed_of_its_random_noise() -> None:
+    graph = _encoders()
+    graph["5"] = node("CFGGuider", model=["1", 0], positive=["2", 0], negative=["3", 0], cfg=5.0)
+    graph["6"] = node("RandomNoise", noise_seed=["20", 0])
+    graph["7"] = node("KSamplerSelect", sampler_name="euler")
+    graph["8"] = node("BasicScheduler", model=["1", 0], scheduler="simple", steps=9, denoise=1.0)
+    graph["9"] = node(
+        "SamplerCustomAdvanced",
+        noise=["6", 0],
+        guider=["5", 0],
+        sampler=["7", 0],
+        sigmas=["8", 0],
+        latent_image=["4", 0],
+    )
+    graph["10"] = node("VAEDecode", samples=["9", 0], vae=["1", 2])
+    graph["11"] = node("SaveImage", images=["10", 0], filename_prefix="x")
+    graph["20"] = node("easy seedList", min_num=0, max_num=99, method="random", total=1, seed=42)
+
+    found = detected(graph)
+
+    assert found["seed"] == [("20", "seed")]
+    assert found["steps"] == [("8", "steps")]
+    assert found["cfg"] == [("5", "cfg")]
+
+
+def test_wan_video_wrapper_embeds_bring_the_prompt_to_its_sampler() -> None:
+    graph = {
+        "1": node(
+            "LoadWanVideoT5TextEncoder",
+            model_name="umt5-xxl-enc-bf16.safetensors",
+            precision="bf16",
+            load_device="offload_device",
+            quantization="disabled",
+        ),
+        "2": node(
+            "WanVideoTextEncode",
+            t5=["1", 0],
+            positive_prompt="a cat surfing",
+            negative_prompt="static",
+            force_offload=True,
+        ),
+        "3": node(
+            "WanVideoModelLoader",
+            model="wan.safetensors",
+            base_precision="bf16",
+            quantization="disabled",
+            load_device="offload_device",
+        ),
+        "4": node("WanVideoEmptyEmbeds", width=832, height=480, num_frames=33),
+        "5": node(
+            "WanVideoSampler",
+            model=["3", 0],
+            text_embeds=["2", 0],
+            image_embeds=["4", 0],
+            steps=30,
+            cfg=6.0,
+            shift=5.0,
+            seed=3,
+            force_offload=True,
+            scheduler="unipc",
+            riflex_freq_index=0,
+        ),
+        "6": node("WanVideoDecode", vae=["7", 0], samples=["5", 0], enable_vae_tiling=False),
+        "7": node("WanVideoVAELoader", model_name="wan_vae.safetensors", precision="bf16"),
+        "8": node("SaveImage", images=["6", 0], filename_prefix="x"),
+    }
+
+    found = detected(graph)
+
+    assert found["prompt"] == [("2", "positive_prompt")]
+    assert found["negative"] == [("2", "negative_prompt")]
+    assert found["seed"] == [("5", "seed")]
+    assert found["steps"] == [("5", "steps")]
+    assert found["cfg"] == [("5", "cfg")]
+
+
+# --- sizes ----------------------------------------------------------------------------------
+
+
+def _with_latent(latent: dict[str, Any], **extra: dict[str, Any]) -> dict[str, Any]:
+    graph = _encoders()
+    graph["4"] = latent
+    graph.update(extra)
+    graph["5"] = _ksampler(["4", 0])
+    graph["6"] = node("VAEDecode", samples=["5", 0], vae=["1", 2])
+    graph["7"] = node("SaveImage", images=["6", 0], filename_prefix="x")
+    return graph
+
+
+def test_rgthrees_dimensions_list_is_a_size_option_over_its_sizes() -> None:
+    latent = node(
+        "SDXL Empty Latent Image (rgthree)",
+        dimensions="1024 x 1024  (square)",
+        clip_scale=2.0,
+        batch_size=1,
+    )
+
+    found = detect_params(_with_latent(latent), _info())
+
+    size = found["size"]
+    assert (size.type, size.node, size.input) == ("enum", "4", "dimensions")
+    assert size.default == "1024 x 1024  (square)"
+    assert size.choices is not None and " 832 x 1216  (portrait)" in size.choices
+    assert "width" not in found and "height" not in found
+
+
+def test_a_comfyroll_aspect_ratio_picked_from_its_list_is_the_size() -> None:
+    latent = node("EmptyLatentImage", width=["30", 0], height=["30", 1], batch_size=1)
+    ratio = node(
+        "CR SDXL Aspect Ratio",
+        width=1024,
+        height=1024,
+        aspect_ratio="3:4 portrait 896x1152",
+        swap_dimensions="Off",
+        upscale_factor=1.0,
+        batch_size=1,
+    )
+
+    found = detect_params(_with_latent(latent, **{"30": ratio}), _info())
+
+    size = found["size"]
+    assert (size.node, size.input) == ("30", "aspect_ratio")
+    assert size.choices is not None and "custom" not in size.choices
+    assert "width" not in found and "height" not in found
+
+
+def test_a_comfyroll_aspect_ratio_as_the_latent_itself_is_the_size() -> None:
+    graph = _with_latent(
+        node(
+            "CR Aspect Ratio",
+            width=512,
+            height=512,
+            aspect_ratio="SD1.5 - 2:3 portrait 512x768",
+            swap_dimensions="Off",
+            upscale_factor=1.0,
+            prescale_factor=1.0,
+            batch_size=1,
+        )
+    )
+    graph["5"]["inputs"]["latent_image"] = ["4", 5]
+
+    found = detected(graph)
+
+    assert found["size"] == [("4", "aspect_ratio")]
+    assert "width" not in found
+
+
+# --- text joined before the encoder ---------------------------------------------------------
+
+
+def _joined(text_node: dict[str, Any], **sources: dict[str, Any]) -> dict[str, Any]:
+    graph = _with_latent(node("EmptyLatentImage", width=512, height=512, batch_size=1))
+    graph["2"]["inputs"]["text"] = ["20", 0]
+    graph["20"] = text_node
+    graph.update(sources)
+    return graph
+
+
+@pytest.mark.parametrize(
+    ("joiner", "first"),
+    [
+        (
+            node(
+                "Text Concatenate",
+                delimiter=", ",
+                clean_whitespace="true",
+                text_a=["21", 0],
+                text_b=["22", 0],
+            ),
+            ("21", "text"),
+        ),
+        (
+            node("CR Text Concatenate", text1=["21", 0], text2=["22", 0], separator=", "),
+            ("21", "text"),
+        ),
+        (
+            node("StringConcatenate", string_a=["21", 0], string_b="masterpiece", delimiter=", "),
+            ("21", "text"),
+        ),
+        (
+            node("StringConcatenate", string_a="a castle", string_b=["22", 0], delimiter=", "),
+            ("20", "string_a"),
+        ),
+    ],
+    ids=["was", "comfyroll", "core-linked", "core-typed"],
+)
+def test_a_joined_prompt_is_its_first_text_never_the_delimiter(
+    joiner: dict[str, Any], first: tuple[str, str]
+) -> None:
+    graph = _joined(
+        joiner,
+        **{
+            "21": node("Text Multiline", text="a castle"),
+            "22": node("Text Multiline", text="masterpiece"),
+        },
+    )
+
+    found = detected(graph)
+
+    assert found["prompt"] == [first]
+    every = [t for targets in found.values() for t in targets]
+    assert not [t for t in every if t[1] in ("delimiter", "separator", "clean_whitespace")]
+
+
+def test_a_shown_text_passes_the_prompt_on_from_its_box() -> None:
+    graph = _joined(
+        node("ShowText|pysssss", text=["21", 0]),
+        **{"21": node("CR Prompt Text", prompt="a castle")},
+    )
+
+    found = detected(graph)
+
+    assert found["prompt"] == [("21", "prompt")]
+
+
+# --- path loaders ---------------------------------------------------------------------------
+
+
+def _from_path(path: str) -> dict[str, Any]:
+    graph = _encoders()
+    del graph["4"]
+    graph["8"] = node("VHS_LoadImagePath", image=path, custom_width=0, custom_height=0)
+    graph["9"] = node("VAEEncode", pixels=["8", 0], vae=["1", 2])
+    graph["5"] = _ksampler(["9", 0])
+    graph["5"]["inputs"]["denoise"] = 0.6
+    graph["6"] = node("VAEDecode", samples=["5", 0], vae=["1", 2])
+    graph["7"] = node("SaveImage", images=["6", 0], filename_prefix="x")
+    return graph
+
+
+def test_a_path_loader_reading_the_input_folder_is_an_image_option() -> None:
+    found = detected(_from_path("input/photo.png"))
+
+    assert found["image"] == [("8", "image")]
+    assert found["denoise"] == [("5", "denoise")]
+
+
+@pytest.mark.parametrize(
+    "path", ["/home/me/photo.png", "C:/Users/me/photo.png", "https://example.com/a.png", "x.png"]
+)
+def test_a_path_loader_reading_elsewhere_is_not_offered(path: str) -> None:
+    found = detected(_from_path(path))
+
+    assert "image" not in found
+    assert found["prompt"] == [("2", "text")]
