@@ -51,7 +51,7 @@ from tests.import_corpus import (
 )
 from tests.recordings import MEDIA
 
-MODEL_FILE = re.compile(r"\.(safetensors|sft|ckpt|pt|pth|bin|gguf|onnx)$", re.IGNORECASE)
+MODEL_FILE = re.compile(r"\.(safetensors|sft|ckpt|pt|pth|bin|gguf|onnx|patch)$", re.IGNORECASE)
 RUN_SECONDS = 60.0
 PROMPT = "a lighthouse at dusk"
 

@@ -19,6 +19,7 @@ from bot.errors import UserError, WorkflowError
 from bot.workflows.packs import (
     MAX_GRAPH_BYTES,
     MAX_YAML_BYTES,
+    PACK_CODES,
     ImportPreview,
     OptionPreview,
     check_size,
@@ -61,11 +62,13 @@ def preview_embed(preview: ImportPreview) -> discord.Embed:
                 ", ".join(f"`{c}`" for c in preview.missing_classes),
             )
         )
+    if preview.missing_packs:
+        fields.append(("What to install", "\n".join(preview.missing_packs)))
     if preview.repairs:
         fields.append(("Repaired (as ComfyUI's editor would)", "\n".join(preview.repairs)))
     if preview.missing_models:
         fields.append(("Missing models", "\n".join(preview.missing_models)))
-    others = [p for p in preview.problems if p.code not in ("unknown_node", "missing_model")]
+    others = [p for p in preview.problems if p.code not in PACK_CODES and p.code != "missing_model"]
     if others:
         fields.append(("Problems", "\n".join(f"{p.key}: {p.message}" for p in others)))
     if preview.notes:

@@ -47,9 +47,10 @@ async def test_check_names_every_missing_node_with_the_version_needed_and_the_on
     out = capsys.readouterr().out
     assert code == 1
     assert (
-        "packs/newer.json: node 60 (SaveAudioMP3): 'SaveAudioMP3' is a ComfyUI core node this "
-        "ComfyUI doesn't have: it needs ComfyUI 0.3.66 or newer; this ComfyUI is 0.3.64. "
-        "Update ComfyUI"
+        "packs/newer.json: node 60 (SaveAudioMP3): needs the ComfyUI core node 'SaveAudioMP3' "
+        "(node 60), which this ComfyUI (0.3.64) lacks: update ComfyUI to 0.3.66 or newer"
     ) in out
-    assert "node 61 (ImageResizeKJv2): 'ImageResizeKJv2' comes from the custom node pack " in out
-    assert "'comfyui-kjnodes' (kijai/ComfyUI-KJNodes)" in out
+    assert (
+        "node 61 (ImageResizeKJv2): needs the custom node pack 'KJNodes for ComfyUI' "
+        "(https://github.com/kijai/ComfyUI-KJNodes) for 'ImageResizeKJv2' (node 61): install it"
+    ) in out

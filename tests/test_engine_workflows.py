@@ -54,4 +54,4 @@ async def test_an_import_needing_a_newer_comfyui_says_which_one_runs(
 
     (problem,) = caught.value.problems
     assert problem.code == "needs_newer_comfyui"
-    assert "needs ComfyUI 0.3.66 or newer; this ComfyUI is 0.3.64" in problem.message
+    assert "which this ComfyUI (0.3.64) lacks: update ComfyUI to 0.3.66 or newer" in problem.message

@@ -134,7 +134,7 @@ def test_a_missing_core_node_of_a_template_asks_for_a_newer_comfyui_and_names_al
 
     assert "'UpscaleModelLoader'" in result.problem
     assert "'ImageUpscaleWithModel'" in result.problem
-    assert "Update ComfyUI" in result.problem
+    assert "update ComfyUI" in result.problem
     assert "install" not in result.problem.lower()
 
 

@@ -305,9 +305,10 @@ def test_a_missing_core_node_says_which_comfyui_is_needed_and_which_runs() -> No
 
     problem = caught.value.problems[0]
     assert problem.code == "needs_newer_comfyui"
-    assert "ComfyUI 0.3.66 or newer" in problem.message
-    assert "this ComfyUI is 0.3.64" in problem.message
-    assert "Update ComfyUI" in problem.message
+    assert problem.message == (
+        "needs the ComfyUI core node 'SaveAudioMP3' (node 60), which this ComfyUI (0.3.64) "
+        "lacks: update ComfyUI to 0.3.66 or newer"
+    )
     assert "install" not in problem.message.lower()
 
 
@@ -316,9 +317,11 @@ def test_a_missing_custom_node_names_its_pack() -> None:
         ui_to_api(_with_unknown_nodes(), object_info())
 
     problem = caught.value.problems[1]
-    assert problem.code == "unknown_node"
-    assert "'comfyui-kjnodes' (kijai/ComfyUI-KJNodes)" in problem.message
-    assert "Install it" in problem.message
+    assert problem.code == "missing_pack"
+    assert problem.message.startswith(
+        "needs the custom node pack 'KJNodes for ComfyUI' (https://github.com/kijai/ComfyUI-KJNodes)"
+        " for 'ImageResizeKJv2' (node 61): install it"
+    )
 
 
 def _broken(change: str) -> dict[str, Any]:

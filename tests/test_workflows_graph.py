@@ -348,5 +348,6 @@ def test_an_unknown_node_class_is_named() -> None:
         ui_to_api(export, object_info(), source="workflows/ui.json")
 
     assert str(caught.value).startswith(
-        "workflows/ui.json: node 20 (FancyUpscaler): 'FancyUpscaler' is not a node class"
+        "workflows/ui.json: node 20 (FancyUpscaler): uses 'FancyUpscaler' (node 20), which no "
+        "known custom node pack provides: search ComfyUI-Manager or the registry"
     )

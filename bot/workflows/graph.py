@@ -20,6 +20,7 @@ from bot.workflows.convert import CORE_PACK, Conversion, convert_ui
 from bot.workflows.convert import is_ui_format as is_ui_format  # part of this module's API
 from bot.workflows.convert import sort_key as convert_sort_key
 from bot.workflows.nodeinfo import ObjectInfo
+from bot.workflows.nodemap import Hint, NodeMap, advise
 from bot.workflows.problems import InvalidWorkflow, Problem, Repair, display_path
 
 Graph = dict[str, Any]
@@ -208,50 +209,77 @@ def load_graph(
 
 
 def missing_class_problems(
-    conversion: Conversion, source: str, comfyui_version: str | None = None
+    conversion: Conversion,
+    source: str,
+    comfyui_version: str | None = None,
+    *,
+    object_info: ObjectInfo | None = None,
+    node_map: NodeMap | None = None,
 ) -> list[Problem]:
-    """One problem per node class a converted export uses that ComfyUI lacks, saying what to do.
+    """One problem per node pack a converted export needs and ComfyUI lacks, saying what to do.
 
-    A core node says which ComfyUI version the workflow was made with and which one runs; a
-    custom node names its pack (and repository) so a moderator knows what to install.
+    What the export says of each node (`cnr_id`, `aux_id`, `ver`) names its pack; otherwise
+    ComfyUI-Manager's map does (`bot.workflows.nodemap`). Each problem says whether to install
+    the pack, update it (installed, but lacking the class) or update ComfyUI (a core node, with
+    the version the export was made with and the one running).
     """
-    problems = []
+    if not conversion.missing:
+        return []
+    only_core = conversion.packs == (CORE_PACK,)
+    hints: dict[str, Hint] = {}
     for missing in conversion.missing:
-        first = missing.nodes[0]
-        key = f"node {first} ({missing.class_type})"
-        more = len(missing.nodes) - 1
-        if more:
+        core = missing.is_core or (not missing.pack and not missing.repository and only_core)
+        hints[missing.class_type] = Hint(
+            pack=CORE_PACK if core else missing.pack,
+            repository=missing.repository,
+            version=missing.version or (conversion.core_version if core else None),
+        )
+    return advice_problems(
+        {
+            m.class_type: [describe_node(conversion.graph, n) for n in m.nodes]
+            for m in conversion.missing
+        },
+        source,
+        object_info or {},
+        node_map,
+        hints=hints,
+        comfyui_version=comfyui_version,
+    )
+
+
+def advice_problems(
+    missing: Mapping[str, list[str]],
+    source: str,
+    object_info: ObjectInfo,
+    node_map: NodeMap | None = None,
+    *,
+    hints: Mapping[str, Hint] | None = None,
+    comfyui_version: str | None = None,
+) -> list[Problem]:
+    """The problems for node classes ComfyUI lacks: one per pack, with what to do about it.
+
+    Args:
+        missing: each missing class -> the nodes using it, described (`12 "Face" (FaceDetailer)`).
+        source: the graph file, for messages.
+        object_info: the server's node definitions (to tell an installed pack).
+        node_map: the class -> pack map to use (the server's, merged); the bundled one if None.
+        hints: what an export says of each class's pack.
+        comfyui_version: the running ComfyUI's version, if known.
+    """
+    advice = advise(
+        missing,
+        object_info,
+        node_map or NodeMap.bundled(),
+        hints=hints,
+        comfyui_version=comfyui_version,
+    )
+    problems = []
+    for item in advice:
+        key = f"node {item.nodes[0]}" if item.nodes else ""
+        more = len(item.nodes) - 1
+        if more > 0:
             key += f" and {more} more node{'s' if more > 1 else ''}"
-        running = f"; this ComfyUI is {comfyui_version}" if comfyui_version else ""
-        if missing.is_core or (not missing.pack and conversion.packs == (CORE_PACK,)):
-            made = missing.version or conversion.core_version
-            needed = f" {made} or newer" if made else " newer than this one"
-            message = (
-                f"'{missing.class_type}' is a ComfyUI core node this ComfyUI doesn't have: "
-                f"it needs ComfyUI{needed}{running}. Update ComfyUI"
-            )
-            problems.append(Problem(source, key, message, "needs_newer_comfyui"))
-            continue
-        if missing.pack or missing.repository:
-            pack = missing.pack or missing.repository
-            where = (
-                f" ({missing.repository})"
-                if missing.repository and missing.repository != pack
-                else ""
-            )
-            version = f", version {missing.version} or newer" if missing.version else ""
-            message = (
-                f"'{missing.class_type}' comes from the custom node pack '{pack}'{where}"
-                f"{version}, which this ComfyUI doesn't have. Install it (e.g. with "
-                "ComfyUI-Manager) and restart ComfyUI"
-            )
-        else:
-            message = (
-                f"'{missing.class_type}' is not a node class this ComfyUI knows: install the "
-                "custom node pack that provides it and restart ComfyUI, or, if it is a core "
-                "node of a newer ComfyUI, update ComfyUI"
-            )
-        problems.append(Problem(source, key, message, "unknown_node"))
+        problems.append(Problem(source, key, item.message, item.code))
     return problems
 
 
@@ -262,6 +290,7 @@ def ui_to_api(
     source: str = "graph",
     comfyui_version: str | None = None,
     filled: list[Repair] | None = None,
+    node_map: NodeMap | None = None,
 ) -> Graph:
     """Convert a UI-format export to the API format ComfyUI runs (see `convert`).
 
@@ -272,13 +301,16 @@ def ui_to_api(
         comfyui_version: the running ComfyUI's version, if known, for messages.
         filled: if given, a `Repair` is added to it for each widget the export held no value
             for and that was given its default.
+        node_map: the class -> pack map naming what to install (the bundled one if None).
 
     Raises:
         InvalidWorkflow: node classes this ComfyUI lacks; every one is named, with the pack to
             install or the ComfyUI version needed.
     """
     conversion = convert_ui(data, object_info)
-    problems = missing_class_problems(conversion, source, comfyui_version)
+    problems = missing_class_problems(
+        conversion, source, comfyui_version, object_info=object_info, node_map=node_map
+    )
     if problems:
         raise InvalidWorkflow(problems)
     graph = conversion.graph

@@ -13,6 +13,7 @@ from bot.workflows.detect import detect_params
 from bot.workflows.graph import Graph, describe_node, is_link, load_graph, resolve_node
 from bot.workflows.model import Param, Workflow
 from bot.workflows.nodeinfo import ObjectInfo
+from bot.workflows.nodemap import NodeMap
 from bot.workflows.patch import coerce_value, range_text
 from bot.workflows.problems import InvalidWorkflow, Problem, Repair, display_path
 from bot.workflows.repair import repair_graph
@@ -323,6 +324,7 @@ def load_workflows(
     *,
     check: bool = True,
     comfyui_version: str | None = None,
+    node_map: NodeMap | None = None,
 ) -> tuple[dict[str, Workflow], list[Problem]]:
     """Load every pack in a folder; a broken pack is reported and the others still load.
 
@@ -337,6 +339,8 @@ def load_workflows(
         check: check the packs against `object_info` (the bot itself leaves that to ComfyUI,
             which may gain models and nodes while it runs).
         comfyui_version: the running ComfyUI's version, if known, for messages.
+        node_map: the class -> pack map naming what to install for a missing node class (the
+            bundled one if None).
 
     Returns:
         The packs that loaded (name -> workflow, sorted by name) and every problem found.
@@ -391,7 +395,9 @@ def load_workflows(
             problems.extend(exc.problems)
     if object_info is not None and check:
         for name, workflow in list(loaded.items()):
-            found = check_workflow(workflow, object_info)
+            found = check_workflow(
+                workflow, object_info, node_map=node_map, comfyui_version=comfyui_version
+            )
             if found:
                 problems.extend(found)
                 del loaded[name]

@@ -639,7 +639,7 @@ def _advice(action: Action, group: _Group, comfyui_version: str | None) -> PackA
 
 
 def _message(action: Action, group: _Group, comfyui_version: str | None, listed: int) -> str:
-    classes = _listing(group.classes, listed)
+    classes = _listing([f"'{c}'" for c in group.classes], listed)
     nodes = _node_ids(group.nodes, listed)
     used = f"{classes} ({nodes})" if nodes else classes
     pack = group.pack

@@ -32,12 +32,14 @@ from bot.workflows.graph import (
     describe_node,
     is_ui_format,
     parse_api_graph,
+    sort_key,
     ui_to_api,
 )
 from bot.workflows.loader import RESERVED_COMMANDS, YAML_SUFFIXES, build_workflow
 from bot.workflows.model import Param, Workflow
 from bot.workflows.names import derive_name, file_stem
 from bot.workflows.nodeinfo import ObjectInfo
+from bot.workflows.nodemap import ACTION_CODES, NodeMap
 from bot.workflows.patch import range_text
 from bot.workflows.problems import InvalidWorkflow, Problem, Repair
 from bot.workflows.spec import NAME_RE, ParamSpec, WorkflowSpec, parse_spec
@@ -52,6 +54,8 @@ MAX_YAML_BYTES = 256 * 1024
 MAX_DEPTH = 100
 """Deepest nesting of lists and mappings an import accepts (real workflows stay under 20)."""
 _MB = 1024 * 1024
+PACK_CODES = frozenset(ACTION_CODES.values())
+"""The codes of the problems that say which node pack to install or update."""
 _NOT_BLOCKING = frozenset({"missing_model"})  # ComfyUI may get the model later, or substitute it
 
 
@@ -114,6 +118,11 @@ class ImportPreview:
     def blocking(self) -> tuple[Problem, ...]:
         """Problems that stop it from running (every one but a missing model)."""
         return tuple(p for p in self.problems if p.code not in _NOT_BLOCKING)
+
+    @property
+    def missing_packs(self) -> tuple[str, ...]:
+        """What to install or update for the node classes ComfyUI lacks, one line a pack."""
+        return tuple(p.message for p in self.problems if p.code in PACK_CODES)
 
     @property
     def missing_models(self) -> tuple[str, ...]:
@@ -192,6 +201,15 @@ def _parse_json(text: str, source: str) -> Any:
     return parsed
 
 
+def _is_node(value: Any) -> bool:
+    return isinstance(value, Mapping) and isinstance(value.get("class_type"), str)
+
+
+def _is_metadata(value: Any) -> bool:
+    """An entry of an API-format file that is no node: no class_type and no inputs."""
+    return not isinstance(value, Mapping) or ("class_type" not in value and "inputs" not in value)
+
+
 def read_graph(
     data: bytes,
     source: str,
@@ -199,6 +217,8 @@ def read_graph(
     *,
     comfyui_version: str | None = None,
     filled: list[Repair] | None = None,
+    node_map: NodeMap | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[Graph, bool]:
     """Parse an uploaded graph (API or UI format) into an API-format graph.
 
@@ -209,6 +229,9 @@ def read_graph(
         comfyui_version: the running ComfyUI's version, if known: a refusal for a missing
             core node says it next to the version needed.
         filled: if given, gets a `Repair` for each widget a UI-format export gave no value.
+        node_map: the class -> pack map naming what to install (the bundled one if None).
+        notes: if given, gets a line for what was left out of an API-format graph (entries
+            beside the nodes that are no node at all, such as a tool's own metadata).
 
     Returns:
         The API-format graph, and whether it was converted from the UI format.
@@ -233,11 +256,26 @@ def read_graph(
                 ]
             )
         converted = ui_to_api(
-            parsed, object_info, source=source, comfyui_version=comfyui_version, filled=filled
+            parsed,
+            object_info,
+            source=source,
+            comfyui_version=comfyui_version,
+            filled=filled,
+            node_map=node_map,
         )
         return parse_api_graph(converted, source), True
     if isinstance(parsed, Mapping) and isinstance(parsed.get("prompt"), Mapping):
         parsed = parsed["prompt"]  # a saved POST /prompt body
+    if isinstance(parsed, Mapping) and any(_is_node(v) for v in parsed.values()):
+        extra = [str(k) for k, v in parsed.items() if _is_metadata(v)]
+        if extra:
+            parsed = {k: v for k, v in parsed.items() if str(k) not in extra}
+            if notes is not None:
+                shown = ", ".join(f"`{k[:40]}`" for k in extra[:5])
+                notes.append(
+                    f"left out {shown}: not a node (no class_type or inputs), so ComfyUI "
+                    "would refuse the graph with it"
+                )
     if not isinstance(parsed, Mapping) or not any(
         isinstance(node, Mapping) and "class_type" in node for node in parsed.values()
     ):
@@ -393,6 +431,53 @@ def spec_yaml(name: str, spec: WorkflowSpec, graph: Graph, *, origin: str = "") 
     return "\n".join(lines) + "\n"
 
 
+def _required_first(specs: Mapping[str, ParamSpec]) -> dict[str, ParamSpec]:
+    """The params with the required ones first (Discord lists them first), else in order."""
+    return {
+        **{n: p for n, p in specs.items() if p.required},
+        **{n: p for n, p in specs.items() if not p.required},
+    }
+
+
+def _uploads_for_missing_files(workflow: Workflow, object_info: ObjectInfo) -> dict[str, ParamSpec]:
+    """An upload option for each input file the graph names, ComfyUI lacks and no option sets.
+
+    A loader holding a file only its author had (`kidfinal3.gif` in a video loader) would make
+    every run fail; as an option, members give the file instead.
+    """
+    targeted = {t for p in workflow.params for t in p.targets}
+    taken = set(workflow.spec.params or {})
+    added: dict[str, ParamSpec] = {}
+    for node_id in sorted(workflow.graph, key=sort_key):
+        node = workflow.graph[node_id]
+        class_type = str(node["class_type"])
+        for definition in nodeinfo.input_defs(object_info, class_type):
+            kind = nodeinfo.input_file_kind(class_type, definition)
+            value = node["inputs"].get(definition.name)
+            if (
+                kind is None
+                or (node_id, definition.name) in targeted
+                or not isinstance(value, str)
+                or definition.choices is None
+                or value in definition.choices
+            ):
+                continue
+            name = kind
+            number = 1
+            while name in taken:
+                number += 1
+                name = f"{kind}_{number}"
+            taken.add(name)
+            added[name] = ParamSpec(
+                type=kind,
+                node=node_id,
+                input=definition.name,
+                required=True,
+                description=f"The {kind} for {nodeinfo.display_name(object_info, class_type)}",
+            )
+    return added
+
+
 def _files_lacking(workflow: Workflow, object_info: ObjectInfo) -> dict[str, str]:
     """The file params (by name) whose file in the graph is one ComfyUI doesn't have."""
     lacking: dict[str, str] = {}
@@ -418,6 +503,7 @@ def prepare_import(
     name: str | None = None,
     existing: Mapping[str, Workflow] | None = None,
     comfyui_version: str | None = None,
+    node_map: NodeMap | None = None,
 ) -> ImportPreview:
     """Read, convert and check an uploaded workflow without writing anything.
 
@@ -432,6 +518,8 @@ def prepare_import(
         name: the pack name to use; must be valid (never changed silently).
         existing: the loaded workflows (their names and `/commands` are taken).
         comfyui_version: the running ComfyUI's version, if known, for messages.
+        node_map: the class -> pack map naming what to install (the server's own when it
+            serves one); the bundled one if None.
 
     Returns:
         The preview: options, problems and the files' text.
@@ -450,7 +538,13 @@ def prepare_import(
     check_free(name, folder, existing)
     filled: list[Repair] = []
     graph, converted = read_graph(
-        data, source, object_info, comfyui_version=comfyui_version, filled=filled
+        data,
+        source,
+        object_info,
+        comfyui_version=comfyui_version,
+        filled=filled,
+        node_map=node_map,
+        notes=notes,
     )
     if converted:
         notes.append("converted from a UI-format save to the API format ComfyUI runs")
@@ -470,6 +564,20 @@ def prepare_import(
         graph=graph,
         filled=filled,
     )
+    if object_info is not None and workflow.detected:
+        uploads = _uploads_for_missing_files(workflow, object_info)
+        if uploads:
+            workflow = build_workflow(
+                name,
+                workflow.spec.model_copy(
+                    update={"params": _required_first({**(workflow.spec.params or {}), **uploads})}
+                ),
+                folder,
+                object_info,
+                source=workflow.source,
+                graph=graph,
+                filled=filled,
+            )
     if object_info is not None:
         lacking = _files_lacking(workflow, object_info)
         specs = dict(workflow.spec.params or {})
@@ -486,7 +594,7 @@ def prepare_import(
                 )
             workflow = build_workflow(
                 name,
-                workflow.spec.model_copy(update={"params": specs}),
+                workflow.spec.model_copy(update={"params": _required_first(specs)}),
                 folder,
                 object_info,
                 source=workflow.source,
@@ -509,7 +617,11 @@ def prepare_import(
             "no required text option: /imagine needs one for its prompt; list it under `params`"
         )
     if object_info is not None:
-        problems.extend(check_workflow(workflow, object_info))
+        problems.extend(
+            check_workflow(
+                workflow, object_info, node_map=node_map, comfyui_version=comfyui_version
+            )
+        )
         missing = {
             str(node["class_type"])
             for node in graph.values()
@@ -553,10 +665,13 @@ def preview_lines(preview: ImportPreview) -> list[str]:
         lines.append(f"{option.name} ({'; '.join(bits)}) sets {', '.join(option.sets)}")
     if preview.missing_classes:
         lines.append("missing node classes: " + ", ".join(preview.missing_classes))
+    lines.extend(f"to install: {m}" for m in preview.missing_packs)
     lines.extend(f"repaired: {r}" for r in preview.repairs)
     lines.extend(f"missing model: {m}" for m in preview.missing_models)
     lines.extend(
-        f"problem: {p}" for p in preview.problems if p.code not in ("unknown_node", "missing_model")
+        f"problem: {p}"
+        for p in preview.problems
+        if p.code not in PACK_CODES and p.code != "missing_model"
     )
     lines.extend(f"note: {n}" for n in preview.notes)
     return lines

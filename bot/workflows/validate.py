@@ -13,9 +13,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bot.workflows import nodeinfo
-from bot.workflows.graph import describe_node, is_link, sort_key
+from bot.workflows.graph import advice_problems, describe_node, is_link, sort_key
 from bot.workflows.model import Param, Workflow
 from bot.workflows.nodeinfo import InputDef, ObjectInfo
+from bot.workflows.nodemap import NodeMap
 from bot.workflows.problems import Problem
 from bot.workflows.spec import ParamSpec
 
@@ -142,7 +143,15 @@ def _always_set(param: Param) -> bool:
 
 
 class _Checker:
-    def __init__(self, workflow: Workflow, object_info: ObjectInfo) -> None:
+    def __init__(
+        self,
+        workflow: Workflow,
+        object_info: ObjectInfo,
+        node_map: NodeMap | None = None,
+        comfyui_version: str | None = None,
+    ) -> None:
+        self.node_map = node_map
+        self.comfyui_version = comfyui_version
         self.workflow = workflow
         self.graph = workflow.graph
         self.object_info = object_info
@@ -183,25 +192,29 @@ class _Checker:
     def check_graph(self) -> None:
         has_output = False
         unknown = False
+        missing: dict[str, list[str]] = {}
         needed = self.needed()
         for node_id in sorted(self.graph, key=sort_key):
             class_type = self.graph[node_id]["class_type"]
             key = f"node {describe_node(self.graph, node_id)}"
             if not self.known(node_id):
                 unknown = True
-                self.add(
-                    self.graph_source,
-                    key,
-                    f"'{class_type}' is not a node class this ComfyUI knows "
-                    "(a custom node that isn't installed?)",
-                    "unknown_node",
-                )
+                missing.setdefault(class_type, []).append(describe_node(self.graph, node_id))
                 continue
             has_output = has_output or nodeinfo.is_output_node(self.object_info, class_type)
             if node_id not in needed:
                 continue
             for definition in nodeinfo.input_defs(self.object_info, class_type):
                 self.check_input(node_id, key, definition)
+        self.problems.extend(
+            advice_problems(
+                missing,
+                self.graph_source,
+                self.object_info,
+                self.node_map,
+                comfyui_version=self.comfyui_version,
+            )
+        )
         if not has_output and not unknown:
             self.add(
                 self.graph_source,
@@ -359,20 +372,32 @@ class _Checker:
                 self.add(self.workflow.source, key, found[1], found[0])
 
 
-def check_workflow(workflow: Workflow, object_info: ObjectInfo) -> list[Problem]:
+def check_workflow(
+    workflow: Workflow,
+    object_info: ObjectInfo,
+    *,
+    node_map: NodeMap | None = None,
+    comfyui_version: str | None = None,
+) -> list[Problem]:
     """Check a loaded workflow against the node definitions of a ComfyUI.
 
     Args:
         workflow: the loaded workflow.
         object_info: the parsed `GET /object_info`.
+        node_map: the class -> pack map naming what to install for a missing node class (the
+            server's own when it serves one; the bundled one if None).
+        comfyui_version: the running ComfyUI's version, if known, for messages.
 
     Returns:
         Every problem found (empty when ComfyUI should accept the workflow). Graph problems
         name the graph file and node; param problems name the YAML file and param key.
-        `Problem.code` is one of: unknown_node, missing_input, bad_link, type_mismatch,
-        wrong_type, out_of_range, not_in_list, missing_model, unknown_input, no_output.
+        Missing node classes give one problem per pack (`missing_pack`, `update_pack`,
+        `needs_newer_comfyui` or, for a class no pack is known for, `unknown_node`).
+        `Problem.code` is otherwise one of: missing_input, bad_link, type_mismatch,
+        wrong_type, out_of_range, not_in_list, missing_model, missing_input_file, unknown_input,
+        no_output.
     """
-    checker = _Checker(workflow, object_info)
+    checker = _Checker(workflow, object_info, node_map, comfyui_version)
     checker.check_graph()
     checker.check_params()
     return checker.problems
