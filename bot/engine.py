@@ -44,6 +44,7 @@ from bot.media import MediaType
 from bot.media.uploads import check_file
 from bot.settings import LimitSettings, Settings
 from bot.workflows import Workflow, load_workflows, nodeinfo, packs
+from bot.workflows.nodemap import NodeMap
 from bot.workflows.packs import ImportPreview
 from bot.workflows.patch import apply, coerce_values
 from bot.workflows.repair import repair_graph
@@ -68,6 +69,34 @@ def seeds_around(seed: int, count: int, taken: Collection[int] = ()) -> list[int
             if fresh and len(result) < count:
                 result.append(value)
     return result
+
+
+def _paths_for_uploads(
+    workflow: Workflow,
+    prompt: dict[str, Any],
+    object_info: Mapping[str, Any],
+    uploaded: Mapping[str, str],
+) -> None:
+    """Give a path loader the path of an uploaded file, not only its name.
+
+    A loader that takes a path as text (`VHS_LoadVideoPath`, WAS `Image Load`) opens it from
+    ComfyUI's working folder, while an upload's name is relative to the input folder; such a
+    loader is only an option when the graph's path lies in the input folder (`input/clip.mp4`),
+    so the upload goes in that same folder: `input/comfycord/…`.
+    """
+    for name in uploaded:
+        param = workflow.param(name)
+        if param is None:
+            continue
+        for node_id, input_name in param.targets:
+            node = prompt.get(node_id)
+            original = workflow.graph.get(node_id, {}).get("inputs", {}).get(input_name)
+            if node is None or not isinstance(original, str):
+                continue
+            definition = nodeinfo.input_def(object_info, str(node["class_type"]), input_name)
+            folder = original.replace("\\", "/").rpartition("/")[0]
+            if definition is not None and definition.type == "STRING" and folder:
+                node["inputs"][input_name] = f"{folder}/{node['inputs'][input_name]}"
 
 
 @dataclass(frozen=True)
@@ -234,17 +263,22 @@ class Engine:
         """Read, convert and check an uploaded workflow against ComfyUI; writes nothing.
 
         ComfyUI's node list is asked for afresh (the last one known is used when ComfyUI is
-        unreachable; with none, an API-format graph is previewed unchecked).
+        unreachable; with none, an API-format graph is previewed unchecked). Missing node
+        classes are named by their pack from the map a ComfyUI with ComfyUI-Manager serves,
+        else from the bundled copy of it.
 
         Raises:
             WorkflowError: a bad or taken name, or files that can't be loaded (every problem
                 listed).
         """
+        live = None
         for backend in self.pool:
             try:
                 await backend.client.object_info(refresh=True)
             except ComfyError as exc:
                 log.warning("import checked without a fresh node list of %s: %s", backend.name, exc)
+                continue
+            live = live or await backend.client.node_mappings()
         return packs.prepare_import(
             data,
             file_name,
@@ -255,6 +289,7 @@ class Engine:
             name=name,
             existing=self.workflows,
             comfyui_version=next((b.health.version for b in self.pool if b.up and b.health), None),
+            node_map=NodeMap.for_server(live),
         )
 
     def save_import(self, preview: ImportPreview) -> Workflow:
@@ -512,6 +547,7 @@ class Engine:
             values[param] = await backend.client.upload_image(data, Path(path).name)
         prompt = apply(workflow, values)
         if backend.object_info is not None:
+            _paths_for_uploads(workflow, prompt, backend.object_info, job.meta.get("inputs", {}))
             set_by_params = {target for p in workflow.params for target in p.targets}
             prompt, repairs = repair_graph(prompt, backend.object_info, keep=set_by_params)
             for repair in repairs:
