@@ -417,3 +417,50 @@ async def test_the_client_gives_up_on_a_slow_manager(
         started = time.perf_counter()
         assert await ComfyClient(http, fake.url).node_mappings() is None
         assert time.perf_counter() - started < 2.5, "it did not wait for the slow answer"
+
+
+# --- classes the map does not list ----------------------------------------------------------
+
+
+def marked_map() -> NodeMap:
+    return NodeMap.from_json(
+        {
+            "https://github.com/x/ComfyUI-Xtra": [
+                ["XTRA_Loader", "XTRA_Sampler", "XtraVSigmas", "XtraVGuide"],
+                {"title_aux": "Xtra"},
+            ],
+            "https://github.com/y/ComfyUI-Other": [["XTRA_Bridge"], {"title_aux": "Other"}],
+            "https://github.com/p/one": [["SaveImagePlus"], {"title_aux": "One"}],
+            "https://github.com/q/two": [["SaveImageExtra"], {"title_aux": "Two"}],
+        }
+    )
+
+
+def test_a_class_the_map_lacks_is_given_to_the_pack_it_is_named_like() -> None:
+    node_map = marked_map()
+
+    assert node_map.named_like("XTRA_NewSampler") is not None
+    assert node_map.named_like("XTRA_NewSampler").title == "Xtra"  # type: ignore[union-attr]
+    assert node_map.named_like("XtraVShift").title == "Xtra"  # type: ignore[union-attr]
+    assert node_map.named_like("SaveImageWebsocket") is None, "no pack holds two thirds"
+    assert node_map.named_like("Mystery") is None
+    (advice,) = advise({"XTRA_NewSampler": ["7 (XTRA_NewSampler)"]}, {}, node_map)
+    assert advice.action == "install"
+    assert advice.message == (
+        "probably needs the custom node pack 'Xtra' (https://github.com/x/ComfyUI-Xtra) for "
+        "'XTRA_NewSampler' (node 7): ComfyUI-Manager's list does not name it, so check the "
+        "pack's page, then install it and restart ComfyUI ('XTRA_NewSampler' (node 7) is named "
+        "like its classes)"
+    )
+
+
+def test_a_class_named_like_an_installed_pack_says_to_update_it() -> None:
+    info = {"XTRA_Loader": {"input": {}, "python_module": "custom_nodes.ComfyUI-Xtra"}}
+
+    (advice,) = advise({"XTRA_Apply": ["5 (XTRA_Apply)"]}, info, marked_map())
+
+    assert advice.action == "update_pack"
+    assert advice.message.startswith(
+        "needs 'XTRA_Apply' (node 5) probably from the custom node pack 'Xtra'"
+    )
+    assert "update the pack" in advice.message and "removed it" in advice.message

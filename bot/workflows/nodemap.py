@@ -320,9 +320,59 @@ class NodeMap:
                     return candidate.classes
         return frozenset()
 
+    def named_like(self, class_type: str) -> PackRef | None:
+        """The pack whose classes a class is named like, for a class no pack lists.
+
+        Packs name their classes with a mark of their own (`ACN_…`, `LTXV…`, `IPAdapter…`),
+        and a class that a pack added (or dropped) after the map was made still carries it.
+        The longest leading part of the name (up to an `_` or a capital starting a new word,
+        4 characters at least, or 3 ending in `_`) that starts at least two of one pack's
+        classes, and two thirds of all the classes that start with it, names that pack; None
+        when none does.
+        """
+        for prefix in _prefixes(class_type):
+            counts: dict[int, int] = {}
+            total = 0
+            for pack in self._packs:
+                found = sum(1 for name in pack.classes if name.startswith(prefix))
+                if found:
+                    counts[id(pack)] = found
+                    total += found
+            if not counts:
+                continue
+            best = max(
+                (p for p in self._packs if id(p) in counts),
+                key=lambda p: (counts[id(p)], p.ref.stars or 0),
+            )
+            if counts[id(best)] >= 2 and counts[id(best)] * 3 >= total * 2:
+                return best.ref
+        return None
+
     def claimants(self, class_type: str) -> int:
         """How many packs list a class by name."""
         return len(self._by_class.get(class_type, ()))
+
+
+_MIN_PREFIX = 4
+
+
+def _prefixes(name: str) -> list[str]:
+    """The leading parts of a class name a pack may mark its classes with, longest first:
+    up to each `_` and each capital that starts a new word (`LTXVShiftSigmas`: `LTXV`;
+    `IPAdapterApply`: `IPAdapter`; `MZ_ChatGLM3`: `MZ_`), never the whole name."""
+    cuts = set()
+    for i in range(1, len(name)):
+        before, here = name[i - 1], name[i]
+        after = name[i + 1] if i + 1 < len(name) else ""
+        if before == "_" or (
+            here.isupper() and (before.islower() or (before.isupper() and after.islower()))
+        ):
+            cuts.add(i)
+    return [
+        name[:i]
+        for i in sorted(cuts, reverse=True)
+        if i >= _MIN_PREFIX or (i >= _MIN_PREFIX - 1 and name[i - 1] == "_")
+    ]
 
 
 @functools.cache
@@ -532,6 +582,7 @@ class _Group:
     nodes: list[str] = field(default_factory=list)
     version: str | None = None
     alternatives: list[PackRef] = field(default_factory=list)
+    guessed: bool = False
 
 
 def advise(
@@ -565,12 +616,15 @@ def advise(
         hint = hints.get(class_type)
         found = node_map.packs_for(class_type)
         pack = _hinted_pack(hint, node_map) or (found[0] if found else None)
+        guessed = pack is None
+        pack = pack or node_map.named_like(class_type)
         if pack is None:
             unknown.classes.append(class_type)
             unknown.nodes.extend(nodes)
             continue
         key = (_identity_keys(pack) or [pack.title])[0]
-        group = groups.setdefault(key, _Group(pack=pack))
+        group = groups.setdefault(key, _Group(pack=pack, guessed=guessed))
+        group.guessed = group.guessed and guessed
         group.classes.append(class_type)
         group.nodes.extend(nodes)
         version = _clean(hint.version) if hint is not None else None
@@ -669,13 +723,22 @@ def _message(action: Action, group: _Group, comfyui_version: str | None, listed:
     if group.alternatives:
         others = _listing([f"'{_clean(a.title)}'" for a in group.alternatives], 2)
         also = f" (other packs with the same class name: {others})"
+    it = "them" if len(group.classes) > 1 else "it"
+    if group.guessed:
+        also = f" ({used} {'are' if len(group.classes) > 1 else 'is'} named like its classes)"
     if action == "update_pack":
-        it = "them" if len(group.classes) > 1 else "it"
         saved = f" (the workflow was saved with version {group.version})" if group.version else ""
+        source = "probably from" if group.guessed else "from"
         message = (
-            f"needs {used} from the custom node pack '{title}'{where}, which is installed "
+            f"needs {used} {source} the custom node pack '{title}'{where}, which is installed "
             f"but lacks {it}: update the pack{saved} and restart ComfyUI, or, if newer versions "
             f"removed {it}, replace the node{'s' if len(group.nodes) > 1 else ''}"
+        )
+    elif group.guessed:
+        message = (
+            f"probably needs the custom node pack '{title}'{where} for {used}: ComfyUI-Manager's "
+            f"list does not name {it}, so check the pack's page, then install it and restart "
+            "ComfyUI"
         )
     else:
         version = f" (version {group.version} or newer)" if group.version else ""
