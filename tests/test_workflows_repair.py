@@ -322,3 +322,22 @@ def test_an_image_the_server_lacks_must_be_uploaded(tmp_path: Path) -> None:
     assert [(o.name, o.required) for o in kept.options] == [("image", False)]
     assert [(o.name, o.required) for o in lacking.options] == [("image", True)]
     assert lacking.blocking == () and "required: true" in lacking.yaml_text
+
+
+def test_a_list_that_became_a_switch_takes_the_switchs_labels() -> None:
+    info = installed_object_info()
+    info["WildcardLike"] = {
+        "input": {
+            "required": {
+                "mode": ["BOOLEAN", {"default": True, "label_on": "populate", "label_off": "fixed"}]
+            }
+        },
+        "output": ["STRING"],
+    }
+    for legacy, meant in (("populate", True), ("fixed", False)):
+        graph = {"1": {"class_type": "WildcardLike", "inputs": {"mode": legacy}}}
+
+        repaired, repairs = repair_graph(graph, info)
+
+        assert repaired["1"]["inputs"]["mode"] is meant
+        assert f"the switch's label ('{legacy}')" in str(repairs[0])

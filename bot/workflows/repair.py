@@ -8,8 +8,9 @@ ComfyUI that will run the graph, and says what it changed:
 
 - a required widget input the graph lacks gets the definition's default (a list's first
   choice when it has none): "filled `SDTurboScheduler.denoise` with 1.0";
-- values whose meaning the definition makes certain are migrated: `0`/`1` and
-  `"enable"`/`"disable"` (or true/false, on/off, yes/no) for a true/false input, true/false
+- values whose meaning the definition makes certain are migrated: `0`/`1`,
+  `"enable"`/`"disable"` (or true/false, on/off, yes/no) and the switch's own labels
+  (`label_on`/`label_off`: `"populate"`, `"fixed"`) for a true/false input, true/false
   for an `enable`/`disable` list, numbers given as text, whole numbers given as `20.0`, a
   list value spelt with `\\` folders or in another case than the list's one, a seed of `-1`
   (random, in older front ends) and a blank box (`0` or nothing below the minimum) replaced
@@ -127,7 +128,13 @@ def migrate_value(definition: InputDef, value: Any) -> tuple[Any, str] | None:
         default = _default(definition)
         return (default, "a blank box") if default is not None else None
     if definition.type == "BOOLEAN":
-        return None if isinstance(value, bool) else _migrate_bool(value)
+        if isinstance(value, bool):
+            return None
+        for option, meant in (("label_on", True), ("label_off", False)):
+            label = definition.options.get(option)
+            if isinstance(label, str) and isinstance(value, str) and value == label:
+                return meant, f"the switch's label ('{label}'), from when it was a list"
+        return _migrate_bool(value)
     if definition.type == "COMBO":
         return _migrate_combo(definition, value)
     if definition.type in ("INT", "FLOAT"):
