@@ -27,6 +27,7 @@ from bot.jobs.store import Store
 from bot.lifecycle import SHUTDOWN_SECONDS, stop_requested
 from bot.settings import Settings, load_settings
 from bot.workflows import Workflow, load_workflows
+from bot.workflows.nodemap import NodeMap
 
 log = logging.getLogger("comfycord")
 
@@ -169,8 +170,9 @@ async def check(settings: Settings, *, offline: bool = False, out: TextIO | None
     if not offline:
         object_info = await _fetch_object_info(settings, out)
         version = await _fetch_version(settings) if object_info is not None else None
+    node_map = await _fetch_node_map(settings) if object_info is not None else None
     workflows, load_problems = load_workflows(
-        settings.workflows.dir, object_info, comfyui_version=version
+        settings.workflows.dir, object_info, comfyui_version=version, node_map=node_map
     )
     problems += [str(p) for p in load_problems]  # with object_info, checked against it too
     if settings.workflows.default not in workflows:
@@ -213,6 +215,25 @@ async def _fetch_object_info(settings: Settings, out: TextIO) -> dict[str, Any] 
         print("note: checked without ComfyUI's node list", file=out)
         return None
     return infos[0] if len(infos) == 1 else merge_object_info(infos)
+
+
+async def _fetch_node_map(settings: Settings) -> NodeMap:
+    """The class -> pack map: the first backend's ComfyUI-Manager's, over the bundled copy."""
+    from bot.comfy.client import ComfyClient
+
+    timeout = aiohttp.ClientTimeout(total=min(10.0, settings.comfyui.request_timeout))
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for backend in settings.comfyui.pool():
+            client = ComfyClient(
+                session, backend.url, request_timeout=10.0, headers=backend.headers
+            )
+            try:
+                live = await client.node_mappings()
+            finally:
+                await client.close()
+            if live is not None:
+                return NodeMap.for_server(live)
+    return NodeMap.bundled()
 
 
 async def _fetch_version(settings: Settings) -> str | None:
@@ -403,6 +424,7 @@ async def import_workflow(
         yaml_name=args.yaml.name if args.yaml is not None else "spec.yaml",
         name=args.name,
         existing=existing,
+        node_map=await _fetch_node_map(settings) if object_info is not None else None,
     )
     print(f"{preview.name}: {preview.title}", file=out)
     for line in preview_lines(preview):

@@ -54,3 +54,33 @@ async def test_check_names_every_missing_node_with_the_version_needed_and_the_on
         "node 61 (ImageResizeKJv2): needs the custom node pack 'KJNodes for ComfyUI' "
         "(https://github.com/kijai/ComfyUI-KJNodes) for 'ImageResizeKJv2' (node 61): install it"
     ) in out
+
+
+async def test_check_and_import_name_a_pack_from_the_servers_own_map(
+    comfy: FakeComfyUI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("COMFYUI_URL", comfy.url)
+    comfy.node_mappings = {
+        "https://github.com/someone/private-nodes": [["PrivateUpscaler"], {"title_aux": "Private"}]
+    }
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    graph = json.loads((WORKFLOWS / "sd15-txt2img.json").read_text(encoding="utf-8"))
+    graph["20"] = {"class_type": "PrivateUpscaler", "inputs": {"image": ["8", 0]}}
+    (packs / "private.json").write_text(json.dumps(graph), encoding="utf-8")
+    upload = tmp_path / "Private Copy.json"
+    upload.write_text(json.dumps(graph), encoding="utf-8")
+    config = str(write_config(tmp_path, packs))
+    named = (
+        "needs the custom node pack 'Private' (https://github.com/someone/private-nodes) for "
+        "'PrivateUpscaler' (node 20)"
+    )
+
+    assert await run_cli("--config", config, "check") == 1
+    assert named in capsys.readouterr().out
+    assert await run_cli("--config", config, "import", str(upload)) == 1
+    out = capsys.readouterr().out
+    assert f"to install: {named}" in out and "nothing written" in out
