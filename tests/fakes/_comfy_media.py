@@ -236,7 +236,11 @@ async def _video_combine(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult
     frames = _frames(inputs)
     if fmt in _VHS_FORMATS:
         ext, container, codec = _VHS_FORMATS[fmt]
-        data = encode_video(frames, fps, container, codec, inputs.get("audio"))
+        sound = inputs.get("audio")
+        # An AUDIO from a node the fake does not simulate carries no samples: left out.
+        data = encode_video(
+            frames, fps, container, codec, sound if isinstance(sound, Audio) else None
+        )
     else:
         ext = "webp" if fmt == "image/webp" else "gif"
         data = _animated(frames, ext.upper(), fps, loop=0)
