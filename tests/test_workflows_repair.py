@@ -341,3 +341,46 @@ def test_a_list_that_became_a_switch_takes_the_switchs_labels() -> None:
 
         assert repaired["1"]["inputs"]["mode"] is meant
         assert f"the switch's label ('{legacy}')" in str(repairs[0])
+
+
+def test_a_loader_of_a_file_the_server_lacks_is_the_option_when_nothing_else_is(
+    tmp_path: Path,
+) -> None:
+    info = with_packs()
+    graph = {
+        "1": {
+            "class_type": "VHS_LoadVideo",
+            "inputs": {
+                "video": "leader.webm",
+                "force_rate": 8,
+                "custom_width": 0,
+                "custom_height": 0,
+                "frame_load_cap": 16,
+                "skip_first_frames": 0,
+                "select_every_nth": 1,
+            },
+        },
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
+
+    preview = prepare_import(
+        json.dumps(graph).encode(), "clip.json", folder=tmp_path, object_info=info
+    )
+
+    assert preview.blocking == ()
+    assert [(o.name, o.type, o.required, o.sets) for o in preview.options] == [
+        ("video", "video", True, ("1 (VHS_LoadVideo).video",))
+    ]
+
+
+def test_entries_of_an_api_file_that_are_no_node_are_left_out_and_said(tmp_path: Path) -> None:
+    graph: dict[str, Any] = turbo_graph()
+    graph["_tool_meta"] = {"title": "made with a phone app", "version": 3}
+
+    preview = prepare_import(
+        json.dumps(graph).encode(), "phone.json", folder=tmp_path, object_info=with_packs()
+    )
+
+    assert preview.blocking == ()
+    assert "_tool_meta" not in json.loads(preview.graph_text)
+    assert any(n.startswith("left out `_tool_meta`: not a node") for n in preview.notes)

@@ -439,17 +439,21 @@ def _required_first(specs: Mapping[str, ParamSpec]) -> dict[str, ParamSpec]:
     }
 
 
-def _uploads_for_missing_files(workflow: Workflow, object_info: ObjectInfo) -> dict[str, ParamSpec]:
+def _uploads_for_missing_files(
+    graph: Graph,
+    object_info: ObjectInfo,
+    targeted: Collection[tuple[str, str]] = (),
+    taken: Collection[str] = (),
+) -> dict[str, ParamSpec]:
     """An upload option for each input file the graph names, ComfyUI lacks and no option sets.
 
     A loader holding a file only its author had (`kidfinal3.gif` in a video loader) would make
     every run fail; as an option, members give the file instead.
     """
-    targeted = {t for p in workflow.params for t in p.targets}
-    taken = set(workflow.spec.params or {})
+    taken = set(taken)
     added: dict[str, ParamSpec] = {}
-    for node_id in sorted(workflow.graph, key=sort_key):
-        node = workflow.graph[node_id]
+    for node_id in sorted(graph, key=sort_key):
+        node = graph[node_id]
         class_type = str(node["class_type"])
         for definition in nodeinfo.input_defs(object_info, class_type):
             kind = nodeinfo.input_file_kind(class_type, definition)
@@ -555,17 +559,42 @@ def prepare_import(
         spec = spec.model_copy(update={"graph": None})
     else:
         spec = WorkflowSpec(title=_title(file_name, name))
-    workflow = build_workflow(
-        name,
-        spec,
-        folder,
-        object_info,
-        source=f"{folder.name}/{name}.yaml",
-        graph=graph,
-        filled=filled,
-    )
+    try:
+        workflow = build_workflow(
+            name,
+            spec,
+            folder,
+            object_info,
+            source=f"{folder.name}/{name}.yaml",
+            graph=graph,
+            filled=filled,
+        )
+    except InvalidWorkflow as exc:
+        # Nothing detected, but a loader holds a file the server lacks: that is the option.
+        nothing_found = all(p.code == "detect" for p in exc.problems)
+        found = (
+            _uploads_for_missing_files(graph, object_info)
+            if object_info is not None and yaml_data is None and nothing_found
+            else {}
+        )
+        if not found:
+            raise
+        workflow = build_workflow(
+            name,
+            spec.model_copy(update={"params": found}),
+            folder,
+            object_info,
+            source=f"{folder.name}/{name}.yaml",
+            graph=graph,
+            filled=filled,
+        )
     if object_info is not None and workflow.detected:
-        uploads = _uploads_for_missing_files(workflow, object_info)
+        uploads = _uploads_for_missing_files(
+            workflow.graph,
+            object_info,
+            {t for p in workflow.params for t in p.targets},
+            workflow.spec.params or {},
+        )
         if uploads:
             workflow = build_workflow(
                 name,

@@ -902,6 +902,10 @@ class FakeComfyUI:
             "LoadImageMask": {"image": self._check_image},
             "LoadVideo": {"file": self._check_image},
             "LoadAudio": {"audio": self._check_image},
+            # VHS's upload loaders check that the file exists, as the core ones do
+            # (VALIDATE_INPUTS), so an upload in a subfolder passes; given as extra_nodes.
+            "VHS_LoadVideo": {"video": self._check_image},
+            "VHS_LoadAudioUpload": {"audio": self._check_image},
         }
         result = validate_prompt(prompt, self._catalog, self._lists(), targets, checks)
         extra_data = _lookup(body, "extra_data", {})
