@@ -34,6 +34,10 @@ class Coalescer(Generic[T]):
     `push()` never waits; intermediate states are dropped when newer ones arrive. `close()`
     stops the updates (letting one in flight complete); `finish()` closes, then sends the final
     state, which is never dropped.
+
+    Once closed it lets go of `send` and of the last state: a `send` that refers back to what
+    owns the coalescer (a reply and its results) would otherwise keep both alive in a cycle
+    until the collector's next full pass, which under load comes only every few thousand jobs.
     """
 
     def __init__(self, send: Callable[[T], Awaitable[None]], interval: float = 1.5) -> None:
@@ -92,13 +96,21 @@ class Coalescer(Generic[T]):
                 task.cancel()  # it only waits for its interval
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        self._task = None
+        self._pending = None
+        self._send = _closed
 
     async def finish(self, final: T, *, send: Callable[[T], Awaitable[None]] | None = None) -> None:
         """Stop intermediate updates and deliver `final` (after the one in flight, if any)."""
+        send = send or self._send
         await self.close()
         async with self._lock:
-            await (send or self._send)(final)
+            await send(final)
             self.sent += 1
+
+
+async def _closed(state: object) -> None:
+    """What a closed `Coalescer` sends: nothing (it no longer holds its `send`)."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ discord. Typical use:
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import random
@@ -69,6 +70,20 @@ def seeds_around(seed: int, count: int, taken: Collection[int] = ()) -> list[int
             if fresh and len(result) < count:
                 result.append(value)
     return result
+
+
+_frozen: list[bool] = []
+
+
+def _freeze_startup_objects() -> None:
+    """Keep what the first start-up loaded (node definitions of every backend, workflows,
+    modules), which lives as long as the process, out of the collector's full passes: under
+    load they otherwise walk it every second or two and stall the event loop for ~100 ms,
+    longer than a fast GPU's run. Once per process (later starts, in tests, change nothing)."""
+    if not _frozen:
+        _frozen.append(True)
+        gc.collect()
+        gc.freeze()
 
 
 def _paths_for_uploads(
@@ -196,6 +211,7 @@ class Engine:
         self.pool.object_info()  # merged now rather than on the first request
         await self.runner.start()
         self._started = True
+        _freeze_startup_objects()
 
     async def stop(self) -> None:
         await self.runner.stop()
@@ -607,8 +623,7 @@ class Engine:
         return result or job
 
     def get_job(self, job_id: str) -> Job | None:
-        active = {j.id: j for j in self.runner.active_jobs()}
-        return active.get(job_id) or self.store.get(job_id)
+        return self.runner.job(job_id) or self.store.get(job_id)
 
     def queue_entries(self) -> list[QueueEntry]:
         """Running jobs (position 0) then waiting ones in fair order."""

@@ -239,6 +239,19 @@ class Runner:
         """Jobs handed to a backend (or being moved to another one)."""
         return [a.job for a in self._active.values()] + list(self._moved)
 
+    def job(self, job_id: str) -> Job | None:
+        """The job as the runner holds it (queued, handed to a backend, moved, or its result
+        being written); None when it holds no such job (finished, or unknown)."""
+        active = self._active.get(job_id)
+        if active is None and job_id in self._saving:
+            active = self._saving[job_id].active
+        if active is not None:
+            return active.job
+        queued = self.queue.get(job_id)
+        if queued is not None:
+            return queued
+        return next((j for j in self._moved if j.id == job_id), None)
+
     def running_count(self, owner_id: str) -> int:
         return sum(1 for j in self.active_jobs() if j.owner_id == owner_id)
 
@@ -819,7 +832,9 @@ class Runner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(hold), SAVE_HOLD)
             try:
-                _write_files(folder, outputs, images)
+                # a worker thread: creating a folder and files can take milliseconds on a busy
+                # disk, and the event loop has the next job's submission to make meanwhile
+                await asyncio.to_thread(_write_files, folder, outputs, images)
             except Exception:
                 log.exception("job %s: its images could not be written", job_id)
                 self._fail(active, None)
