@@ -96,6 +96,21 @@ async def test_a_results_files_are_written_outside_the_event_loop(
     assert all(Path(o.path).read_bytes() for o in done.job.outputs)  # on disk when finished
 
 
+async def test_the_next_job_goes_to_comfyui_while_the_last_ones_image_downloads(
+    engine: EngineFx, comfy: FakeComfyUI
+) -> None:
+    eng, rec = engine
+    comfy.delay_next("/view", 1.0)  # the first result's download is slow
+    [first] = await eng.submit(request("first", owner="1"))
+    [second] = await eng.submit(request("second", owner="2"))
+    await rec.finished(first.id, second.id)
+    order = [(u.job.id, u.kind) for u in rec.updates if u.kind in ("submitted", "result")]
+    # the GPU was done with the first job when ComfyUI said so: the second did not wait for
+    # the download to be sent
+    assert order.index((second.id, "submitted")) < order.index((first.id, "result"))
+    assert all(u.job.state is JobState.DONE for u in rec.updates if u.kind == "finished")
+
+
 async def test_jobs_the_runner_holds_are_answered_without_reading_the_store(
     engine: EngineFx, comfy: FakeComfyUI, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -100,6 +100,7 @@ class _Active:
     accepted: bool = False  # ComfyUI has queued its prompt
     moving_to: Backend | None = None  # being taken to an idle backend (see `_steal`)
     gpu_since: float | None = None  # when ComfyUI started running it
+    ran: bool = False  # ComfyUI said its run succeeded: the GPU is done with it
     # images fetched as soon as ComfyUI says the run succeeded, while its history is read
     early: dict[ImageRef, asyncio.Task[bytes]] = field(default_factory=dict)
 
@@ -266,7 +267,9 @@ class Runner:
 
         A prompt orphaned by a websocket drop does not count: ComfyUI runs it anyway, and the
         next job waits in ComfyUI's own queue instead of leaving the GPU idle until the orphan's
-        end is noticed. A job being moved to it (see `_steal`) counts.
+        end is noticed. Nor does a job whose run succeeded while its result is being collected:
+        the GPU is already on the next one, which the job behind it must not wait for. A job
+        being moved to it (see `_steal`) counts.
         """
         return sum(
             1
@@ -274,6 +277,7 @@ class Runner:
             if a.moving_to is backend
             or (
                 a.backend is backend
+                and not a.ran
                 and not (a.job.prompt_id and backend.client.orphaned(a.job.prompt_id))
             )
         )
@@ -408,7 +412,7 @@ class Runner:
     def _busy_since(self, backend: Backend) -> float:
         """When the oldest job a backend holds was handed to it (it should free up first)."""
         return min(
-            (a.handed_at for a in self._active.values() if a.backend is backend),
+            (a.handed_at for a in self._active.values() if a.backend is backend and not a.ran),
             default=0.0,
         )
 
@@ -746,7 +750,10 @@ class Runner:
     def _fetch_early(self, active: _Active, outputs: Mapping[str, tuple[ImageRef, ...]]) -> None:
         """Start downloading the files the run announced, the moment ComfyUI says it succeeded
         (called by the client as that message arrives): settling the result may take one more
-        round trip (the history read), and the download need not wait for it."""
+        round trip (the history read), and the download need not wait for it. The backend's
+        slot is free from now on (see `load`): the next job is handed to it meanwhile."""
+        active.ran = True
+        self._wake.set()
         for ref in (r for refs in outputs.values() for r in refs if r.type == "output"):
             if ref not in active.early:
                 fetch = active.backend.client.fetch_image(ref)
