@@ -1,6 +1,6 @@
 """How public workflows import and run, measured on the labelled corpus in `tests/corpus/`.
 
-    .venv/bin/python -m benchmarks.bench_import [--verbose] [--no-run]
+    .venv/bin/python -m benchmarks.bench_import [--verbose] [--no-run] [--misses]
 
 Each file is imported with `prepare_import` against the recorded `/object_info` of ComfyUI
 0.3.64 plus the recorded custom node packs. One whose classes all exist and that saves with
@@ -11,6 +11,8 @@ One with classes missing counts when it is refused naming every pack its labels 
 Detection is compared with the labelled fields: recall (labelled fields some option sets),
 overall and by kind, and precision (option targets that are labelled fields, or fields labelled
 `also`: a sampler's name, a second pass, which a person may expose but need not).
+`--misses` lists, per imported file, the labelled fields no option sets (`missed:`) and the
+option targets that are neither labelled nor `also` (`wrong:`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from tests.import_corpus import (
     custom_definitions,
     definitions,
     import_file,
+    labelled_also,
     labelled_fields,
     labelled_packs,
     precision_counts,
@@ -222,6 +225,30 @@ def detection_scores(
     return {k: (v[0], v[1]) for k, v in recall.items() if v[1]}, (correct, targets)
 
 
+def misses(result: CorpusResult) -> tuple[list[str], list[str]]:
+    """A file's labelled fields no option sets (`kind node.input`), and its option targets
+    neither labelled nor `also` (`option node.input`)."""
+    fields = labelled_fields(result.name)
+    allowed = set(fields) | labelled_also(result.name)
+    missed = [f"{kind} {key}" for key, kind in fields.items() if key not in result.detected]
+    wrong = [f"{name} {key}" for key, name in result.detected.items() if key not in allowed]
+    return missed, wrong
+
+
+def _print_misses(results: list[CorpusResult]) -> None:
+    for result in results:
+        if result.preview is None:
+            continue
+        missed, wrong = misses(result)
+        if missed or wrong:
+            print(result.name)
+        for line in missed:
+            print(f"  missed: {line}")
+        for line in wrong:
+            print(f"  wrong:  {line}")
+    print()
+
+
 def _state(result: CorpusResult, runs: Mapping[str, Run]) -> str:
     if result.crash:
         return "crash"
@@ -253,6 +280,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--verbose", action="store_true", help="one line per file")
     parser.add_argument("--no-run", action="store_true", help="import only, don't run")
+    parser.add_argument(
+        "--misses", action="store_true", help="each file's missed and unexpected fields"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "workflows"
@@ -272,6 +302,8 @@ def main() -> None:
             state = _state(r, runs)
             print(f"{r.name:52} {state:8} {_first_problem(r, runs)[:160]}")
         print()
+    if args.misses:
+        _print_misses(results)
     print(f"files:                                  {len(results)}")
     print(f"  crashed:                              {len(crashed)}")
     print(f"with every class known:                 {len(known)}")
