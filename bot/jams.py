@@ -252,11 +252,15 @@ class Jams:
         jams = [_jam(r) for r in self._db.execute(sql, params)]
         return sorted(jams, key=lambda j: j.deadline or 0.0)
 
-    def recent(self, guild_id: str, limit: int = 10) -> list[Jam]:
-        rows = self._db.execute(
-            "SELECT * FROM jams WHERE guild_id = ? ORDER BY created_at DESC LIMIT ?",
-            (guild_id, limit),
-        )
+    def recent(self, guild_id: str | None, limit: int = 10) -> list[Jam]:
+        """The latest jams of one server (of every server for None), newest first."""
+        if guild_id is None:
+            rows = self._db.execute("SELECT * FROM jams ORDER BY created_at DESC LIMIT ?", (limit,))
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM jams WHERE guild_id = ? ORDER BY created_at DESC LIMIT ?",
+                (guild_id, limit),
+            )
         return [_jam(r) for r in rows]
 
     def start_voting(self, jam_id: str, now: float | None = None) -> Jam:

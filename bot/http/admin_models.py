@@ -1,4 +1,5 @@
-"""Bodies of the admin operations on workflows (adding, previewing, removing, exporting)."""
+"""Bodies of the admin operations: workflows (adding, previewing, removing, exporting) and the
+operations view (backends, queue, the last hour)."""
 
 from __future__ import annotations
 
@@ -60,4 +61,72 @@ class PackFiles(BaseModel):
     files: list[PackFile]
 
 
-ADMIN_MODELS: tuple[type[BaseModel], ...] = (OptionInfo, WorkflowPreview, PackFile, PackFiles)
+class BackendInfo(BaseModel):
+    """One ComfyUI backend as it stands."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    url: str
+    state: str = Field(description="busy, idle or down")
+    version: str = Field(description="ComfyUI's version, '?' until read")
+    device: str = Field(description="Its first device, '?' until read")
+    vram_total: int = Field(description="Bytes of VRAM (0 until read)")
+    vram_free: int = Field(description="Bytes of VRAM free when last read")
+    running: int = Field(description="Jobs handed to it")
+    jobs_done: int
+    busy_seconds: float = Field(description="Seconds it ran at least one job, since start")
+    busy_share: float | None = Field(
+        description="Share of the last sampled interval it was busy (0 to 1)"
+    )
+    last_error: str | None = None
+
+
+class QueueItem(BaseModel):
+    """A job that runs (position 0) or waits (1, 2...)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    workflow: str
+    state: str
+    position: int
+    owner: str = Field(description="The key or Discord member it is for")
+    created_at: float
+
+
+class StatsSample(BaseModel):
+    """The engine at one moment, over the interval that ended then."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: float = Field(description="Unix seconds")
+    busy: dict[str, float] = Field(description="Backend -> share of the interval it was busy")
+    queued: int = Field(description="Jobs waiting")
+    running: int = Field(description="Jobs handed to a backend")
+    jobs_done: int = Field(description="Jobs done during the interval")
+    job_seconds: float | None = Field(description="Their mean seconds on ComfyUI")
+
+
+class Stats(BaseModel):
+    """Backends, the queue and the samples of the last hour."""
+
+    model_config = ConfigDict(frozen=True)
+
+    interval: float = Field(description="Seconds between two samples")
+    span: float = Field(description="Seconds of samples kept")
+    backends: list[BackendInfo]
+    queue: list[QueueItem]
+    samples: list[StatsSample] = Field(description="Oldest first")
+
+
+ADMIN_MODELS: tuple[type[BaseModel], ...] = (
+    OptionInfo,
+    WorkflowPreview,
+    PackFile,
+    PackFiles,
+    BackendInfo,
+    QueueItem,
+    StatsSample,
+    Stats,
+)

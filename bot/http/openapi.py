@@ -178,7 +178,7 @@ def _name_param() -> dict[str, Any]:
 
 
 def admin_paths() -> dict[str, Any]:
-    """The admin operations on workflows (merged into their paths)."""
+    """The admin operations: on workflows (merged into their paths), and the operations view."""
     return {
         "/v1/workflows": {
             "post": {
@@ -221,6 +221,16 @@ def admin_paths() -> dict[str, Any]:
                     "404": _problem("No such workflow"),
                     **ADMIN_ERRORS,
                 },
+            }
+        },
+        "/v1/stats": {
+            "get": {
+                "operationId": "get_stats",
+                "summary": "Backends, the queue and the last hour's samples (admin)",
+                "description": "Each backend's state, version, device, VRAM and busy share; "
+                "every running and waiting job with its position; one sample per interval "
+                "(busy share per backend, queue length, jobs done and their mean time).",
+                "responses": {"200": _json("Stats", "The operations view"), **ADMIN_ERRORS},
             }
         },
         "/v1/workflows/{name}/files": {

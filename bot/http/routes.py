@@ -400,9 +400,18 @@ async def cancel_job(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/jobs/{job_id}/outputs/{n}")
 async def get_output(request: web.Request) -> web.StreamResponse:
-    job = _job(request)
+    return output_response(_job(request), request.match_info["n"])
+
+
+def output_response(job: Job, n: str) -> web.Response:
+    """The bytes of a job's n-th output, with the Content-Type its bytes show.
+
+    Raises:
+        InvalidValue: `n` is not a whole number.
+        ApiProblem: 404 for an output the job lacks, or one no longer on disk.
+    """
     try:
-        index = int(request.match_info["n"])
+        index = int(n)
     except ValueError:
         raise InvalidValue("n", "must be a whole number") from None
     if not 0 <= index < len(job.outputs):

@@ -16,6 +16,7 @@ from bot.engine import Engine
 from bot.http.admin import admin_routes
 from bot.http.console.pages import CONSOLE_PATHS, STATIC, pages, security_headers
 from bot.http.console.sessions import SESSIONS, Sessions
+from bot.http.operations import ops_routes, sampling
 from bot.http.problems import problems_middleware
 from bot.http.routes import API, key_of, routes
 from bot.http.service import HttpApi
@@ -81,6 +82,7 @@ def build_app(api: HttpApi) -> web.Application:
     app[API] = api
     app[SESSIONS] = Sessions(api.keys)
     app.add_routes(admin_routes)
+    app.add_routes(ops_routes)
     app.add_routes(routes)
     app.router.add_get("/docs", docs)
     app.router.add_static("/docs/static", swagger_ui_path)
@@ -88,6 +90,7 @@ def build_app(api: HttpApi) -> web.Application:
     app.add_routes(pages)
     app.router.add_static(CONSOLE_PATHS["static"], STATIC)
     app.on_response_prepare.append(security_headers)
+    app.cleanup_ctx.append(sampling)
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 
@@ -13,10 +14,12 @@ from aiohttp import web
 
 from bot.admission import Admission
 from bot.engine import Engine
+from bot.history import History
 from bot.http.keys import ApiKey, KeyStore
 from bot.http.models import JobInfo, OutputInfo, Progress
 from bot.http.urls import guarded_session
 from bot.http.webhooks import Webhooks
+from bot.jams import Jams
 from bot.jobs.model import Job, JobState
 from bot.jobs.runner import JobUpdate
 from bot.metrics import Metrics
@@ -50,11 +53,22 @@ class HttpApi:
         self.latest: dict[str, JobUpdate] = {}
         self._subscribers: dict[str, set[asyncio.Queue[JobUpdate]]] = {}
         self._unlisten = engine.listen(self._on_update)
+        # the last hour, for the operations view (sampled while the server serves)
+        self.history = History(engine, metrics.busy_seconds)
 
     async def close(self) -> None:
         self._unlisten()
+        self.history.close()
+        if "jams" in self.__dict__:
+            self.jams.close()
         await self.webhooks.close()
         await self.outbound.close()
+
+    @functools.cached_property
+    def jams(self) -> Jams:
+        """The jams of every server (the bot's book, in the same database file), opened when
+        first asked for."""
+        return Jams(self.settings.storage.path)
 
     # urls -------------------------------------------------------------------------------------
     def base_url(self, request: web.Request | None) -> str:

@@ -1,4 +1,5 @@
-"""The console's pages: sign in and out, the workflows, adding one, running one, the gallery.
+"""The console's pages: sign in and out, the workflows, adding one, running one, the gallery,
+the jams (read-only) and, for admins, operations (backends, the queue, the last hour).
 
 Each handler is as thin as an API route: it checks the session (and the role, for admin pages),
 asks the engine and renders a template (Jinja2, autoescape on: nothing from a workflow or a job
@@ -10,15 +11,21 @@ Content-Security-Policy: scripts and styles only from the console's own static f
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
 from bot.errors import NotFound, UserError
+from bot.http.admin_models import Stats
+from bot.http.console.charts import Series, line_chart
 from bot.http.console.forms import form_fields
 from bot.http.console.sessions import (
     CSRF_FIELD,
@@ -32,8 +39,11 @@ from bot.http.console.sessions import (
     set_cookie,
 )
 from bot.http.console.snippets import snippets
-from bot.http.routes import _allowed, api_of
+from bot.http.operations import stats_of
+from bot.http.problems import ApiProblem
+from bot.http.routes import _allowed, api_of, output_response
 from bot.http.service import HttpApi
+from bot.jams import Jam, Standing
 from bot.jobs.model import Job
 from bot.workflows import Workflow
 
@@ -41,6 +51,7 @@ STATIC = Path(__file__).parent / "static"
 CONSOLE_PATHS = {"static": "/console/static"}
 SIGN_IN_SECONDS = 3600
 GALLERY_SIZE = 48
+JAMS_LISTED = 50
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -54,6 +65,13 @@ _env = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+_env.filters["when"] = _when
 
 
 class Refused(Exception):
@@ -275,3 +293,108 @@ async def gallery(request: web.Request, session: Session) -> web.StreamResponse:
     jobs = [j for j in api.engine.recent(owner_id=owner, limit=GALLERY_SIZE) if j.outputs]
     jobs.sort(key=lambda j: j.created_at, reverse=True)
     return render(request, "gallery.html", session=session, jobs=jobs, run_again=run_again_url)
+
+
+# jams (read-only) ------------------------------------------------------------------------------
+@pages.get("/jams")
+@page()
+async def jams(request: web.Request, session: Session) -> web.StreamResponse:
+    """The latest jams of every server, with their entries counted."""
+    book = api_of(request).jams
+    listed = book.recent(None, limit=JAMS_LISTED)
+    counts = {jam.id: len(book.entries(jam.id)) for jam in listed}
+    return render(request, "jams.html", session=session, jams=listed, counts=counts)
+
+
+@dataclass(frozen=True)
+class JamEntry:
+    """An entry as the jam's gallery shows it: its standing and its job (None once gone)."""
+
+    standing: Standing
+    job: Job | None
+
+
+@pages.get("/jams/{jam_id}")
+@page()
+async def jam_page(request: web.Request, session: Session) -> web.StreamResponse:
+    """One jam's gallery: every entry with its votes, most votes first."""
+    api = api_of(request)
+    jam = api.jams.get(request.match_info["jam_id"])
+    entries = [JamEntry(s, api.engine.get_job(s.entry.job_id)) for s in api.jams.standings(jam.id)]
+    return render(request, "jam.html", session=session, jam=jam, entries=entries)
+
+
+@pages.get("/jams/{jam_id}/entries/{job_id}/outputs/{n}")
+@page()
+async def jam_output(request: web.Request, session: Session) -> web.StreamResponse:
+    """An output of a jam's entry: any signed-in key may see a jam's gallery."""
+    api = api_of(request)
+    jam: Jam = api.jams.get(request.match_info["jam_id"])
+    job_id = request.match_info["job_id"]
+    if not any(e.job_id == job_id for e in api.jams.entries(jam.id)):
+        raise NotFound(f"Job '{job_id}' is not an entry of jam '{jam.id}'.")
+    job = api.engine.get_job(job_id)
+    if job is None:
+        raise NotFound(f"The entry '{job_id}' is no longer stored.")
+    try:
+        return output_response(job, request.match_info["n"])
+    except ApiProblem as exc:
+        raise Refused(exc.status, exc.detail) from None
+
+
+# operations ------------------------------------------------------------------------------------
+def _minutes_ago(seconds: float) -> str:
+    return "now" if seconds <= 0 else f"-{round(seconds / 60)} min"
+
+
+def operation_charts(stats: Stats, now: float) -> list[Markup]:
+    """The last hour as three SVG charts: busy share per backend, queue length, job time."""
+    start = now - stats.span
+    ticks = [(now - a, _minutes_ago(a)) for a in (3600, 2700, 1800, 900, 0) if a <= stats.span]
+    names = [b.name for b in stats.backends]
+    names += sorted({n for s in stats.samples for n in s.busy} - set(names))
+    samples = stats.samples
+    busy = [
+        Series(name, [(s.at, s.busy[name] * 100 if name in s.busy else None) for s in samples])
+        for name in names
+    ]
+    queue = [
+        Series("waiting", [(s.at, float(s.queued)) for s in samples]),
+        Series("running", [(s.at, float(s.running)) for s in samples]),
+    ]
+    job_time = [Series("mean seconds", [(s.at, s.job_seconds) for s in samples])]
+    return [
+        line_chart(
+            busy,
+            title="GPU busy share per backend (%)",
+            x_range=(start, now),
+            x_labels=ticks,
+            y_max=100,
+            y_label=lambda v: f"{v:.0f}%",
+            chart_id="chart-busy",
+        ),
+        line_chart(
+            queue,
+            title="Queue length",
+            x_range=(start, now),
+            x_labels=ticks,
+            chart_id="chart-queue",
+        ),
+        line_chart(
+            job_time,
+            title="Job time (mean seconds on ComfyUI)",
+            x_range=(start, now),
+            x_labels=ticks,
+            y_label=lambda v: f"{v:.0f} s" if v >= 10 or v == 0 else f"{v:.1f} s",
+            chart_id="chart-job-time",
+        ),
+    ]
+
+
+@pages.get("/operations")
+@page(admin=True)
+async def operations(request: web.Request, session: Session) -> web.StreamResponse:
+    """Backends, the queue, and the last hour drawn as charts."""
+    stats = stats_of(api_of(request))
+    charts = operation_charts(stats, time.time())
+    return render(request, "operations.html", session=session, stats=stats, charts=charts)
