@@ -3,13 +3,16 @@
 The API, the engine and the fake ComfyUI run in a thread with their own event loop, since
 schemathesis calls the API with a blocking client. Every operation gets a bounded number of
 generated requests; none may answer 5xx, an undocumented status or content type, or a body that
-breaks its documented schema.
+breaks its documented schema. The admin operations (adding, removing and exporting workflows, the
+operations view) are called with an admin key, on a copy of the shipped workflows; the others
+with a member key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from bot.http.openapi import build_document
+from bot.http.openapi import admin_paths, build_document
 from bot.workflows import load_workflows
 from tests.conftest import WORKFLOWS, make_settings
 from tests.fakes.comfyui import FakeComfyUI
@@ -49,6 +52,7 @@ class LiveApi:
         self.folder = folder
         self.url = ""
         self.secret = ""
+        self.admin_secret = ""
         self.document: dict[str, Any] = {}
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -81,11 +85,16 @@ class LiveApi:
         comfy = FakeComfyUI(previews=False, step_delay=0.0)
         await comfy.start()
         try:
+            # an admin may add and remove workflows: a copy of the shipped ones, never those
+            workflows = self.folder / "workflows"
+            shutil.copytree(WORKFLOWS, workflows)
+            settings = make_settings(self.folder, comfy.url, workflows={"dir": str(workflows)})
             # image URLs off: generated strings must never make the server fetch anything
-            settings = http_settings(make_settings(self.folder, comfy.url), image_urls=False)
+            settings = http_settings(settings, image_urls=False)
             async with served(settings) as srv:
                 self.url = srv.url
                 self.secret = srv.key("schema", limit_queued=3).secret
+                self.admin_secret = srv.key("schema-admin", role="admin", limit_queued=3).secret
                 async with srv.http.get(f"{srv.url}/openapi.json") as r:
                     self.document = await r.json()
                 self._ready.set()
@@ -120,6 +129,9 @@ def http() -> Iterator[requests.Session]:
         yield session
 
 
+ADMIN_OPERATIONS = {(method.upper(), path) for path, ops in admin_paths().items() for method in ops}
+
+
 def _operations() -> list[tuple[str, str]]:
     workflows, _ = load_workflows(WORKFLOWS)
     document = build_document(workflows, max_count=4, image_urls=False)
@@ -131,6 +143,7 @@ def test_api_answers_as_documented(
     method: str, path: str, api_schema: Any, live_api: LiveApi, http: requests.Session
 ) -> None:
     operation = api_schema[path][method]
+    secret = live_api.admin_secret if (method, path) in ADMIN_OPERATIONS else live_api.secret
 
     @given(case=operation.as_strategy())
     @settings(
@@ -144,9 +157,33 @@ def test_api_answers_as_documented(
         case.call_and_validate(
             base_url=live_api.url,
             session=http,
-            headers={"Authorization": f"Bearer {live_api.secret}"},
+            headers={"Authorization": f"Bearer {secret}"},
             checks=CHECKS,
             timeout=30,
         )
 
     check()
+
+
+def test_every_admin_operation_is_called_with_the_admin_key() -> None:
+    assert {("POST", "/v1/workflows"), ("DELETE", "/v1/workflows/{name}")} <= ADMIN_OPERATIONS
+    assert ("GET", "/v1/stats") in ADMIN_OPERATIONS
+    assert set(_operations()) >= ADMIN_OPERATIONS
+
+
+@pytest.mark.parametrize("path", ["/v1/workflows", "/v1/workflows/sd15-txt2img/jobs"])
+async def test_a_part_with_headers_that_are_not_http_is_a_400(
+    path: str, tmp_path: Path, comfy: FakeComfyUI
+) -> None:
+    # what schemathesis sent: a part name with a control character in it
+    body = b'--b\r\nContent-Disposition: form-data; name="\xf2\x03x"\r\n\r\nvalue\r\n--b--\r\n'
+    async with served(http_settings(make_settings(tmp_path, comfy.url))) as srv:
+        admin = srv.key("boss", role="admin")
+        async with srv.http.post(
+            f"{srv.url}{path}",
+            data=body,
+            headers={**srv.auth(admin), "Content-Type": "multipart/form-data; boundary=b"},
+        ) as r:
+            assert r.status == 400, await r.text()
+            assert r.content_type == "application/problem+json"
+            assert (await r.json())["field"] == "body"

@@ -19,7 +19,7 @@ from multidict import MultiMapping
 
 from bot.errors import InvalidValue, WorkflowError
 from bot.http.admin_models import OptionInfo, PackFile, PackFiles, WorkflowPreview
-from bot.http.problems import ApiProblem
+from bot.http.problems import MALFORMED_MULTIPART, ApiProblem, malformed_multipart
 from bot.http.routes import admin_of, api_of, json_response, workflow_detail
 from bot.workflows.packs import MAX_GRAPH_BYTES, MAX_YAML_BYTES, ImportPreview
 
@@ -97,8 +97,8 @@ async def read_upload(request: web.Request) -> Upload:
             data = await _read_part(part, field)
             # clients percent-encode what a quoted filename can't hold (aiohttp's: spaces too)
             parts[field] = (data, PurePath(unquote(part.filename or "")).name)
-    except ValueError as exc:  # aiohttp's parser: no boundary, a body that does not match it
-        raise ApiProblem(400, f"The multipart body is malformed: {exc}.", field="body") from None
+    except MALFORMED_MULTIPART as exc:
+        raise malformed_multipart(exc) from None
     if "workflow" not in parts:
         raise ApiProblem(
             422, "Send the workflow's .json file as the part 'workflow'.", field="workflow"

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from bot.errors import ComfyError, InvalidValue, LimitReached, NotAllowed, NotFound, UserError
 from bot.http.models import Problem
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+#: What aiohttp's multipart reader raises for a body that does not parse: no boundary, a body
+#: that does not match it (ValueError), a part whose headers are not valid HTTP (BadHttpMessage).
+MALFORMED_MULTIPART = (ValueError, BadHttpMessage)
 
 
 class ApiProblem(Exception):
@@ -34,6 +40,12 @@ class ApiProblem(Exception):
         self.detail = detail
         self.field = field
         self.title = title
+
+
+def malformed_multipart(exc: Exception) -> ApiProblem:
+    """The 400 for a multipart body aiohttp's reader could not parse."""
+    reason = exc.message if isinstance(exc, BadHttpMessage) else str(exc)
+    return ApiProblem(400, f"The multipart body is malformed: {reason}.", field="body")
 
 
 def problem_response(

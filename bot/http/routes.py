@@ -30,7 +30,7 @@ from bot.http.models import (
     WorkflowList,
 )
 from bot.http.openapi import WAIT_MAX, build_document, param_choices, request_schema
-from bot.http.problems import ApiProblem
+from bot.http.problems import MALFORMED_MULTIPART, ApiProblem, malformed_multipart
 from bot.http.service import PROGRESS_KINDS, HttpApi, data_url
 from bot.http.urls import check_host, check_url, decode_image, fetch_image
 from bot.jobs.model import Job, JobState
@@ -227,10 +227,8 @@ async def _read_body(
     elif kind == "multipart/form-data":
         try:
             await _read_multipart(request, limit, image_params, values, uploads, images_given)
-        except ValueError as exc:  # aiohttp's parser: no boundary, a body that does not match it
-            raise ApiProblem(
-                400, f"The multipart body is malformed: {exc}.", field="body"
-            ) from None
+        except MALFORMED_MULTIPART as exc:
+            raise malformed_multipart(exc) from None
     else:
         raise ApiProblem(
             415,
@@ -253,6 +251,7 @@ async def _read_multipart(
 
     Raises:
         ValueError: the body is not multipart as its header says (aiohttp's parser).
+        BadHttpMessage: a part's headers are not valid HTTP (aiohttp's parser).
     """
     reader = await request.multipart()
     total = 0
