@@ -1,7 +1,8 @@
 """Detection on graphs built from popular custom node packs, the way their workflows are wired:
-pipe samplers, samplers that decode, detailer passes, sizes picked from lists, text joined
-before the encoder, path loaders. Each rule has a case, and the ones that must not happen have
-theirs (a detailer's seed, a delimiter as the prompt).
+pipe samplers, samplers that decode, detailer passes, sampler providers, passes of one
+generation, wildcards and prompt enhancers. Each rule has a case, and the ones that must not
+happen have theirs (a detailer's seed, a system prompt as the prompt). Sizes, joined text and
+path loaders are in `tests/test_workflows_detect_inputs.py`.
 
 The classes come from the recorded `/object_info` of the packs.
 """
@@ -12,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.workflows.detect import detect_params
-from tests.test_workflows_detect_custom import _info, detected, node
+from tests.test_workflows_detect_custom import detected, node
 
 KSAMPLING = {"steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal"}
 
@@ -76,6 +76,16 @@ def _face_detailer(image: list[Any], seed: int) -> dict[str, Any]:
 
 def _detector() -> dict[str, Any]:
     return node("UltralyticsDetectorProvider", model_name="bbox/face_yolov8m.pt")
+
+
+def _with_latent(latent: dict[str, Any], **extra: dict[str, Any]) -> dict[str, Any]:
+    graph = _encoders()
+    graph["4"] = latent
+    graph.update(extra)
+    graph["5"] = _ksampler(["4", 0])
+    graph["6"] = node("VAEDecode", samples=["5", 0], vae=["1", 2])
+    graph["7"] = node("SaveImage", images=["6", 0], filename_prefix="x")
+    return graph
 
 
 # --- samplers -------------------------------------------------------------------------------
@@ -409,172 +419,148 @@ def test_wan_video_wrapper_embeds_bring_the_prompt_to_its_sampler() -> None:
     assert found["cfg"] == [("5", "cfg")]
 
 
-# --- sizes ----------------------------------------------------------------------------------
+# --- sampler providers, passes of one generation, seeds of the text -------------------------
 
 
-def _with_latent(latent: dict[str, Any], **extra: dict[str, Any]) -> dict[str, Any]:
+def _masked_sampling(mask_seed: int) -> dict[str, Any]:
+    """A KSampler, then Impact's masked sampling from the same empty latent: a base and a
+    mask provider, the mask's prompt edited into a second pipe, the mask from the picture."""
     graph = _encoders()
-    graph["4"] = latent
-    graph.update(extra)
-    graph["5"] = _ksampler(["4", 0])
+    graph["5"] = _ksampler(["4", 0], seed=7)
     graph["6"] = node("VAEDecode", samples=["5", 0], vae=["1", 2])
+    graph["8"] = node("CLIPTextEncode", text="a red door", clip=["1", 1])
+    graph["10"] = node(
+        "ToBasicPipe", model=["1", 0], clip=["1", 1], vae=["1", 2], positive=["2", 0]
+    )
+    graph["10"]["inputs"]["negative"] = ["3", 0]
+    graph["11"] = node("EditBasicPipe", basic_pipe=["10", 0], positive=["8", 0])
+    provider = {"cfg": 8.0, "sampler_name": "euler", "scheduler": "normal", "sigma_factor": 1.0}
+    graph["12"] = node("KSamplerAdvancedProvider", basic_pipe=["10", 0], **provider)
+    graph["13"] = node("KSamplerAdvancedProvider", basic_pipe=["11", 0], **provider)
+    graph["14"] = node("ImageToMask", image=["6", 0], channel="red")
+    graph["15"] = node(
+        "TwoAdvancedSamplersForMask",
+        seed=mask_seed,
+        steps=20,
+        denoise=1.0,
+        samples=["4", 0],
+        base_sampler=["12", 0],
+        mask_sampler=["13", 0],
+        mask=["14", 0],
+        overlap_factor=10,
+    )
+    graph["16"] = node("VAEDecode", samples=["15", 0], vae=["1", 2])
+    graph["17"] = node("SaveImage", images=["16", 0], filename_prefix="x")
+    return graph
+
+
+def test_a_sampler_taking_sampler_providers_takes_the_prompt_of_each() -> None:
+    found = detected(_masked_sampling(mask_seed=7))
+
+    assert found["prompt"] == [("2", "text"), ("8", "text")]
+    assert found["negative"] == [("3", "text")]
+
+
+def test_a_pass_from_the_same_latent_with_the_same_seed_shares_seed_and_steps() -> None:
+    found = detected(_masked_sampling(mask_seed=7))
+
+    assert found["seed"] == [("5", "seed"), ("15", "seed")]
+    assert found["steps"] == [("5", "steps"), ("15", "steps")]
+    assert found["width"] == [("4", "width")]
+
+
+def test_a_pass_from_the_same_latent_with_another_seed_keeps_its_own() -> None:
+    found = detected(_masked_sampling(mask_seed=8))
+
+    assert found["seed"] == [("5", "seed")]
+    assert found["steps"] == [("5", "steps")]
+
+
+def _split(later_seed: int, start: int) -> dict[str, Any]:
+    """One generation split over two models (Wan 2.2's high and low noise, a base and a
+    refiner): the second pass takes the first's latent and carries on from step `start`."""
+    graph = _encoders()
+    split = {"end_at_step": 10000, "return_with_leftover_noise": "disable"}
+    graph["5"] = node(
+        "KSamplerAdvanced", model=["1", 0], positive=["2", 0], negative=["3", 0],
+        latent_image=["4", 0], add_noise="enable", noise_seed=43, start_at_step=0,
+        **KSAMPLING, **split,
+    )  # fmt: skip
+    graph["8"] = node(
+        "KSamplerAdvanced", model=["1", 0], positive=["2", 0], negative=["3", 0],
+        latent_image=["5", 0], add_noise="disable", noise_seed=later_seed,
+        start_at_step=start, **KSAMPLING, **split,
+    )  # fmt: skip
+    graph["6"] = node("VAEDecode", samples=["8", 0], vae=["1", 2])
     graph["7"] = node("SaveImage", images=["6", 0], filename_prefix="x")
     return graph
 
 
-def test_rgthrees_dimensions_list_is_a_size_option_over_its_sizes() -> None:
-    latent = node(
-        "SDXL Empty Latent Image (rgthree)",
-        dimensions="1024 x 1024  (square)",
-        clip_scale=2.0,
-        batch_size=1,
-    )
+def test_a_pass_carrying_on_the_schedule_with_the_same_seed_shares_it() -> None:
+    found = detected(_split(later_seed=43, start=12))
 
-    found = detect_params(_with_latent(latent), _info())
-
-    size = found["size"]
-    assert (size.type, size.node, size.input) == ("enum", "4", "dimensions")
-    assert size.default == "1024 x 1024  (square)"
-    assert size.choices is not None and " 832 x 1216  (portrait)" in size.choices
-    assert "width" not in found and "height" not in found
+    assert found["seed"] == [("5", "noise_seed"), ("8", "noise_seed")]
+    assert found["cfg"] == [("5", "cfg"), ("8", "cfg")]
 
 
-def test_a_comfyroll_aspect_ratio_picked_from_its_list_is_the_size() -> None:
-    latent = node("EmptyLatentImage", width=["30", 0], height=["30", 1], batch_size=1)
-    ratio = node(
-        "CR SDXL Aspect Ratio",
-        width=1024,
-        height=1024,
-        aspect_ratio="3:4 portrait 896x1152",
-        swap_dimensions="Off",
-        upscale_factor=1.0,
-        batch_size=1,
-    )
+@pytest.mark.parametrize(
+    ("later_seed", "start"), [(44, 12), (43, 0)], ids=["another-seed", "from-step-0"]
+)
+def test_a_later_pass_with_another_seed_or_sampling_again_keeps_its_own(
+    later_seed: int, start: int
+) -> None:
+    found = detected(_split(later_seed=later_seed, start=start))
 
-    found = detect_params(_with_latent(latent, **{"30": ratio}), _info())
-
-    size = found["size"]
-    assert (size.node, size.input) == ("30", "aspect_ratio")
-    assert size.choices is not None and "custom" not in size.choices
-    assert "width" not in found and "height" not in found
+    assert found["seed"] == [("5", "noise_seed")]
+    assert found["cfg"] == [("5", "cfg")]
 
 
-def test_a_comfyroll_aspect_ratio_as_the_latent_itself_is_the_size() -> None:
-    graph = _with_latent(
-        node(
-            "CR Aspect Ratio",
-            width=512,
-            height=512,
-            aspect_ratio="SD1.5 - 2:3 portrait 512x768",
-            swap_dimensions="Off",
-            upscale_factor=1.0,
-            prescale_factor=1.0,
-            batch_size=1,
-        )
-    )
-    graph["5"]["inputs"]["latent_image"] = ["4", 5]
-
-    found = detected(graph)
-
-    assert found["size"] == [("4", "aspect_ratio")]
-    assert "width" not in found
-
-
-# --- text joined before the encoder ---------------------------------------------------------
-
-
-def _joined(text_node: dict[str, Any], **sources: dict[str, Any]) -> dict[str, Any]:
+def test_a_wildcards_seed_is_set_with_the_seed_and_its_mode_is_never_the_prompt() -> None:
     graph = _with_latent(node("EmptyLatentImage", width=512, height=512, batch_size=1))
     graph["2"]["inputs"]["text"] = ["20", 0]
-    graph["20"] = text_node
-    graph.update(sources)
-    return graph
-
-
-@pytest.mark.parametrize(
-    ("joiner", "first"),
-    [
-        (
-            node(
-                "Text Concatenate",
-                delimiter=", ",
-                clean_whitespace="true",
-                text_a=["21", 0],
-                text_b=["22", 0],
-            ),
-            ("21", "text"),
-        ),
-        (
-            node("CR Text Concatenate", text1=["21", 0], text2=["22", 0], separator=", "),
-            ("21", "text"),
-        ),
-        (
-            node("StringConcatenate", string_a=["21", 0], string_b="masterpiece", delimiter=", "),
-            ("21", "text"),
-        ),
-        (
-            node("StringConcatenate", string_a="a castle", string_b=["22", 0], delimiter=", "),
-            ("20", "string_a"),
-        ),
-    ],
-    ids=["was", "comfyroll", "core-linked", "core-typed"],
-)
-def test_a_joined_prompt_is_its_first_text_never_the_delimiter(
-    joiner: dict[str, Any], first: tuple[str, str]
-) -> None:
-    graph = _joined(
-        joiner,
-        **{
-            "21": node("Text Multiline", text="a castle"),
-            "22": node("Text Multiline", text="masterpiece"),
-        },
+    graph["20"] = node(
+        "ImpactWildcardProcessor",
+        wildcard_text="a {red|blue} castle",
+        populated_text="a red castle",
+        mode=True,
+        seed=3,
+        **{"Select to add Wildcard": "Select the Wildcard to add to the text"},
     )
 
     found = detected(graph)
 
-    assert found["prompt"] == [first]
+    assert found["prompt"] == [("20", "wildcard_text")]
+    assert found["seed"] == [("5", "seed"), ("20", "seed")]
     every = [t for targets in found.values() for t in targets]
-    assert not [t for t in every if t[1] in ("delimiter", "separator", "clean_whitespace")]
+    assert ("20", "mode") not in every
 
 
-def test_a_shown_text_passes_the_prompt_on_from_its_box() -> None:
-    graph = _joined(
-        node("ShowText|pysssss", text=["21", 0]),
-        **{"21": node("CR Prompt Text", prompt="a castle")},
+def test_a_system_prompt_is_never_the_prompt() -> None:
+    graph = _with_latent(node("EmptyLatentImage", width=512, height=512, batch_size=1))
+    graph["2"]["inputs"]["text"] = ["20", 0]
+    graph["20"] = node(
+        "LTXVGemmaEnhancePrompt",  # not in /object_info: read by its inputs' names
+        prompt=["21", 0],
+        system_prompt="You are a creative assistant. Rewrite the prompt.",
+        max_tokens=512,
+        seed=5,
+        clip=["1", 1],
     )
+    graph["21"] = node("PrimitiveStringMultiline", value="an owl on a branch")
 
     found = detected(graph)
 
-    assert found["prompt"] == [("21", "prompt")]
+    assert found["prompt"] == [("21", "value")]
+    every = [t for targets in found.values() for t in targets]
+    assert ("20", "system_prompt") not in every
 
 
-# --- path loaders ---------------------------------------------------------------------------
+def test_a_node_passing_anything_through_passes_the_conditioning_on() -> None:
+    graph = _with_latent(node("EmptyLatentImage", width=512, height=512, batch_size=1))
+    graph["20"] = node("ImpactExecutionOrderController", signal=["2", 0], value=["4", 0])
+    graph["5"]["inputs"]["positive"] = ["20", 0]
 
+    found = detected(graph)
 
-def _from_path(path: str) -> dict[str, Any]:
-    graph = _encoders()
-    del graph["4"]
-    graph["8"] = node("VHS_LoadImagePath", image=path, custom_width=0, custom_height=0)
-    graph["9"] = node("VAEEncode", pixels=["8", 0], vae=["1", 2])
-    graph["5"] = _ksampler(["9", 0])
-    graph["5"]["inputs"]["denoise"] = 0.6
-    graph["6"] = node("VAEDecode", samples=["5", 0], vae=["1", 2])
-    graph["7"] = node("SaveImage", images=["6", 0], filename_prefix="x")
-    return graph
-
-
-def test_a_path_loader_reading_the_input_folder_is_an_image_option() -> None:
-    found = detected(_from_path("input/photo.png"))
-
-    assert found["image"] == [("8", "image")]
-    assert found["denoise"] == [("5", "denoise")]
-
-
-@pytest.mark.parametrize(
-    "path", ["/home/me/photo.png", "C:/Users/me/photo.png", "https://example.com/a.png", "x.png"]
-)
-def test_a_path_loader_reading_elsewhere_is_not_offered(path: str) -> None:
-    found = detected(_from_path(path))
-
-    assert "image" not in found
     assert found["prompt"] == [("2", "text")]
+    assert found["negative"] == [("3", "text")]

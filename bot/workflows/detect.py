@@ -4,23 +4,33 @@ It reads the graph the way a person would, with `/object_info` telling what each
 
 - A sampler is any node, core or custom, with a seed, steps or noise input and conditioning:
   its own conditioning inputs, a guider, or a bundle carrying it (a pipe: Impact's
-  `BASIC_PIPE`, Easy-Use's pipe, Efficiency's SDXL tuple; a type is a bundle when some class
-  unpacks it into conditioning and more). The first pass is preferred: a pass fed by another
-  sampler (a refiner, an upscale, a FaceDetailer working on the decoded image) comes after
-  it, whatever it samples with, so a detailer's seed is never taken for the image's.
+  `BASIC_PIPE`, Easy-Use's pipe, Efficiency's SDXL tuple, Impact's sampler providers; a type
+  is a bundle when some class unpacks it into conditioning and more, or when every class
+  making it makes it from conditioning, a prompt box or another bundle). The first pass is
+  preferred: a pass fed by another sampler (a refiner, an upscale, a FaceDetailer working on
+  the decoded image) comes after it, whatever it samples with, so a detailer's seed is never
+  taken for the image's.
 - The prompt is every text a sampler's or guider's positive reaches: back through nodes that
   pass conditioning on (ControlNet, inpaint, area...) or bundle it, to each text encoder (a
   node outputting `CONDITIONING` with a multiline text input, or a loader holding the prompt,
   such as Efficiency's and Easy-Use's), and on to the text box feeding it. Through a node
   joining, showing or changing text (`Text Concatenate`, `StringConcatenate`, `ShowText`), the
   prompt is its first text input, followed to its own box; a one-line text beside it (a
-  `delimiter`, a `separator`) is a setting, never the prompt. The refiner's encoder gets the
-  prompt too. What reaches a negative is the negative, never the prompt, whatever the nodes
-  are titled; a zeroed conditioning carries no text.
+  `delimiter`, a `separator`) is a setting, never the prompt, and so is a system prompt (what
+  a prompt enhancer's language model is told). A node passing anything through (an
+  execution-order controller) passes the conditioning on. The refiner's encoder gets the
+  prompt too, and so does each sampler provider's pipe (Impact's masked sampling). What
+  reaches a negative is the negative, never the prompt, whatever the nodes are titled; a
+  zeroed conditioning carries no text.
 - Seed, steps, cfg, sampler and scheduler come from the sampler (`seed` or `noise_seed`), or
   from the noise (`RandomNoise.noise_seed`), guider, sigmas and sampler nodes it is fed; a
   value held by a primitive node of any class is set there. Ranges come from `/object_info`
-  (`SDTurboScheduler` allows 10 steps at most).
+  (`SDTurboScheduler` allows 10 steps at most). A later pass making the same picture with the
+  same seed is one generation with the first, and is set with it (seed, and steps and cfg where
+  it holds the same values): it starts from the same empty latent, or it carries on the first
+  pass's latent at a later step (Wan 2.2's low-noise pass). A pass sampling the first one's
+  result again from step 0 (a hires fix) keeps its own. A node holding the prompt's text with a
+  seed of its own (a wildcard picking its choices) is set with the seed too.
 - The size comes from the latent the sampler starts from (any node with a width and a height,
   `empty_latent_width`/`empty_latent_height` on a loader, or the resolution node feeding it;
   through a bundle, the node that made it). A size picked from a list (`1024 x 1024 (square)`,
@@ -38,7 +48,7 @@ It reads the graph the way a person would, with `/object_info` telling what each
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from bot.workflows.detect_reader import Graph, Reader, Target
@@ -48,6 +58,7 @@ from bot.workflows.graph import is_link
 from bot.workflows.nodeinfo import ObjectInfo
 from bot.workflows.spec import ParamSpec
 
+NameList = list[tuple[str | None, str]]
 _STEPS = (1, 150)
 _CFG = (0.0, 30.0)
 _SIZE = (64, 2048)
@@ -90,6 +101,7 @@ class _Detector:
         self.required: dict[str, ParamSpec] = {}
         self.optional: dict[str, ParamSpec] = {}
         self.used: set[Target] = set()
+        self.texts: list[Target] = []
 
     def first(self, candidates: Iterable[tuple[str | None, str]]) -> Target | None:
         for node_id, name in candidates:
@@ -124,9 +136,12 @@ class _Detector:
         span: tuple[float, float],
         description: str,
         step: int | None = None,
+        shared: Iterable[Target] = (),
     ) -> None:
+        """A number option on `target` (and the `shared` inputs set with it)."""
         if target is None:
             return
+        targets = [target, *shared]
         low, high = self.bounds(target, *span)
         default = self.value(target)
         extra: dict[str, Any] = {}
@@ -136,7 +151,7 @@ class _Detector:
                 extra["step"] = step
         else:
             extra = {"min": float(low), "max": float(high), **_default(default, float)}
-        self.add(name, _spec(kind, [target], description, **extra), [target])
+        self.add(name, _spec(kind, targets, description, **extra), targets)
 
     def enum(self, name: str, target: Target | None, description: str) -> None:
         if target is not None:
@@ -148,6 +163,7 @@ class _Detector:
         samplers = read.samplers(needed)
         sampler = samplers[0] if samplers else None
         positive, negative = self.prompts(samplers)
+        self.texts = positive + negative
         direct: str | None = None
         if sampler is None:
             found = direct_prompt(read, needed)
@@ -160,7 +176,7 @@ class _Detector:
         self.loaders(needed)
         if negative:
             self.add("negative", _spec("text", negative, "What to avoid"), negative)
-        self.sampling(sampler, direct)
+        self.sampling(samplers, direct)
         return {**self.required, **self.optional}
 
     def prompts(self, samplers: list[str]) -> tuple[list[Target], list[Target]]:
@@ -191,28 +207,76 @@ class _Detector:
             spec = _spec(kind, [target], _MEDIA[media], required=True)
             self.add(key, spec, [target], required=True)
 
-    def sampling(self, sampler: str | None, direct: str | None) -> None:
-        """Seed, steps, cfg, size, denoise, sampler and scheduler."""
-        read = self.read
-        source = {n: read.source(sampler, n) for n in ("noise", "sigmas", "sampler")}
-        noise, sigmas, chooser = (found[0] if found else None for found in source.values())
-        guider = read.guider(sampler) if sampler else None
-        owner = direct or sampler
-        seed_names: list[tuple[str | None, str]] = [
+    def seed_names(self, owner: str | None) -> list[tuple[str | None, str]]:
+        """Where a sampler (or a node making media) may hold its seed, in order."""
+        found = self.read.source(owner, "noise")
+        noise = found[0] if found else None
+        names: list[tuple[str | None, str]] = [
             (owner, "seed"),
             (owner, "noise_seed"),
             (noise, "noise_seed"),
             (noise, "seed"),
         ]
-        seed_names += [(owner, n) for n in read.inputs(owner) if "seed" in n]
-        seed = self.first(seed_names)
+        return names + [(owner, n) for n in self.read.inputs(owner) if "seed" in n]
+
+    def peers(self, samplers: list[str], seed: Target) -> list[str]:
+        """The later passes making the same picture as the first (see
+        `Reader.same_generation`) with the same seed: one generation, set with one seed,
+        steps and cfg."""
+        return [
+            later
+            for later in samplers[1:]
+            if self.read.same_generation(samplers[0], later)
+            and (each := self.first(self.seed_names(later))) is not None
+            and self.value(each) == self.value(seed)
+        ]
+
+    def shared(
+        self, peers: list[str], target: Target | None, names: Callable[[str], NameList]
+    ) -> list[Target]:
+        """The inputs of the `peers` holding the value `target` holds, to be set with it."""
+        if target is None:
+            return []
+        found: list[Target] = []
+        for later in peers:
+            each = self.first(names(later))
+            if each is None or each == target or each in found:
+                continue
+            if self.value(each) == self.value(target):
+                found.append(each)
+        return found
+
+    def text_seeds(self, seed: Target) -> list[Target]:
+        """The seeds of the nodes holding the prompt's text (a wildcard picking its choices by
+        a seed of its own): the same seed gives the same text too."""
+        found: list[Target] = []
+        for node_id in dict.fromkeys(node_id for node_id, _ in self.texts):
+            names = [n for n in self.read.inputs(node_id) if "seed" in n]
+            each = self.first((node_id, n) for n in names)
+            if each is not None and each != seed and each not in found:
+                found.append(each)
+        return found
+
+    def sampling(self, samplers: list[str], direct: str | None) -> None:
+        """Seed, steps, cfg, size, denoise, sampler and scheduler."""
+        read = self.read
+        sampler = samplers[0] if samplers else None
+        source = {n: read.source(sampler, n) for n in ("sigmas", "sampler")}
+        sigmas, chooser = (found[0] if found else None for found in source.values())
+        seed = self.first(self.seed_names(direct or sampler))
+        peers = self.peers(samplers, seed) if seed is not None else []
         if seed is not None:
+            seeds = [seed, *self.shared(peers, seed, self.seed_names)]
+            seeds += self.text_seeds(seed)
             what = "Same seed and options give the same image"
-            self.add("seed", _spec("seed", [seed], what), [seed])
-        steps = self.first([(sampler, "steps"), (sigmas, "steps")])
-        self.number("steps", steps, "int", _STEPS, "Sampling steps: more is slower and finer")
-        cfg = self.first([(sampler, "cfg"), (guider, "cfg")])
-        self.number("cfg", cfg, "float", _CFG, "How closely to follow the prompt")
+            self.add("seed", _spec("seed", seeds, what), seeds)
+        steps = self.first(self.steps_names(sampler))
+        what = "Sampling steps: more is slower and finer"
+        shared = self.shared(peers, steps, self.steps_names)
+        self.number("steps", steps, "int", _STEPS, what, shared=shared)
+        cfg = self.first(self.cfg_names(sampler))
+        shared = self.shared(peers, cfg, self.cfg_names)
+        self.number("cfg", cfg, "float", _CFG, "How closely to follow the prompt", shared=shared)
 
         origin = read.latent_origin(sampler) if sampler is not None else None
         size_node = origin[1] if origin is not None and origin[0] == "empty" else direct
@@ -233,6 +297,13 @@ class _Detector:
             self.first([(sampler, "scheduler"), (sigmas, "scheduler")]),
             "Noise schedule",
         )
+
+    def steps_names(self, sampler: str | None) -> NameList:
+        found = self.read.source(sampler, "sigmas")
+        return [(sampler, "steps"), (found[0] if found else None, "steps")]
+
+    def cfg_names(self, sampler: str | None) -> NameList:
+        return [(sampler, "cfg"), (self.read.guider(sampler) if sampler else None, "cfg")]
 
     def size(self, size_node: str) -> None:
         """Width and height, or the size picked from a list where ComfyUI takes it from one."""

@@ -25,6 +25,7 @@ _LATENT_INPUTS = frozenset({"samples", "latent", "latent_image", "samples_from",
 _DRIVERS = ("seed", "noise_seed", "steps", "noise")
 _UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload")
 _PATH_INPUTS = ("image", "image_path", "path", "file_path", "video", "video_path")
+_START_INPUTS = ("start_at_step", "start_step")
 _SIZE_PAIRS = (("width", "height"), ("empty_latent_width", "empty_latent_height"))
 
 
@@ -134,12 +135,13 @@ class Reader:
         A type is one when a class takes nothing but it (no widget, no other socket) and gives
         conditioning back among at least two other kinds of things: it unpacks the bundle
         (Impact's `FromBasicPipe`, Efficiency's `Unpack SDXL Tuple`, Easy-Use's `pipeOut`). It
-        is one too when every class making it makes it from conditioning or a prompt box
-        (WanVideoWrapper's text embeds, Efficiency's SDXL tuple).
+        is one too when every class making it makes it from conditioning, a prompt box or
+        another bundle (WanVideoWrapper's text embeds, Efficiency's SDXL tuple, Impact's
+        sampler providers making a `KSAMPLER_ADVANCED` from a `BASIC_PIPE`).
         """
         info = self.info or {}
         unpacked: set[str] = set()
-        made: dict[str, bool] = {}
+        makers: list[tuple[set[str], bool, set[str]]] = []
         for class_type in info:
             defs = [d for d in nodeinfo.input_defs(info, class_type) if d.required]
             kinds = {d.type for d in defs}
@@ -147,21 +149,34 @@ class Reader:
             if _unpacks(kinds, outputs):
                 unpacked |= kinds
             from_prompt = "CONDITIONING" in kinds or any(_prompt_box(d) for d in defs)
-            for kind in outputs - kinds - WIDGET_TYPES - {"CONDITIONING", "*"}:
-                made[kind] = made.get(kind, True) and from_prompt
-        return frozenset(unpacked | {kind for kind, ok in made.items() if ok})
+            made = outputs - kinds - WIDGET_TYPES - {"CONDITIONING", "*"}
+            makers.append((kinds, from_prompt, made))
+        found: set[str] = set(unpacked)
+        while True:  # until no type is added: a bundle made from a bundle is one
+            ok: dict[str, bool] = {}
+            for kinds, from_prompt, made in makers:
+                for kind in made:
+                    ok[kind] = ok.get(kind, True) and (from_prompt or bool(kinds & found))
+            grown = found | {kind for kind, made_ok in ok.items() if made_ok}
+            if grown == found:
+                return frozenset(found)
+            found = grown
 
-    def bundle_input(self, node_id: str) -> str | None:
-        """The linked input bringing a node its conditioning in a bundle, if any."""
+    def bundle_inputs(self, node_id: str) -> list[str]:
+        """The linked inputs bringing a node its conditioning in bundles."""
+        found = []
         for name in self.inputs(node_id):
             if self.source(node_id, name) is None:
                 continue
             kind = self.input_type(node_id, name)
-            if kind is None and "pipe" in name.lower():
-                return name
-            if kind is not None and kind in self.bundle_types:
-                return name
-        return None
+            if kind in self.bundle_types or (kind is None and "pipe" in name.lower()):
+                found.append(name)
+        return found
+
+    def bundle_input(self, node_id: str) -> str | None:
+        """The first linked input bringing a node its conditioning in a bundle, if any."""
+        found = self.bundle_inputs(node_id)
+        return found[0] if found else None
 
     # --- primitives ------------------------------------------------------------------------
 
@@ -237,6 +252,28 @@ class Reader:
             self.bundle_input(node_id) is not None and self.latent_origin(node_id) is not None
         )
         return (int(later), int(not has_latent), sort_key(node_id))
+
+    def same_generation(self, first: str, later: str) -> bool:
+        """Whether a later pass makes the same picture as the first rather than working on
+        what it made: it starts from the same empty latent (Impact's masked sampling), or it
+        carries on the first pass's schedule, from its latent at a later step (a refiner
+        finishing the steps, Wan 2.2's low-noise pass). A pass sampling the first one's result
+        again from step 0 (a hires fix, an upscale) works on it."""
+        origin = self.latent_origin(later)
+        if origin is None:
+            return False
+        if origin[0] == "empty":
+            return origin == self.latent_origin(first)
+        return origin == ("sampler", first) and self.starts_later(later)
+
+    def starts_later(self, node_id: str) -> bool:
+        """Whether a sampler starts at a step after the first (`start_at_step`, `start_step`)."""
+        for name in _START_INPUTS:
+            target = self.literal_target(node_id, name)
+            value = self.inputs(target[0]).get(target[1]) if target else None
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                return True
+        return False
 
     def upstream(self, node_id: str) -> set[str]:
         """Every node `node_id` is fed from, directly or not."""

@@ -19,6 +19,12 @@ def is_negative_name(name: str) -> bool:
     return "neg" in lowered or lowered.endswith("-")
 
 
+def is_system_name(name: str) -> bool:
+    """Whether an input is a system prompt (what a language model is told to do with the
+    prompt): a setting of the node, never the user's prompt."""
+    return "system" in name.lower()
+
+
 def text_inputs(read: Reader, node_id: str) -> list[str]:
     """The inputs of a node that hold a prompt, if it is a text encoder."""
     if read.known(node_id):
@@ -27,7 +33,8 @@ def text_inputs(read: Reader, node_id: str) -> list[str]:
         return _boxes_held(read, node_id)
     inputs = read.inputs(node_id)
     if "clip" in inputs:
-        return [n for n in inputs if n == "text" or n.startswith("text_") or "prompt" in n]
+        names = [n for n in inputs if n == "text" or n.startswith("text_") or "prompt" in n]
+        return [n for n in names if not is_system_name(n)]
     return []
 
 
@@ -37,7 +44,10 @@ def _boxes_held(read: Reader, node_id: str) -> list[str]:
     return [
         d.name
         for d in read.defs(node_id)
-        if d.type == "STRING" and d.options.get("multiline") and d.name in inputs
+        if d.type == "STRING"
+        and d.options.get("multiline")
+        and d.name in inputs
+        and not is_system_name(d.name)
     ]
 
 
@@ -77,9 +87,15 @@ def encoders(read: Reader, start: tuple[str, int] | None) -> list[Target]:
 def _follow(
     read: Reader, node_id: str, slot: int, conditioning: list[str]
 ) -> list[tuple[str, int]]:
-    """Where the conditioning a node gives at `slot` comes from."""
-    out_name = read.output_name(node_id, slot)
-    if out_name in conditioning:
+    """Where the conditioning a node gives at `slot` comes from.
+
+    A node passing anything through (an output of any type named like one of its inputs, as
+    an execution-order controller's `signal`) passes the conditioning on from that input.
+    """
+    out_name = read.output_name(node_id, slot) or ""
+    outputs = read.outputs(node_id)
+    passed = out_name in read.inputs(node_id) and slot < len(outputs) and outputs[slot] == "*"
+    if out_name in conditioning or passed:
         follow = [out_name]
     elif not read.known(node_id) and {"positive", "negative"} <= set(conditioning):
         follow = ["negative" if slot == 1 else "positive"]
@@ -121,7 +137,11 @@ def _text_box(read: Reader, node_id: str, negative: bool, depth: int) -> Target 
     them (a concatenation's `delimiter`, a `separator`) is a setting, not the prompt.
     """
     inputs = read.inputs(node_id)
-    strings = [d for d in read.defs(node_id) if d.name in inputs and d.type in ("STRING", "*")]
+    strings = [
+        d
+        for d in read.defs(node_id)
+        if d.name in inputs and d.type in ("STRING", "*") and not is_system_name(d.name)
+    ]
     boxes = [
         d.name
         for d in strings
@@ -139,15 +159,17 @@ def _text_box(read: Reader, node_id: str, negative: bool, depth: int) -> Target 
 
 def _unknown_text_box(read: Reader, node_id: str, negative: bool, depth: int) -> Target | None:
     """The text box of a text node `/object_info` doesn't describe: a literal, or what its
-    one link brings."""
-    inputs = read.inputs(node_id)
+    one link (or its one link named for a text) brings. A system prompt is neither."""
+    inputs = {n: v for n, v in read.inputs(node_id).items() if not is_system_name(n)}
     strings = [n for n, v in inputs.items() if isinstance(v, str)]
     strings = [n for n in strings if is_negative_name(n) == negative] or strings
     if strings:
         return (node_id, strings[0])
     linked = [n for n, v in inputs.items() if is_link(v)]
-    if len(linked) == 1:
-        return text_target(read, node_id, linked[0], depth + 1)
+    texts = [n for n in linked if any(w in n.lower() for w in ("prompt", "text", "string"))]
+    for names in (linked, texts):
+        if len(names) == 1:
+            return text_target(read, node_id, names[0], depth + 1)
     return None
 
 
@@ -170,13 +192,17 @@ def start(read: Reader, node_id: str | None, *, negative: bool) -> tuple[str, in
 
 def prompt_targets(read: Reader, holder: str, *, negative: bool) -> list[Target]:
     """The text inputs behind a sampler's (or guider's) positive, or negative, conditioning:
-    through its conditioning inputs, or through the bundle (pipe) bringing it."""
+    through its conditioning inputs, or through each bundle bringing it (a pipe; the sampler
+    providers of a sampler taking two, as Impact's masked sampling does)."""
     found = start(read, holder, negative=negative)
     if found is not None:
         return encoders(read, found)
-    name = read.bundle_input(holder)
-    source = read.source(holder, name) if name else None
-    return _bundle_texts(read, source[0], negative, 0) if source else []
+    targets: list[Target] = []
+    for name in read.bundle_inputs(holder):
+        source = read.source(holder, name)
+        if source is not None:
+            _extend(targets, list(_bundle_texts(read, source[0], negative, 0)))
+    return targets
 
 
 def _bundle_texts(read: Reader, node_id: str, negative: bool, depth: int) -> list[Target]:
@@ -216,6 +242,7 @@ def direct_prompt(read: Reader, needed: set[str]) -> tuple[str, list[Target]] | 
             if d.type == "STRING"
             and ("prompt" in d.name or d.name == "text")
             and not is_negative_name(d.name)
+            and not is_system_name(d.name)
             and d.name in read.inputs(node_id)
         ]
         targets = [t for n in names if (t := text_target(read, node_id, n)) is not None]
@@ -229,7 +256,7 @@ def direct_negative(read: Reader, node_id: str) -> list[Target]:
     negatives = [
         t
         for n in read.inputs(node_id)
-        if is_negative_name(n) and "prompt" in n
+        if is_negative_name(n) and "prompt" in n and not is_system_name(n)
         if (t := text_target(read, node_id, n)) is not None
     ]
     return negatives[:1]
