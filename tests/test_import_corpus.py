@@ -33,11 +33,21 @@ MIN_SAVED_KNOWN = 48
 """Files whose classes all exist that save with nothing blocking (of 52)."""
 MIN_NAMED = 38
 """Files with classes missing that are refused naming every pack a person would name (of 50)."""
-MIN_RECALL = 0.90
+MIN_RECALL = 0.97
 """Labelled fields some detected option sets, over imported files."""
-MIN_PRECISION = 0.96
+MIN_PRECISION = 0.965
 """Detected option targets that are labelled fields (or `also`)."""
-MIN_RECALL_BY_KIND = {"prompt": 0.92, "negative": 0.97, "seed": 0.79, "steps": 0.91, "image": 1.0}
+MIN_RECALL_BY_KIND = {
+    "prompt": 1.0,
+    "negative": 1.0,
+    "seed": 0.94,
+    "steps": 0.96,
+    "cfg": 0.96,
+    "width": 1.0,
+    "height": 1.0,
+    "image": 1.0,
+    "video": 1.0,
+}
 
 
 @cache
