@@ -1,7 +1,8 @@
 """The web console in a real browser: Debian's Chromium, headless, driven by Selenium.
 
 Sign in as an admin, add a workflow from a file, see its preview, save it, run it and watch its
-progress, see the image, open the gallery, sign out; a member key can't reach the admin pages.
+progress, see the image, open the gallery, the operations page with its charts and the jams, sign
+out; a member key can't reach the admin pages.
 A screenshot of each page is kept in out/screenshots/. The server runs on the test's event loop
 while the browser is driven from a worker thread; every wait is an explicit condition.
 """
@@ -98,7 +99,13 @@ class Console:
         return [e["message"] for e in logs if "Content Security Policy" in e["message"]]
 
 
-def admin_tour(console: Console, secret: str, upload: Path, on_loop: Callable[..., Any]) -> None:
+def admin_tour(
+    console: Console,
+    secret: str,
+    upload: Path,
+    on_loop: Callable[..., Any],
+    sample: Callable[[], None],
+) -> None:
     browser = console.browser
     browser.get(console.url + "/")
     console.find("#sign-in-form")
@@ -149,6 +156,12 @@ def admin_tour(console: Console, secret: str, upload: Path, on_loop: Callable[..
     )
     browser.execute_script("arguments[0].scrollIntoView()", run)
     console.shot("06-run-result")
+    # the whole page after a run, as the README shows it (docs/console-workflow.png)
+    size = browser.get_window_size()
+    browser.set_window_size(1200, 2250)
+    browser.execute_script("window.scrollTo(0, 0)")
+    console.shot("06-workflow-after-run")
+    browser.set_window_size(size["width"], size["height"])
 
     # the gallery has it, with its values and a link to run it again
     browser.find_element("link text", "Gallery").click()
@@ -168,10 +181,28 @@ def admin_tour(console: Console, secret: str, upload: Path, on_loop: Callable[..
     browser.get(again)
     assert console.find("#field-prompt").get_attribute("value") == "harbour lights at night"
 
+    # operations: the backend, the empty queue, the charts of the samples taken so far
+    sample()
+    console.find("#nav-operations").click()
+    console.at("/operations")
+    backend = console.find("#backends tbody tr")
+    assert backend.get_attribute("data-backend") and "idle" in backend.text
+    console.find("#queue-empty")
+    lines = browser.find_elements("css selector", "#chart-busy path.series")
+    assert [line.get_attribute("data-series") for line in lines] == [
+        backend.get_attribute("data-backend")
+    ]
+    console.find("#chart-job-time")
+    console.shot("08-operations")
+    console.find("#nav-jams").click()
+    console.at("/jams")
+    console.find("#jams-empty")
+    console.shot("09-jams")
+
     console.find("#sign-out").click()
     console.at("/")
     console.find("#sign-in-form")
-    console.shot("08-signed-out")
+    console.shot("10-signed-out")
     browser.get(console.url + "/workflows")
     console.at("/")  # signed out: back to sign in
     assert console.csp_violations() == []
@@ -183,7 +214,12 @@ def member_tour(console: Console, secret: str) -> None:
     assert browser.find_elements("css selector", "#nav-add") == []
     browser.get(console.url + "/add-workflow")
     assert "admin keys only" in console.find("#error").text
-    console.shot("09-member-refused")
+    console.shot("11-member-refused")
+    assert browser.find_elements("css selector", "#nav-operations") == []
+    browser.get(console.url + "/operations")
+    assert "admin keys only" in console.find("#error").text
+    browser.get(console.url + "/jams")
+    console.find("#jams-empty")
     browser.get(console.url + "/workflows/harbour-lights")
     console.find("#run-form")
     assert browser.find_elements("css selector", "#delete-button") == []
@@ -204,7 +240,12 @@ async def test_the_console_in_a_browser(driver: Any, tmp_path: Path, comfy: Fake
         admin = srv.key("boss", role="admin")
         member = srv.key("visitor")
         console = Console(driver, srv.url)
-        await asyncio.to_thread(admin_tour, console, admin.secret, upload, on_loop)
+
+        def sample() -> None:
+            """Take a sample of the last hour now, on the server's loop."""
+            asyncio.run_coroutine_threadsafe(_call(srv.api.history.sample), loop).result(WAIT)
+
+        await asyncio.to_thread(admin_tour, console, admin.secret, upload, on_loop, sample)
         assert "harbour-lights" in srv.engine.workflows
         await asyncio.to_thread(member_tour, console, member.secret)
 
