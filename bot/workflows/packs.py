@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -496,6 +496,37 @@ def _files_lacking(workflow: Workflow, object_info: ObjectInfo) -> dict[str, str
     return lacking
 
 
+def _upload_missing_files(
+    workflow: Workflow,
+    object_info: ObjectInfo,
+    notes: list[str],
+    build: Callable[[Mapping[str, ParamSpec]], Workflow],
+) -> Workflow:
+    """The workflow with every input file the server lacks given by members, each said.
+
+    A detected pack gets an upload option for each such file no option sets; an optional file
+    option whose graph file is missing becomes required.
+    """
+    specs = dict(workflow.spec.params or {})
+    if workflow.detected:
+        targeted = {t for p in workflow.params for t in p.targets}
+        specs.update(_uploads_for_missing_files(workflow.graph, object_info, targeted, specs))
+    if len(specs) != len(workflow.spec.params or {}):
+        workflow = build(specs)
+    optional = False
+    for param_name, value in _files_lacking(workflow, object_info).items():
+        notes.append(
+            f"`{param_name}`: the graph's file '{value}' is not in ComfyUI's input "
+            "folder, so members must upload one"
+        )
+        if not specs[param_name].required:
+            specs[param_name] = specs[param_name].model_copy(
+                update={"required": True, "default": None}
+            )
+            optional = True
+    return build(specs) if optional else workflow
+
+
 def prepare_import(
     data: bytes,
     file_name: str,
@@ -559,16 +590,19 @@ def prepare_import(
         spec = spec.model_copy(update={"graph": None})
     else:
         spec = WorkflowSpec(title=_title(file_name, name))
-    try:
-        workflow = build_workflow(
-            name,
-            spec,
-            folder,
-            object_info,
-            source=f"{folder.name}/{name}.yaml",
-            graph=graph,
-            filled=filled,
+
+    source_yaml = f"{folder.name}/{name}.yaml"
+
+    def build(params: Mapping[str, ParamSpec] | None = None) -> Workflow:
+        given = (
+            spec if params is None else spec.model_copy(update={"params": _required_first(params)})
         )
+        return build_workflow(
+            name, given, folder, object_info, source=source_yaml, graph=graph, filled=filled
+        )
+
+    try:
+        workflow = build()
     except InvalidWorkflow as exc:
         # Nothing detected, but a loader holds a file the server lacks: that is the option.
         nothing_found = all(p.code == "detect" for p in exc.problems)
@@ -579,57 +613,9 @@ def prepare_import(
         )
         if not found:
             raise
-        workflow = build_workflow(
-            name,
-            spec.model_copy(update={"params": found}),
-            folder,
-            object_info,
-            source=f"{folder.name}/{name}.yaml",
-            graph=graph,
-            filled=filled,
-        )
-    if object_info is not None and workflow.detected:
-        uploads = _uploads_for_missing_files(
-            workflow.graph,
-            object_info,
-            {t for p in workflow.params for t in p.targets},
-            workflow.spec.params or {},
-        )
-        if uploads:
-            workflow = build_workflow(
-                name,
-                workflow.spec.model_copy(
-                    update={"params": _required_first({**(workflow.spec.params or {}), **uploads})}
-                ),
-                folder,
-                object_info,
-                source=workflow.source,
-                graph=graph,
-                filled=filled,
-            )
+        workflow = build(found)
     if object_info is not None:
-        lacking = _files_lacking(workflow, object_info)
-        specs = dict(workflow.spec.params or {})
-        for param_name, value in lacking.items():
-            notes.append(
-                f"`{param_name}`: the graph's file '{value}' is not in ComfyUI's input "
-                "folder, so members must upload one"
-            )
-        optional = [n for n in lacking if not specs[n].required]
-        if optional:
-            for param_name in optional:
-                specs[param_name] = specs[param_name].model_copy(
-                    update={"required": True, "default": None}
-                )
-            workflow = build_workflow(
-                name,
-                workflow.spec.model_copy(update={"params": _required_first(specs)}),
-                folder,
-                object_info,
-                source=workflow.source,
-                graph=graph,
-                filled=filled,
-            )
+        workflow = _upload_missing_files(workflow, object_info, notes, build)
     graph = workflow.graph
     problems: list[Problem] = []
     command = workflow.spec.command

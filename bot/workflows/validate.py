@@ -191,14 +191,12 @@ class _Checker:
 
     def check_graph(self) -> None:
         has_output = False
-        unknown = False
         missing: dict[str, list[str]] = {}
         needed = self.needed()
         for node_id in sorted(self.graph, key=sort_key):
             class_type = self.graph[node_id]["class_type"]
             key = f"node {describe_node(self.graph, node_id)}"
             if not self.known(node_id):
-                unknown = True
                 missing.setdefault(class_type, []).append(describe_node(self.graph, node_id))
                 continue
             has_output = has_output or nodeinfo.is_output_node(self.object_info, class_type)
@@ -215,7 +213,7 @@ class _Checker:
                 comfyui_version=self.comfyui_version,
             )
         )
-        if not has_output and not unknown:
+        if not has_output and not missing:
             self.add(
                 self.graph_source,
                 "",
