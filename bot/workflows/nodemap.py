@@ -36,6 +36,8 @@ an empty map (logged), so a message is always produced.
 
 from __future__ import annotations
 
+import bisect
+import collections
 import functools
 import gzip
 import json
@@ -191,6 +193,7 @@ class NodeMap:
         self._by_class: dict[str, list[_Pack]] = {}
         self._by_name: dict[str, list[_Pack]] = {}
         self._patterns: list[_Pack] = []
+        self._by_prefix: tuple[list[str], list[int]] | None = None
         for pack in self._packs:
             for name in pack.classes:
                 self._by_class.setdefault(name, []).append(pack)
@@ -330,23 +333,27 @@ class NodeMap:
         classes, and two thirds of all the classes that start with it, names that pack; None
         when none does.
         """
+        names, owners = self._sorted_classes()
         for prefix in _prefixes(class_type):
-            counts: dict[int, int] = {}
-            total = 0
-            for pack in self._packs:
-                found = sum(1 for name in pack.classes if name.startswith(prefix))
-                if found:
-                    counts[id(pack)] = found
-                    total += found
-            if not counts:
+            start = bisect.bisect_left(names, prefix)
+            end = bisect.bisect_left(names, prefix + "\U0010ffff", start)
+            if start == end:
                 continue
-            best = max(
-                (p for p in self._packs if id(p) in counts),
-                key=lambda p: (counts[id(p)], p.ref.stars or 0),
+            counts = collections.Counter(owners[start:end])
+            best, found = max(
+                counts.items(), key=lambda item: (item[1], self._packs[item[0]].ref.stars or 0)
             )
-            if counts[id(best)] >= 2 and counts[id(best)] * 3 >= total * 2:
-                return best.ref
+            if found >= 2 and found * 3 >= (end - start) * 2:
+                return self._packs[best].ref
         return None
+
+    def _sorted_classes(self) -> tuple[list[str], list[int]]:
+        """Every class name the map lists, sorted (once), with the index of its pack: names
+        sharing a prefix are then one slice."""
+        if self._by_prefix is None:
+            pairs = sorted((n, i) for i, pack in enumerate(self._packs) for n in pack.classes)
+            self._by_prefix = ([n for n, _ in pairs], [i for _, i in pairs])
+        return self._by_prefix
 
     def claimants(self, class_type: str) -> int:
         """How many packs list a class by name."""
