@@ -1,0 +1,162 @@
+"""The subcommands that ask the ComfyUI backends: `comfycord check` (settings and every workflow,
+against the node classes of the backends that answer) and `comfycord backends` (their state),
+and the reads of ComfyUI that `import` shares with them (node classes, the class -> pack map,
+the version)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+
+from bot.errors import ComfyError
+from bot.jobs.store import Store
+from bot.settings import Settings
+from bot.workflows import load_workflows
+from bot.workflows.nodemap import NodeMap
+
+
+# check ---------------------------------------------------------------------------------------
+async def check(settings: Settings, *, offline: bool = False, out: TextIO | None = None) -> int:
+    """Validate settings and workflows (and against ComfyUI's /object_info when reachable)."""
+    out = out or sys.stdout
+    problems: list[str] = []
+    object_info: dict[str, Any] | None = None
+    version: str | None = None
+    if not offline:
+        object_info = await fetch_object_info(settings, out)
+        version = await fetch_version(settings) if object_info is not None else None
+    node_map = await fetch_node_map(settings) if object_info is not None else None
+    workflows, load_problems = load_workflows(
+        settings.workflows.dir, object_info, comfyui_version=version, node_map=node_map
+    )
+    problems += [str(p) for p in load_problems]  # with object_info, checked against it too
+    if settings.workflows.default not in workflows:
+        problems.append(
+            f"settings: workflows.default: no workflow called '{settings.workflows.default}'"
+            f" in {settings.workflows.dir}"
+        )
+    for name in sorted(workflows):
+        print(f"ok: workflow {name} ({len(workflows[name].params)} parameters)", file=out)
+        for repair in workflows[name].repairs:
+            print(f"repaired: workflow {name}: {repair}", file=out)
+    for problem in problems:
+        print(f"problem: {problem}", file=out)
+    print(f"{len(workflows)} workflow(s), {len(problems)} problem(s)", file=out)
+    return 1 if problems else 0
+
+
+async def fetch_object_info(settings: Settings, out: TextIO) -> dict[str, Any] | None:
+    """The node classes of every backend that answers (model lists merged), None if none does."""
+    from bot.comfy.client import ComfyClient
+    from bot.comfy.pool import merge_object_info
+
+    timeout = aiohttp.ClientTimeout(total=min(10.0, settings.comfyui.request_timeout))
+    infos = []
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for backend in settings.comfyui.pool():
+            client = ComfyClient(
+                session, backend.url, request_timeout=10.0, headers=backend.headers
+            )
+            try:
+                info = await client.object_info()
+            except ComfyError as exc:
+                print(f"note: {exc}; checked without its node list", file=out)
+                continue
+            finally:
+                await client.close()
+            print(f"ok: ComfyUI at {backend.url} ({len(info)} node types)", file=out)
+            infos.append(info)
+    if not infos:
+        print("note: checked without ComfyUI's node list", file=out)
+        return None
+    return infos[0] if len(infos) == 1 else merge_object_info(infos)
+
+
+async def fetch_node_map(settings: Settings) -> NodeMap:
+    """The class -> pack map: the first backend's ComfyUI-Manager's, over the bundled copy."""
+    from bot.comfy.client import ComfyClient
+
+    timeout = aiohttp.ClientTimeout(total=min(10.0, settings.comfyui.request_timeout))
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for backend in settings.comfyui.pool():
+            client = ComfyClient(
+                session, backend.url, request_timeout=10.0, headers=backend.headers
+            )
+            try:
+                live = await client.node_mappings()
+            finally:
+                await client.close()
+            if live is not None:
+                return NodeMap.for_server(live)
+    return NodeMap.bundled()
+
+
+async def fetch_version(settings: Settings) -> str | None:
+    """The ComfyUI version `/system_stats` reports, or None when it can't be read."""
+    from bot.comfy.client import ComfyClient
+
+    timeout = aiohttp.ClientTimeout(total=min(10.0, settings.comfyui.request_timeout))
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        backend = settings.comfyui.pool()[0]
+        client = ComfyClient(session, backend.url, request_timeout=10.0, headers=backend.headers)
+        try:
+            stats = await client.system_stats()
+        except ComfyError:
+            return None
+        finally:
+            await client.close()
+    system = stats.get("system")
+    version = system.get("comfyui_version") if isinstance(system, dict) else None
+    return version if isinstance(version, str) and version else None
+
+
+# backends ------------------------------------------------------------------------------------
+async def show_backends(settings: Settings, out: TextIO | None = None) -> int:
+    """Print a table of the ComfyUI backends; exits 1 when one of them is down."""
+    from bot.comfy.pool import Pool
+
+    out = out or sys.stdout
+    done: dict[str, int] = {}
+    if Path(settings.storage.path).exists():
+        store = Store(settings.storage.path)
+        try:
+            done = store.done_by_backend()
+        finally:
+            store.close()
+    timeout = min(10.0, settings.comfyui.request_timeout)
+    comfy = settings.comfyui.model_copy(update={"request_timeout": timeout})
+    async with aiohttp.ClientSession() as session:
+        pool = Pool.from_settings(session, comfy)
+        try:
+            await pool.start(ready_timeout=timeout)
+            rows = []
+            for backend in pool:
+                if not backend.up:
+                    await backend.refresh()  # to say why
+                status = backend.status(0, done.get(backend.name, 0))
+                state = status.state
+                if backend.up:
+                    state = "busy" if backend.client.queue_remaining else "idle"
+                rows.append(
+                    [
+                        status.name,
+                        status.url,
+                        state,
+                        status.version,
+                        status.device,
+                        status.vram,
+                        str(status.jobs_done),
+                        status.last_error or "-",
+                    ]
+                )
+        finally:
+            await pool.close()
+    header = ["NAME", "URL", "STATE", "VERSION", "DEVICE", "VRAM", "JOBS DONE", "LAST ERROR"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip(), file=out)
+    return 1 if any(row[2] == "down" for row in rows) else 0
