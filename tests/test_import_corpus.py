@@ -29,7 +29,7 @@ from tests.import_corpus import (
 
 # Floors: the figures of the code when they were set (raise them, never lower them).
 MIN_FILES = 105
-MIN_SAVED_KNOWN = 48
+MIN_SAVED_KNOWN = 50
 """Files whose classes all exist that save with nothing blocking (of 52)."""
 MIN_NAMED = 38
 """Files with classes missing that are refused naming every pack a person would name (of 50)."""

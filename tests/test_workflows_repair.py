@@ -16,13 +16,16 @@ import pytest
 
 from bot.engine import JobRequest
 from bot.jobs.model import JobState
+from bot.workflows.convert import convert_ui
 from bot.workflows.packs import prepare_import, preview_lines, save_pack
+from bot.workflows.problems import Repair
 from bot.workflows.repair import repair_graph
 from tests.conftest import make_settings, running_engine
 from tests.fakes.comfyui import FakeComfyUI
 from tests.recordings import OBJECT_INFO_CUSTOM
 from tests.test_cli import run_cli, write_config
 from tests.test_workflows import installed_object_info
+from tests.test_workflows_graph import txt2img_ui_export
 
 
 def turbo_graph() -> dict[str, Any]:
@@ -384,3 +387,72 @@ def test_entries_of_an_api_file_that_are_no_node_are_left_out_and_said(tmp_path:
     assert preview.blocking == ()
     assert "_tool_meta" not in json.loads(preview.graph_text)
     assert any(n.startswith("left out `_tool_meta`: not a node") for n in preview.notes)
+
+
+def test_an_export_older_than_its_nodes_widgets_has_its_values_matched_by_kind(
+    tmp_path: Path,
+) -> None:
+    """A KSampler saved before the editor kept a seed's "control after generate" slot."""
+    export = txt2img_ui_export()
+    sampler = next(n for n in export["nodes"] if n["id"] == 3)
+    sampler["widgets_values"] = [156680208700286, 20, 7, "euler", "normal", 1]
+
+    preview = prepare_import(
+        json.dumps(export).encode(),
+        "old.json",
+        folder=tmp_path,
+        object_info=installed_object_info(),
+    )
+
+    assert preview.blocking == ()
+    inputs = preview.workflow.graph["3"]["inputs"]
+    assert (inputs["seed"], inputs["cfg"], inputs["sampler_name"]) == (156680208700286, 7, "euler")
+    assert (inputs["scheduler"], inputs["denoise"]) == ("normal", 1)
+    repaired = "\n".join(preview.repairs)
+    assert "`KSampler.cfg` took 7 on node 3 (not 'euler', its place)" in repaired
+    assert "matched by kind; check it" in repaired
+    assert "repaired: `KSampler.sampler_name` took 'euler'" in "\n".join(preview_lines(preview))
+
+
+def test_a_value_no_input_takes_now_is_left_out_and_said(tmp_path: Path) -> None:
+    """Impact's KSamplerAdvancedProvider once stored a control word after its cfg."""
+    info = json.loads(OBJECT_INFO_CUSTOM.read_text(encoding="utf-8"))
+    export = {
+        "nodes": [
+            {
+                "id": 13,
+                "type": "KSamplerAdvancedProvider",
+                "mode": 0,
+                "inputs": [{"name": "basic_pipe", "type": "BASIC_PIPE", "link": None}],
+                "outputs": [],
+                "widgets_values": [8, "fixed", "normal"],
+            }
+        ],
+        "links": [],
+    }
+
+    conversion = convert_ui(export, info)
+
+    inputs = conversion.graph["13"]["inputs"]
+    assert (inputs["cfg"], inputs["scheduler"]) == (8, "normal")
+    assert inputs["sampler_name"] == "euler", "a widget the export has no value for: its default"
+    assert ("13", None, "fixed", None) in conversion.realigned
+    assert str(
+        Repair("13", "node 13", "KSamplerAdvancedProvider", "", "fixed", None, "dropped")
+    ) == (
+        "left out 'fixed' of node 13's saved values: no input of `KSamplerAdvancedProvider` "
+        "takes it now"
+    )
+
+
+def test_values_that_fit_by_position_are_never_moved() -> None:
+    """A list of the right length keeps its places, even with a bad value (the check names it)."""
+    export = txt2img_ui_export()
+    sampler = next(n for n in export["nodes"] if n["id"] == 3)
+    sampler["widgets_values"] = [156680208700286, "randomize", 20, 7, "no-such", "normal", 1]
+
+    conversion = convert_ui(export, installed_object_info())
+
+    assert conversion.realigned == ()
+    assert conversion.graph["3"]["inputs"]["sampler_name"] == "no-such"
+    assert conversion.graph["3"]["inputs"]["cfg"] == 7

@@ -12,7 +12,9 @@ It follows the rules of the editor's own "Export (API)":
   out, and so is every node fed only by left-out nodes; other inputs it fed are dropped.
 - Widget values (`widgets_values`) become inputs in `/object_info` order; the slot the editor
   keeps after a seed for "control after generate" is skipped whatever it holds, as is an upload
-  button's; a widget with no stored value gets the definition's default. Without the class in
+  button's; a widget with no stored value gets the definition's default. An export older than
+  its node (the list's length does not fit, nor do the values by position) has its values
+  matched to the widgets by kind instead (`align`), each change reported. Without the class in
   `/object_info`, widget names come from the node's own `inputs[].widget`.
 
 A node class `/object_info` lacks is still converted, and reported as a `MissingClass` with what
@@ -27,13 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.workflows import nodeinfo
+from bot.workflows.align import CONTROL_VALUES, UPLOAD_OPTIONS, align, fits_in_place, slots_expected
 from bot.workflows.nodeinfo import ObjectInfo
 
 MODE_MUTED = 2
 MODE_BYPASSED = 4
 SUBGRAPH_INPUT_NODE = -10
 SUBGRAPH_OUTPUT_NODE = -20
-CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
 CORE_PACK = "comfy-core"
 
 GETTERS = frozenset({"GetNode", "easy getNode"})
@@ -69,7 +71,6 @@ FRONTEND_ONLY = frozenset(
 )
 """Node types that exist only in the editor and never reach ComfyUI."""
 
-_UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "file_upload")
 _MAX_DEPTH = 200
 
 
@@ -107,6 +108,9 @@ class Conversion:
         core_version: the ComfyUI version the export says it was made with, if it says.
         packs: the node packs the export says it uses (`extra.node_versions`), if it says.
         filled: `(node id, input, default)` for each widget the export held no value for.
+        realigned: `(node id, input, value by position, value taken)` for each widget of an
+            export older than its node whose value was matched by kind (see `align`); input
+            None for a stored value no widget takes now.
     """
 
     graph: dict[str, Any]
@@ -114,6 +118,7 @@ class Conversion:
     core_version: str | None = None
     packs: tuple[str, ...] = ()
     filled: tuple[tuple[str, str, Any], ...] = ()
+    realigned: tuple[tuple[str, str | None, Any, Any], ...] = ()
 
 
 def is_ui_format(data: object) -> bool:
@@ -287,6 +292,7 @@ class _Converter:
         self.graph: dict[str, Any] = {}
         self.missing: dict[str, dict[str, Any]] = {}
         self.filled: list[tuple[str, str, Any]] = []
+        self.realigned: list[tuple[str, str | None, Any, Any]] = []
         self.fed: dict[str, list[Any]] = {}
 
     def _collect_definitions(self, data: Mapping[str, Any], depth: int = 0) -> None:
@@ -482,8 +488,8 @@ class _Converter:
                 if not definition.is_widget:
                     continue
                 taken = 1 + definition.has_control_widget
-                taken += any(definition.options.get(o) for o in _UPLOAD_OPTIONS)
-                result.append((definition.name, taken, _default(definition)))
+                taken += any(definition.options.get(o) for o in UPLOAD_OPTIONS)
+                result.append((definition.name, taken, definition.default))
             return result
         names = [s.widget for s in _slots(node) if s.widget]
         return [(n, 2 if n in ("seed", "noise_seed") else 1, None) for n in names]
@@ -505,7 +511,14 @@ class _Converter:
                     self.filled.append((node_id, name, default))
             return values
         stored = raw if isinstance(raw, list) else []
-        known = nodeinfo.node_def(self.object_info, str(node.get("type"))) is not None
+        kind = str(node.get("type"))
+        known = nodeinfo.node_def(self.object_info, kind) is not None
+        if known:
+            defs = [d for d in nodeinfo.input_defs(self.object_info, kind) if d.is_widget]
+            if len(stored) != slots_expected(defs) and not fits_in_place(defs, stored):
+                aligned = self.aligned_values(node_id, defs, stored)
+                if aligned is not None:
+                    return aligned
         position = 0
         for name, taken, default in widgets:
             if position < len(stored):
@@ -518,6 +531,37 @@ class _Converter:
                 values[name] = default
                 self.filled.append((node_id, name, default))
             position += taken
+        return values
+
+    def aligned_values(
+        self, node_id: str, defs: list[nodeinfo.InputDef], stored: list[Any]
+    ) -> dict[str, Any] | None:
+        """The values of an export older than the node's widgets, matched to them by kind.
+
+        Each value that lands elsewhere than by position is noted in `realigned`, each value
+        left out too (input None), and each widget given its default in `filled`.
+        """
+        alignment = align(defs, stored)
+        if alignment is None:
+            return None
+        by_place: dict[str, Any] = {}
+        position = 0
+        for definition in defs:
+            if position < len(stored):
+                by_place[definition.name] = stored[position]
+            position += 1 + definition.has_control_widget
+            position += any(definition.options.get(o) for o in UPLOAD_OPTIONS)
+        values: dict[str, Any] = {}
+        for definition in defs:
+            name = definition.name
+            if name in alignment.values:
+                values[name] = alignment.values[name]
+                if name not in by_place or by_place[name] != values[name]:
+                    self.realigned.append((node_id, name, by_place.get(name), values[name]))
+            elif (default := definition.default) is not None:
+                values[name] = default
+                self.filled.append((node_id, name, default))
+        self.realigned.extend((node_id, None, value, None) for value in alignment.dropped)
         return values
 
     def convert_node(self, frame: _Frame, node: Mapping[str, Any]) -> None:
@@ -596,14 +640,6 @@ class _Converter:
                 del self.missing[kind]
 
 
-def _default(definition: nodeinfo.InputDef) -> Any:
-    if "default" in definition.options:
-        return definition.options["default"]
-    if definition.type == "COMBO" and definition.choices:
-        return definition.choices[0]
-    return None
-
-
 def _node_versions(data: Mapping[str, Any]) -> Mapping[str, Any]:
     extra = data.get("extra")
     versions = extra.get("node_versions") if isinstance(extra, Mapping) else None
@@ -645,6 +681,7 @@ def convert_ui(data: Mapping[str, Any], object_info: ObjectInfo) -> Conversion:
             for n, i, v in converter.filled
             if n in graph and graph[n]["inputs"].get(i) == v
         ),
+        realigned=tuple(r for r in converter.realigned if r[0] in graph),
     )
 
 

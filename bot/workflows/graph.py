@@ -319,4 +319,16 @@ def ui_to_api(
             Repair(n, describe_node(graph, n), graph[n]["class_type"], i, None, v, "filled")
             for n, i, v in conversion.filled
         )
+        filled.extend(
+            Repair(
+                n,
+                describe_node(graph, n),
+                graph[n]["class_type"],
+                i or "",
+                old,
+                new,
+                "realigned" if i else "dropped",
+            )
+            for n, i, old, new in conversion.realigned
+        )
     return graph

@@ -138,6 +138,16 @@ class InputDef:
         return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
     @property
+    def default(self) -> Any:
+        """The value the editor gives a new widget: the `default` option, a list's first
+        choice, else None."""
+        if "default" in self.options:
+            return self.options["default"]
+        if self.type == "COMBO" and self.choices:
+            return self.choices[0]
+        return None
+
+    @property
     def has_control_widget(self) -> bool:
         """Whether the UI adds a `control_after_generate` widget after this one."""
         if self.options.get("control_after_generate"):
@@ -150,6 +160,11 @@ class InputDef:
         if self.type != "COMBO":
             return None
         return MODEL_INPUTS.get(self.name)
+
+
+def is_number(value: Any) -> bool:
+    """Whether `value` is an int or float (a bool is neither here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _parse_input(name: str, raw: Any, *, required: bool) -> InputDef:

@@ -44,7 +44,9 @@ class Repair:
         input: the input changed.
         old: the value the graph held (None when the input was missing).
         new: the value it holds now.
-        why: what the change is: `filled`, or a few words on the legacy value.
+        why: what the change is: `filled`, `realigned` (a value of an export older than the
+            node matched to this input by kind), `dropped` (such a value no input takes; input
+            empty), or a few words on the legacy value.
     """
 
     node_id: str
@@ -59,6 +61,17 @@ class Repair:
         where = f"`{self.class_type}.{self.input}`"
         if self.why == "filled":
             return f"filled {where} with {_shown(self.new)} on node {self.node_id}"
+        if self.why == "realigned":
+            instead = "" if self.old is None else f" (not {_shown(self.old)}, its place)"
+            return (
+                f"{where} took {_shown(self.new)} on node {self.node_id}{instead}: the export is "
+                "older than the node's inputs, so its values were matched by kind; check it"
+            )
+        if self.why == "dropped":
+            return (
+                f"left out {_shown(self.old)} of node {self.node_id}'s saved values: no input "
+                f"of `{self.class_type}` takes it now"
+            )
         return (
             f"{where} {_shown(self.old)} became {_shown(self.new)} on node {self.node_id}: "
             f"{self.why}"
@@ -71,7 +84,10 @@ def _shown(value: Any) -> str:
     if isinstance(value, str):
         text = value if len(value) <= 60 else value[:59] + "…"
         return f"'{text}'"
-    return "nothing" if value is None else str(value)
+    if value is None:
+        return "nothing"
+    text = str(value)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 class InvalidWorkflow(WorkflowError):

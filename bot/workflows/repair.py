@@ -29,7 +29,7 @@ from typing import Any
 
 from bot.workflows import nodeinfo
 from bot.workflows.graph import describe_node, is_link, sort_key
-from bot.workflows.nodeinfo import InputDef, ObjectInfo
+from bot.workflows.nodeinfo import InputDef, ObjectInfo, is_number
 from bot.workflows.problems import Repair
 
 __all__ = ["Repair", "repair_graph"]
@@ -38,18 +38,6 @@ _TRUE = frozenset({"enable", "enabled", "true", "on", "yes"})
 _FALSE = frozenset({"disable", "disabled", "false", "off", "no"})
 _SEED_NAMES = ("seed", "noise_seed")
 _SEED_TOP = 2**32 - 1
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _default(definition: InputDef) -> Any:
-    if "default" in definition.options:
-        return definition.options["default"]
-    if definition.type == "COMBO" and definition.choices:
-        return definition.choices[0]
-    return None
 
 
 def _parse_number(text: str, kind: str) -> int | float | None:
@@ -69,7 +57,7 @@ def _is_seed(definition: InputDef) -> bool:
 
 
 def _migrate_bool(value: Any) -> tuple[Any, str] | None:
-    if _number(value) and value in (0, 1):
+    if is_number(value) and value in (0, 1):
         return bool(value), "a number where true/false is now expected"
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE, "a word that became true/false"
@@ -85,7 +73,7 @@ def _migrate_combo(definition: InputDef, value: Any) -> tuple[Any, str] | None:
         if {"enable", "disable"} <= set(words):
             return words["enable" if value else "disable"], "true/false that became enable/disable"
         return None
-    if _number(value):
+    if is_number(value):
         as_text = [c for c in choices if isinstance(c, str) and _parse_number(c, "FLOAT") == value]
         return (as_text[0], "a number given for a name in a list") if len(as_text) == 1 else None
     if not isinstance(value, str):
@@ -107,14 +95,14 @@ def _migrate_number(definition: InputDef, value: Any) -> tuple[Any, str] | None:
         return (parsed, "a number given as text") if parsed is not None else None
     if kind == "INT" and isinstance(value, float) and value.is_integer():
         return int(value), "a whole number given as a decimal"
-    if not _number(value) or low is None or value >= low:
+    if not is_number(value) or low is None or value >= low:
         return None
     if _is_seed(definition) and value == -1:
         top = definition.maximum
         high = int(min(top, _SEED_TOP)) if top is not None else _SEED_TOP
         return random.randint(int(low), high), "a seed of -1 meant random"
-    default = _default(definition)
-    if value == 0 and _number(default) and default >= low:
+    default = definition.default
+    if value == 0 and is_number(default) and default >= low:
         return default, "a blank box (0 is below its minimum)"
     return None
 
@@ -125,7 +113,7 @@ def migrate_value(definition: InputDef, value: Any) -> tuple[Any, str] | None:
     Only migrations the definition makes certain are made (see the module's docstring).
     """
     if value is None:
-        default = _default(definition)
+        default = definition.default
         return (default, "a blank box") if default is not None else None
     if definition.type == "BOOLEAN":
         if isinstance(value, bool):
@@ -139,7 +127,7 @@ def migrate_value(definition: InputDef, value: Any) -> tuple[Any, str] | None:
         return _migrate_combo(definition, value)
     if definition.type in ("INT", "FLOAT"):
         return _migrate_number(definition, value)
-    if definition.type == "STRING" and _number(value) and not isinstance(value, bool):
+    if definition.type == "STRING" and is_number(value) and not isinstance(value, bool):
         return str(value), "a number given where text is expected"
     return None
 
@@ -183,7 +171,7 @@ def repair_graph(
             if (node_id, name) in keep or definition.type not in nodeinfo.WIDGET_TYPES:
                 continue
             if name not in inputs:
-                new = _default(definition) if _fillable(definition) else None
+                new = definition.default if _fillable(definition) else None
                 if new is not None:
                     changed[name] = (None, new, "filled")
                 continue

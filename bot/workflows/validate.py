@@ -15,7 +15,7 @@ from typing import Any
 from bot.workflows import nodeinfo
 from bot.workflows.graph import advice_problems, describe_node, is_link, sort_key
 from bot.workflows.model import Param, Workflow
-from bot.workflows.nodeinfo import InputDef, ObjectInfo
+from bot.workflows.nodeinfo import InputDef, ObjectInfo, is_number
 from bot.workflows.nodemap import NodeMap
 from bot.workflows.problems import Problem
 from bot.workflows.spec import ParamSpec
@@ -49,10 +49,6 @@ def _listed(values: Iterable[Any]) -> str:
         return "none"
     more = len(items) - _LISTED
     return ", ".join(items[:_LISTED]) + (f" and {more} more" if more > 0 else "")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _newer(object_info: ObjectInfo | None, class_type: str) -> str:
@@ -115,8 +111,8 @@ def value_problem(
             f"{_listed(definition.choices)}",
         )
     if kind in ("INT", "FLOAT"):
-        whole = kind == "INT" and (not _number(value) or float(value) != int(value))
-        if not _number(value) or whole:
+        whole = kind == "INT" and (not is_number(value) or float(value) != int(value))
+        if not is_number(value) or whole:
             return ("wrong_type", f"{value!r} is not {_TYPE_WORDS[kind]} ({where})")
         low, high = definition.minimum, definition.maximum
         if low is not None and value < low:
