@@ -24,6 +24,7 @@ from bot.engine import ImageInput
 from bot.errors import NotAllowed, NotFound
 from bot.jobs.model import Job
 from bot.media import Kind
+from bot.policy import Policy
 from bot.workflows import Workflow
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,18 @@ def followups(workflows: Mapping[str, Workflow]) -> list[Followup]:
     return found
 
 
+def offered(workflows: Mapping[str, Workflow], policy: Policy, job: Job) -> list[Followup]:
+    """The follow-ups offered on a job's result: those its channel allows (checked again when
+    one is chosen)."""
+    workflow = workflows.get(job.workflow)
+    nsfw = bool(workflow and workflow.spec.nsfw)
+    return [
+        f
+        for f in followups(workflows)
+        if policy.is_allowed(f.workflow, job.guild_id, job.channel_id, nsfw_channel=nsfw)
+    ]
+
+
 def output_image(job: Job, index: int) -> ImageInput:
     """The exact file a job produced, its `index`-th image.
 
@@ -162,4 +175,12 @@ async def submit_followup(
     return await admission.submit(admitted, {followup.param: source.image})
 
 
-__all__ = ["Followup", "Source", "admit_followup", "followups", "output_image", "submit_followup"]
+__all__ = [
+    "Followup",
+    "Source",
+    "admit_followup",
+    "followups",
+    "offered",
+    "output_image",
+    "submit_followup",
+]

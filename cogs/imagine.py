@@ -29,6 +29,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import remix
 from bot.admission import ImageOffer
 from bot.app import ComfyBot, send_error
 from bot.delivery import (
@@ -1179,11 +1180,10 @@ class Imagine(commands.Cog):
         member's job credits them ("Remix of").
         """
         try:
-            original = self.engine.get_job(job_id)
-            if original is None:
-                raise NotFound(f"There is no job `{job_id}` any more.")
+            original = remix.original(self.engine, job_id)
             admission = self.bot.admission
-            admitted = admission.remix(requester_of(interaction), original, variations=variations)
+            again = remix.variations if variations else remix.reroll
+            admitted = again(admission, requester_of(interaction), original)
             jobs = admission.prepare(admitted)
             await self._start_reply(interaction, jobs)
         except UserError as exc:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +20,19 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.admission import image_offer
+from bot import remix
 from bot.app import ComfyBot, send_error
 from bot.engine import ImageInput
 from bot.errors import NotAllowed, NotFound, UserError
-from bot.followups import Followup, Source, admit_followup, followups, output_image, submit_followup
+from bot.followups import (
+    Followup,
+    Source,
+    admit_followup,
+    followups,
+    offered,
+    output_image,
+    submit_followup,
+)
 from bot.jobs.model import Job
 from bot.media import Kind
 from bot.media.uploads import check_declared
@@ -463,15 +470,7 @@ class Results(commands.Cog):
 
     def offered(self, first: Job) -> list[Followup]:
         """The follow-ups the result's channel allows (checked again when clicked)."""
-        workflow = self.engine.workflows.get(first.workflow)
-        nsfw = bool(workflow and workflow.spec.nsfw)
-        return [
-            f
-            for f in followups(self.engine.workflows)
-            if self.bot.policy.is_allowed(
-                f.workflow, first.guild_id, first.channel_id, nsfw_channel=nsfw
-            )
-        ]
+        return offered(self.engine.workflows, self.bot.policy, first)
 
     # follow-ups -----------------------------------------------------------------------------
     def _followup(self, name: str) -> Followup:
@@ -486,9 +485,7 @@ class Results(commands.Cog):
         """A follow-up button: exactly that image of that job, into the follow-up workflow."""
         try:
             await self.engine.saved([job_id])  # its files are written just after it was posted
-            job = self.engine.get_job(job_id)
-            if job is None:
-                raise NotFound(f"There is no job `{job_id}` any more.")
+            job = remix.original(self.engine, job_id)
             source = Source(
                 output_image(job, index),
                 job=job,
@@ -631,20 +628,8 @@ class Results(commands.Cog):
     # edit -----------------------------------------------------------------------------------
     async def open_edit(self, interaction: discord.Interaction, job_id: str) -> None:
         try:
-            job = self.engine.get_job(job_id)
-            if job is None:
-                raise NotFound(f"There is no job `{job_id}` any more.")
-            workflow = self.engine.workflow(job.workflow)
-            prompt = workflow.prompt_param or next(
-                (p for p in workflow.params if p.type == "text"), None
-            )
-            if prompt is None:
-                raise NotAllowed(f"`{workflow.name}` has no prompt to edit.")
-            negative = workflow.param("negative")
-            fields = (prompt.name, str(job.values.get(prompt.name) or ""))
-            other = None
-            if negative is not None and negative.type == "text" and negative is not prompt:
-                other = (negative.name, str(job.values.get(negative.name) or ""))
+            job = remix.original(self.engine, job_id)
+            fields, other = remix.edit_fields(self.engine.workflow(job.workflow), job)
             await interaction.response.send_modal(EditModal(job, fields, other))
         except UserError as exc:
             await send_error(interaction, exc.message)
@@ -654,42 +639,10 @@ class Results(commands.Cog):
     ) -> None:
         """The same values (and seeds, and input images) with the edited prompt."""
         try:
-            original = self.engine.get_job(job_id)
-            if original is None:
-                raise NotFound(f"There is no job `{job_id}` any more.")
+            original = remix.original(self.engine, job_id)
             admission = self.bot.admission
-            requester = requester_of(interaction)
-            workflow = admission.workflow_for(requester, original.workflow)
-            group = self.engine.store.group(original.group_id) if original.group_id else []
-            group = group or [original]
-            inputs: dict[str, str] = original.meta.get("inputs", {})
-            images = {
-                name: ImageInput(Path(path).name, Path(path).read_bytes())
-                for name, path in inputs.items()
-                if Path(path).is_file()
-            }
-            values = {
-                k: v
-                for k, v in original.values.items()
-                if k not in inputs and not _is_file(workflow, k)
-            }
-            values.update(edited)
-            admitted = admission.admit(
-                requester,
-                original.workflow,
-                values,
-                images={k: image_offer(v) for k, v in images.items()},
-                count=len(group),
-            )
-            seed = workflow.seed_param
-            if seed is not None:
-                seeds = tuple(int(j.values.get(seed.name, 0)) for j in group)
-                admitted = replace(admitted, seeds=seeds)
-            if requester.id != original.owner_id:
-                admitted = replace(
-                    admitted, request=replace(admitted.request, remix_of=original.id)
-                )
-            jobs = await admission.submit(admitted, images)
+            admitted = remix.edit(admission, requester_of(interaction), original, edited)
+            jobs = await admission.submit(admitted)
             await self.imagine.show(interaction, jobs)
         except UserError as exc:
             await send_error(interaction, exc.message)
@@ -725,11 +678,6 @@ class Results(commands.Cog):
             await interaction.response.send_message("Deleted.", ephemeral=True)
         except UserError as exc:
             await send_error(interaction, exc.message)
-
-
-def _is_file(workflow: Workflow, name: str) -> bool:
-    param = workflow.param(name)
-    return param is not None and param.is_file
 
 
 def _images(message: discord.Message, followup: Followup) -> list[discord.Attachment]:
