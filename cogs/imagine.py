@@ -1,4 +1,4 @@
-"""/imagine, one command per workflow that asks for it, live progress, results and their buttons.
+"""/imagine, one command per workflow that asks for it, live progress and results.
 
 The flow of one request: validate (policy, caps, banned words, values) -> store its jobs with
 where the reply lives (one transaction) -> defer publicly -> the engine's updates edit the reply
@@ -47,6 +47,7 @@ from bot.delivery import (
 )
 from bot.engine import ImageInput
 from bot.errors import NotAllowed, NotFound, UserError
+from bot.followups import offered
 from bot.jobs.model import Job, JobState
 from bot.jobs.runner import JobUpdate
 from bot.jobs.scheduler import band_of
@@ -54,7 +55,8 @@ from bot.media import Kind
 from bot.media.fit import CannotFit
 from bot.tasks import spawn
 from bot.workflows import Param, Workflow
-from cogs._common import bot_of, clip, ids, is_moderator, is_nsfw_channel, requester_of
+from cogs._common import clip, ids, is_moderator, is_nsfw_channel, requester_of
+from cogs._components import REPLY_ITEMS, CancelButton, result_view
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,6 @@ TEXT_INLINE = 1500
 # `count` offered by Discord goes up to the largest limit a server may set (limits.max_count is
 # at most 10); the limit in force in the server is checked on each request.
 MAX_COUNT = 10
-JOB_RE = r"[0-9a-f]{8}"
 
 
 # building the commands -------------------------------------------------------------------------
@@ -271,80 +272,6 @@ class Reply:
         return f"cc:{self.key}:{part}"
 
 
-class CancelButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"cc:cancel:(?P<key>{JOB_RE})"
-):
-    def __init__(self, key: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel", style=discord.ButtonStyle.danger, custom_id=f"cc:cancel:{key}"
-            )
-        )
-        self.key = key
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
-    ) -> CancelButton:
-        return cls(match["key"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await _cog(interaction).cancel_from_button(interaction, self.key)
-
-
-class RerollButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"cc:reroll:(?P<job>{JOB_RE})"
-):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Reroll",
-                emoji="🎲",
-                style=discord.ButtonStyle.primary,
-                custom_id=f"cc:reroll:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
-    ) -> RerollButton:
-        return cls(match["job"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await _cog(interaction).remix(interaction, self.job_id, variations=False)
-
-
-class VariationsButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"cc:var:(?P<job>{JOB_RE}):(?P<n>\d+)"
-):
-    def __init__(self, job_id: str, number: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=f"Variations {number}" if number else "Variations",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"cc:var:{job_id}:{number}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
-    ) -> VariationsButton:
-        return cls(match["job"], int(match["n"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await _cog(interaction).remix(interaction, self.job_id, variations=True)
-
-
-def _cog(interaction: discord.Interaction) -> Imagine:
-    cog = bot_of(interaction).get_cog("Imagine")
-    assert isinstance(cog, Imagine)
-    return cog
-
-
 # the cog ------------------------------------------------------------------------------------------
 class Imagine(commands.Cog):
     """/imagine and the per-workflow commands; renders progress and delivers results."""
@@ -361,7 +288,7 @@ class Imagine(commands.Cog):
         self._deliveries: set[asyncio.Task[None]] = set()
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(CancelButton, RerollButton, VariationsButton)
+        self.bot.add_dynamic_items(*REPLY_ITEMS)
         self._unlisten = self.engine.listen(self._on_update)
         self._register_commands()
         spawn(self._resume_replies(), name="resume-replies")
@@ -375,7 +302,7 @@ class Imagine(commands.Cog):
             self._unlisten()
         for name in self._commands:
             self.bot.tree.remove_command(name)
-        self.bot.remove_dynamic_items(CancelButton, RerollButton, VariationsButton)
+        self.bot.remove_dynamic_items(*REPLY_ITEMS)
 
     # commands -------------------------------------------------------------------------------
     def rebuild_commands(self) -> None:
@@ -1042,11 +969,8 @@ class Imagine(commands.Cog):
 
     def _result_view(self, first: Job, done: list[Job]) -> discord.ui.View:
         """Reroll, Edit, Info, Delete, then per image Variations and the follow-ups."""
-        from cogs.results import Results, result_view
-
-        results = self.bot.get_cog("Results")
-        offered = results.offered(first) if isinstance(results, Results) else []
-        return result_view(first.group_id or first.id, first, done, offered)
+        offers = offered(self.engine.workflows, self.policy, first)
+        return result_view(first.group_id or first.id, first, done, offers)
 
     # after a restart ----------------------------------------------------------------------------
     def _reply_from_meta(self, job: Job) -> Reply | None:
