@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import discord
 from discord import app_commands
 
 from bot.admission import Requester
+from bot.app import ComfyBot
 from bot.errors import NotAllowed
-
-if TYPE_CHECKING:
-    from bot.app import ComfyBot
 
 
 def bot_of(interaction: discord.Interaction) -> ComfyBot:
-    from bot.app import ComfyBot
-
     client = interaction.client
     assert isinstance(client, ComfyBot)
     return client
