@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import io
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -35,12 +33,8 @@ from bot.app import ComfyBot, send_error
 from bot.delivery import (
     POSITION_REFRESH,
     Coalescer,
-    FittedFile,
     edit_budget,
-    fit_file,
-    format_wait,
     position_edit_due,
-    progress_bar,
     ready_words,
     start_edit_due,
     waiting_allowance,
@@ -51,12 +45,12 @@ from bot.followups import offered
 from bot.jobs.model import Job, JobState
 from bot.jobs.runner import JobUpdate
 from bot.jobs.scheduler import band_of
-from bot.media import Kind
-from bot.media.fit import CannotFit
 from bot.tasks import spawn
 from bot.workflows import Param, Workflow
+from cogs._commands import Option, build_command, imagine_options, param_option
 from cogs._common import clip, ids, is_moderator, is_nsfw_channel, requester_of
 from cogs._components import REPLY_ITEMS, CancelButton, result_view
+from cogs._rendering import Prepared, result_files, status_line, with_texts
 
 log = logging.getLogger(__name__)
 
@@ -67,175 +61,12 @@ DELIVERY_ATTEMPTS = 4  # Discord unreachable or failing: tries before waiting fo
 # An interaction webhook's "@original" message: the reply, when its message id is not known.
 _ORIGINAL: Any = "@original"
 MAX_FILES = 10
-#: A text output up to this long goes into the message; a longer one is attached as a .txt file.
-TEXT_INLINE = 1500
 # `count` offered by Discord goes up to the largest limit a server may set (limits.max_count is
 # at most 10); the limit in force in the server is checked on each request.
 MAX_COUNT = 10
 
 
-# building the commands -------------------------------------------------------------------------
-@dataclass
-class Option:
-    name: str
-    annotation: Any
-    description: str
-    required: bool = False
-    min_value: float | None = None
-    max_value: float | None = None
-    choices: list[str] = field(default_factory=list)
-    autocomplete: bool = False
-
-
-def _param_option(param: Param, *, required: bool | None = None) -> Option:
-    description = clip(param.description or f"{param.type} parameter", 100)
-    option = Option(param.name, str, description, param.required if required is None else required)
-    if param.type == "text":
-        option.max_value = param.max_length or 6000
-    elif param.type in ("int", "seed"):
-        option.annotation = int
-        option.min_value = (
-            param.min if param.min is not None else (0 if param.type == "seed" else None)
-        )
-        option.max_value = (
-            param.max if param.max is not None else (2**32 - 1 if param.type == "seed" else None)
-        )
-    elif param.type == "float":
-        option.annotation = float
-        option.min_value, option.max_value = param.min, param.max
-    elif param.type == "bool":
-        option.annotation = bool
-    elif param.is_file:
-        option.annotation = discord.Attachment
-    elif param.type in ("choice", "enum"):
-        labels = [str(c) for c in (param.choices or ())]
-        if labels and len(labels) <= 25 and param.type == "choice":
-            option.choices = labels
-        else:
-            option.autocomplete = True
-    return option
-
-
-def _signature(options: list[Option]) -> inspect.Signature:
-    params = [
-        inspect.Parameter(
-            "interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction
-        )
-    ]
-    for opt in options:
-        params.append(
-            inspect.Parameter(
-                opt.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                annotation=opt.annotation,
-                default=inspect.Parameter.empty if opt.required else None,
-            )
-        )
-    return inspect.Signature(params)
-
-
-def build_command(
-    name: str,
-    description: str,
-    options: list[Option],
-    handler: Any,
-    autocompleter: Any,
-) -> app_commands.Command[Any, ..., None]:
-    """A slash command whose options are only known at run time (from the workflows)."""
-
-    async def callback(interaction: discord.Interaction, **values: Any) -> None:
-        await handler(interaction, values)
-
-    callback.__signature__ = _signature(options)  # type: ignore[attr-defined]
-    callback.__discord_app_commands_param_description__ = {  # type: ignore[attr-defined]
-        o.name: o.description for o in options
-    }
-    command: app_commands.Command[Any, ..., None] = app_commands.Command(
-        name=name, description=clip(description, 100), callback=callback
-    )
-    for opt in options:
-        param = command._params[opt.name]
-        if opt.min_value is not None:
-            param.min_value = opt.min_value
-        if opt.max_value is not None:
-            param.max_value = opt.max_value
-        if opt.choices:
-            param.choices = [app_commands.Choice(name=c[:100], value=c) for c in opt.choices]
-        if opt.autocomplete:
-            command.autocomplete(opt.name)(_completer(autocompleter, opt.name))
-    return command
-
-
-def _completer(autocompleter: Any, name: str) -> Any:
-    async def complete(
-        interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        choices: list[app_commands.Choice[str]] = await autocompleter(interaction, name, current)
-        return choices
-
-    return complete
-
-
-def imagine_options(workflows: dict[str, Workflow], default: str, max_count: int) -> list[Option]:
-    """`prompt`, `workflow`, `count`, then every other parameter of every workflow (first wins)."""
-    options = [
-        Option("prompt", str, "What to generate", required=True, max_value=6000),
-        Option("workflow", str, "Which workflow (default: the channel's)", autocomplete=True),
-        Option("count", int, "How many images (one seed each)", min_value=1, max_value=max_count),
-    ]
-    seen = {o.name for o in options}
-    ordered = sorted(workflows.values(), key=lambda w: (w.name != default, w.name))
-    for workflow in ordered:
-        prompt = workflow.prompt_param
-        for param in workflow.params:
-            if param.name in seen or (prompt is not None and param.name == prompt.name):
-                continue
-            if len(options) >= 25:
-                log.warning("/imagine has 25 options; `%s` is left out", param.name)
-                continue
-            option = _param_option(param, required=False)
-            # other workflows may take other ranges and choices: validate per workflow instead
-            shared = [w.param(param.name) for w in workflows.values() if w.param(param.name)]
-            if any(_bounds(p) != _bounds(param) for p in shared if p is not None):
-                option.min_value = option.max_value = None
-                if option.choices:
-                    option.choices, option.autocomplete = [], True
-            seen.add(param.name)
-            options.append(option)
-    return options
-
-
-def _bounds(param: Param) -> tuple[Any, ...]:
-    return (param.type, param.min, param.max, tuple(param.choices or ()))
-
-
 # the reply of one request ------------------------------------------------------------------------
-@dataclass
-class Prepared:
-    """A result ready to post: its files (fitted), the texts it showed, notes for the member."""
-
-    files: list[FittedFile] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def discord_files(self) -> list[discord.File]:
-        """New `discord.File`s of the files (a send reads them, so each send needs its own)."""
-        return [discord.File(io.BytesIO(f.data), filename=f.filename) for f in self.files]
-
-
-def with_texts(content: str, texts: list[str]) -> str:
-    """The message with the result's text outputs below it, in code blocks, within 2,000."""
-    for text in texts:
-        block = "\n```\n" + text.replace("```", "ʼʼʼ") + "\n```"
-        room = 2000 - len(content)
-        if room < 20:
-            break
-        if len(block) > room:
-            block = block[: room - 5] + "…\n```"
-        content += block
-    return clip(content, 2000)
-
-
 @dataclass
 class Reply:
     """The message that shows one request (a job or a group) from queue to result."""
@@ -329,7 +160,7 @@ class Imagine(commands.Cog):
             name = workflow.spec.command
             if not name or name in self._commands:
                 continue
-            options = [_param_option(p) for p in workflow.params][:24]
+            options = [param_option(p) for p in workflow.params][:24]
             options.append(
                 Option(
                     "count",
@@ -681,7 +512,7 @@ class Imagine(commands.Cog):
                 wait = self.engine.expected_wait(job_id)
             elif job.state is JobState.SUBMITTED:
                 reply.shown[job_id] = 1  # next: only what runs on ComfyUI is ahead
-            lines.append(prefix + _status_line(job, update, position, wait))
+            lines.append(prefix + status_line(job, update, position, wait))
         first = self.engine.get_job(reply.job_ids[0])
         head = ""
         if first is not None:
@@ -785,7 +616,7 @@ class Imagine(commands.Cog):
         post carries the reply's nonce, so Discord returns the message already posted.
         """
         held = {job_id: u.images for job_id, u in reply.latest.items() if u.images}
-        prepared = await self._result_files(jobs, reply.size_limit, held)
+        prepared = await result_files(jobs, reply.size_limit, held)
         content, embed, view = self._result_message(jobs, prepared)
         files = prepared.discord_files()
         first_batch, rest = files[:MAX_FILES], files[MAX_FILES:]
@@ -869,44 +700,6 @@ class Imagine(commands.Cog):
             )
         except discord.HTTPException as exc:
             log.info("could not edit the old reply of %s (%s)", reply.key, exc.status)
-
-    async def _result_files(
-        self, jobs: list[Job], limit: int, in_memory: dict[str, tuple[bytes, ...]] | None = None
-    ) -> Prepared:
-        """The files to attach and the texts to show: the bytes the engine handed over, else
-        the copies on disk; each file fitted to `limit` as what it is."""
-        prepared = Prepared()
-        for job in jobs:
-            held = (in_memory or {}).get(job.id, ())
-            for index, output in enumerate(job.outputs):
-                path = Path(output.path)
-                if index < len(held):
-                    data = held[index]
-                elif path.is_file():
-                    data = path.read_bytes()
-                else:
-                    prepared.notes.append(
-                        f"{output.media.kind.noun} {output.filename} of job {job.id} is missing "
-                        "on disk"
-                    )
-                    continue
-                name = f"{job.id}-{output.filename}"
-                if output.kind == Kind.TEXT and len(data) <= TEXT_INLINE:
-                    prepared.texts.append(data.decode("utf-8", "replace"))
-                    continue
-                try:
-                    fitted = await fit_file(data, name, limit)
-                except CannotFit as exc:
-                    prepared.notes.append(
-                        f"{exc}: it is kept as output {index + 1} of job `{job.id}`"
-                    )
-                    continue
-                if output.kind == Kind.TEXT:
-                    prepared.notes.append(f"the text is long, so it is attached as {name}")
-                elif fitted.note:
-                    prepared.notes.append(f"{name} was {fitted.note} to fit Discord's upload limit")
-                prepared.files.append(fitted)
-        return prepared
 
     def _result_message(
         self, jobs: list[Job], prepared: Prepared
@@ -1115,36 +908,6 @@ class Imagine(commands.Cog):
         except Exception:
             log.exception("remix of %s failed", job_id)
             await send_error(interaction, f"Something went wrong (job {job_id}).")
-
-
-def _status_line(
-    job: Job, update: JobUpdate | None, position: int | None, wait: float | None = None
-) -> str:
-    if job.state is JobState.QUEUED:
-        where = f"#{position}" if position else "…"
-        eta = f" · starts in {format_wait(wait)}" if wait is not None else ""
-        return f"⏳ Queued · position {where}{eta}"
-    if job.state is JobState.DONE:
-        return "✅ Done"
-    if job.state is JobState.FAILED:
-        return f"❌ Failed: {job.error}"
-    if job.state is JobState.CANCELLED:
-        return f"🚫 {job.error or 'Cancelled'}"
-    if update is not None and update.kind == "retrying":
-        return f"⚠️ {update.note or 'ComfyUI is not reachable right now'}; retrying…"
-    if update is None and job.state is JobState.RUNNING:
-        return "⚙️ Running"  # followed again after a restart; the next event says more
-    if update is None or update.kind in ("submitted", "position", "queued"):
-        return "📨 Sent to ComfyUI, waiting to start…"
-    parts = ["⚙️ Running"]
-    if update.node_title:
-        parts.append(f"`{update.node_title}`")
-    if update.node_count:
-        parts.append(f"node {update.node_index}/{update.node_count}")
-    line = " · ".join(parts)
-    if update.steps:
-        line += f" · step {update.step}/{update.steps}\n{progress_bar(update.step, update.steps)}"
-    return line
 
 
 async def setup(bot: commands.Bot) -> None:
