@@ -10,12 +10,9 @@ It follows the rules of the editor's own "Export (API)":
 - A bypassed node (mode 4) passes an input through for each output: the input at the same
   index when its type fits, else the first input of that type. A muted node (mode 2) is left
   out, and so is every node fed only by left-out nodes; other inputs it fed are dropped.
-- Widget values (`widgets_values`) become inputs in `/object_info` order; the slot the editor
-  keeps after a seed for "control after generate" is skipped whatever it holds, as is an upload
-  button's; a widget with no stored value gets the definition's default. An export older than
-  its node (the list's length does not fit, nor do the values by position) has its values
-  matched to the widgets by kind instead (`align`), each change reported. Without the class in
-  `/object_info`, widget names come from the node's own `inputs[].widget`.
+- Widget values (`widgets_values`) become inputs as `widgets` reads them: by place in
+  `/object_info` order, defaults for what the export lacks, by kind for an export older than
+  its node. The export itself is read by `ui_export`.
 
 A node class `/object_info` lacks is still converted, and reported as a `MissingClass` with what
 the export says about where it comes from (`properties.cnr_id`, `aux_id`, `ver`), so a refusal
@@ -24,30 +21,28 @@ can say what to install or which ComfyUI is needed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.workflows import nodeinfo
-from bot.workflows.align import CONTROL_VALUES, UPLOAD_OPTIONS, align, fits_in_place, slots_expected
+from bot.workflows import ui_export as ui
 from bot.workflows.nodeinfo import ObjectInfo
+from bot.workflows.ui_export import is_ui_format as is_ui_format  # re-exported
+from bot.workflows.ui_export import iter_ui_nodes as iter_ui_nodes  # re-exported
+from bot.workflows.ui_export import sort_key as sort_key  # re-exported
+from bot.workflows.widgets import WidgetReader
 
-MODE_MUTED = 2
-MODE_BYPASSED = 4
-SUBGRAPH_INPUT_NODE = -10
-SUBGRAPH_OUTPUT_NODE = -20
 CORE_PACK = "comfy-core"
 
-GETTERS = frozenset({"GetNode", "easy getNode"})
-SETTERS = frozenset({"SetNode", "easy setNode"})
 FRONTEND_ONLY = frozenset(
     {
         "Note",
         "MarkdownNote",
         "Reroute",
         "PrimitiveNode",
-        *GETTERS,
-        *SETTERS,
+        *ui.GETTERS,
+        *ui.SETTERS,
         "easy bookmark",
         "PresetText|pysssss",
         *(
@@ -121,19 +116,6 @@ class Conversion:
     realigned: tuple[tuple[str, str | None, Any, Any], ...] = ()
 
 
-def is_ui_format(data: object) -> bool:
-    """Whether parsed JSON is a UI-format export (`nodes` + `links`) rather than API format."""
-    return isinstance(data, Mapping) and isinstance(data.get("nodes"), list) and "links" in data
-
-
-def sort_key(node_id: str) -> tuple[int, ...]:
-    """Order node ids numerically, path by path (`2` before `10`, `57` before `57:3`)."""
-    parts = node_id.split(":")
-    if all(p.isdigit() for p in parts):
-        return (0, *(int(p) for p in parts))
-    return (1,)
-
-
 def _types_fit(given: Any, wanted: Any) -> bool:
     a, b = str(given or "*"), str(wanted or "*")
     if "*" in (a, b) or a == b:
@@ -141,122 +123,11 @@ def _types_fit(given: Any, wanted: Any) -> bool:
     return bool({t.strip() for t in a.split(",")} & {t.strip() for t in b.split(",")})
 
 
-@dataclass(frozen=True)
-class _Link:
-    origin: Any
-    slot: int
-    target: Any = None
-    target_slot: int = 0
-
-
-@dataclass(frozen=True)
-class _Slot:
-    """One input of a node as the export lists it."""
-
-    name: str
-    type: str
-    link: Any
-    widget: str | None
-
-
-class _Scope:
-    """One graph level: the root, or a subgraph definition."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self.data = data
-        self.nodes: dict[Any, Mapping[str, Any]] = {}
-        for node in _items(data.get("nodes")):
-            if isinstance(node, Mapping) and _is_id(node.get("id")):
-                self.nodes[node["id"]] = node
-        self.links: dict[Any, _Link] = {}
-        for link in _items(data.get("links")):
-            if isinstance(link, list) and len(link) >= 5 and _is_id(link[0]):
-                self.links[link[0]] = _Link(link[1], _int(link[2]), link[3], _int(link[4]))
-            elif isinstance(link, Mapping) and _is_id(link.get("id")):
-                self.links[link["id"]] = _Link(
-                    link.get("origin_id"),
-                    _int(link.get("origin_slot")),
-                    link.get("target_id"),
-                    _int(link.get("target_slot")),
-                )
-        self.inputs: list[Mapping[str, Any]] = [
-            i for i in _items(data.get("inputs")) if isinstance(i, Mapping)
-        ]
-        self.outputs: list[Mapping[str, Any]] = [
-            o for o in _items(data.get("outputs")) if isinstance(o, Mapping)
-        ]
-        self.setters: dict[str, Mapping[str, Any]] = {}
-        for node in self.nodes.values():
-            if str(node.get("type")) in SETTERS and node.get("mode") != MODE_MUTED:
-                name = _first_value(node)
-                if isinstance(name, str):
-                    self.setters.setdefault(name, node)
-
-    def input_targets(self, index: int) -> list[tuple[Mapping[str, Any], int]]:
-        """The inner nodes (and their input slots) the subgraph's input `index` feeds."""
-        found = []
-        for link_id in _items(self.inputs[index].get("linkIds")):
-            link = self.links.get(link_id) if _is_id(link_id) else None
-            node = self.nodes.get(link.target) if link and _is_id(link.target) else None
-            if link is not None and node is not None:
-                found.append((node, link.target_slot))
-        return found
-
-    def output_link(self, slot: int) -> Any:
-        """The inner link that feeds the subgraph's output `slot`."""
-        if 0 <= slot < len(self.outputs):
-            ids = _items(self.outputs[slot].get("linkIds"))
-            if ids:
-                return ids[0]
-        return None
-
-
-def _items(value: Any) -> list[Any]:
-    """A list from the export, or an empty one when it holds something else."""
-    return value if isinstance(value, list) else []
-
-
-def _is_id(value: Any) -> bool:
-    """Whether a value can be a node or link id (a number or a string)."""
-    return isinstance(value, int | str) and not isinstance(value, bool)
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _first_value(node: Mapping[str, Any]) -> Any:
-    values = node.get("widgets_values")
-    if isinstance(values, list) and values:
-        return values[0]
-    return None
-
-
-def _slots(node: Mapping[str, Any]) -> list[_Slot]:
-    found = []
-    for item in _items(node.get("inputs")):
-        if not isinstance(item, Mapping):
-            continue
-        widget = item.get("widget")
-        found.append(
-            _Slot(
-                name=str(item.get("name", "")),
-                type=str(item.get("type") or "*"),
-                link=item.get("link"),
-                widget=str(widget.get("name")) if isinstance(widget, Mapping) else None,
-            )
-        )
-    return found
-
-
 @dataclass
 class _Frame:
     """One instance of a scope: the root, or a subgraph instance inside its parent frame."""
 
-    scope: _Scope
+    scope: ui.Scope
     path: tuple[str, ...] = ()
     parent: _Frame | None = None
     instance: Mapping[str, Any] | None = None
@@ -286,34 +157,33 @@ _GONE = object()
 class _Converter:
     def __init__(self, data: Mapping[str, Any], object_info: ObjectInfo) -> None:
         self.object_info = object_info
-        self.root = _Scope(data)
-        self.subgraphs: dict[str, _Scope] = {}
+        self.root = ui.Scope(data)
+        self.subgraphs: dict[str, ui.Scope] = {}
         self._collect_definitions(data)
         self.graph: dict[str, Any] = {}
         self.missing: dict[str, dict[str, Any]] = {}
-        self.filled: list[tuple[str, str, Any]] = []
-        self.realigned: list[tuple[str, str | None, Any, Any]] = []
+        self.widgets = WidgetReader(object_info)
         self.fed: dict[str, list[Any]] = {}
 
     def _collect_definitions(self, data: Mapping[str, Any], depth: int = 0) -> None:
         definitions = data.get("definitions")
         if not isinstance(definitions, Mapping) or depth > _MAX_DEPTH:
             return
-        for sub in _items(definitions.get("subgraphs")):
+        for sub in ui.items(definitions.get("subgraphs")):
             if isinstance(sub, Mapping) and isinstance(sub.get("id"), str):
-                self.subgraphs.setdefault(sub["id"], _Scope(sub))
+                self.subgraphs.setdefault(sub["id"], ui.Scope(sub))
                 self._collect_definitions(sub, depth + 1)
 
     # --- following links ---------------------------------------------------------------------
 
     def resolve(self, frame: _Frame, link_id: Any, wanted: str, depth: int = 0) -> Any:
         """Where a link really comes from: a `_Source`, a `_Value`, `_GONE`, or None."""
-        if not _is_id(link_id) or depth > _MAX_DEPTH:
+        if not ui.is_id(link_id) or depth > _MAX_DEPTH:
             return None
         link = frame.scope.links.get(link_id)
-        if link is None or not _is_id(link.origin):
+        if link is None or not ui.is_id(link.origin):
             return None
-        if link.origin == SUBGRAPH_INPUT_NODE:
+        if link.origin == ui.SUBGRAPH_INPUT_NODE:
             return self.resolve_subgraph_input(frame, link.slot, wanted, depth + 1)
         origin = frame.scope.nodes.get(link.origin)
         if origin is None:
@@ -333,10 +203,12 @@ class _Converter:
             return _Value(frame.widget_values[name])
         return None
 
-    def instance_slot(self, instance: Mapping[str, Any], scope: _Scope, index: int) -> _Slot | None:
+    def instance_slot(
+        self, instance: Mapping[str, Any], scope: ui.Scope, index: int
+    ) -> ui.Slot | None:
         """The instance's input for the subgraph input at `index` (matched by name)."""
         name = str(scope.inputs[index].get("name", ""))
-        slots = _slots(instance)
+        slots = ui.slots(instance)
         named = [s for s in slots if s.name == name]
         if named:
             return named[0]
@@ -347,44 +219,46 @@ class _Converter:
     ) -> Any:
         kind = str(node.get("type"))
         mode = node.get("mode")
-        if mode == MODE_MUTED:
+        if mode == ui.MODE_MUTED:
             return _GONE
-        if mode == MODE_BYPASSED:
+        if mode == ui.MODE_BYPASSED:
             return self.resolve_bypass(frame, node, slot, wanted, depth)
         if kind in self.subgraphs:
             inner = self.child_frame(frame, node)
             return self.resolve(inner, inner.scope.output_link(slot), wanted, depth + 1)
         if kind == "Reroute" or kind == "Reroute (rgthree)":
-            slots = _slots(node)
+            slots = ui.slots(node)
             return self.resolve(frame, slots[0].link, wanted, depth + 1) if slots else None
         if kind == "PrimitiveNode":
-            value = _first_value(node)
+            value = ui.first_value(node)
             return None if value is None else _Value(value)
-        if kind in GETTERS:
-            setter = frame.scope.setters.get(str(_first_value(node)))
-            slots = _slots(setter) if setter is not None else []
+        if kind in ui.GETTERS:
+            setter = frame.scope.setters.get(str(ui.first_value(node)))
+            slots = ui.slots(setter) if setter is not None else []
             return self.resolve(frame, slots[0].link, wanted, depth + 1) if slots else None
         if kind in FRONTEND_ONLY:
             return None
         return _Source(frame.node_id(node), slot)
 
-    def bypass_slots(self, frame: _Frame, node: Mapping[str, Any]) -> list[_Slot]:
+    def bypass_slots(self, frame: _Frame, node: Mapping[str, Any]) -> list[ui.Slot]:
         kind = str(node.get("type"))
         scope = self.subgraphs.get(kind)
         if scope is None:
-            return _slots(node)
+            return ui.slots(node)
         found = []
         for index, item in enumerate(scope.inputs):
             slot = self.instance_slot(node, scope, index)
             link = slot.link if slot is not None else None
-            found.append(_Slot(str(item.get("name", "")), str(item.get("type") or "*"), link, None))
+            found.append(
+                ui.Slot(str(item.get("name", "")), str(item.get("type") or "*"), link, None)
+            )
         return found
 
     def resolve_bypass(
         self, frame: _Frame, node: Mapping[str, Any], slot: int, wanted: str, depth: int
     ) -> Any:
         inputs = self.bypass_slots(frame, node)
-        outputs = _items(node.get("outputs"))
+        outputs = ui.items(node.get("outputs"))
         output = outputs[slot] if 0 <= slot < len(outputs) else None
         out_type = str(output.get("type") or "*") if isinstance(output, Mapping) else "*"
         if out_type == "*":
@@ -411,13 +285,13 @@ class _Converter:
             return None
         return self.resolve(frame, inputs[index].link, wanted, depth + 1)
 
-    def promoted(self, scope: _Scope, index: int) -> tuple[bool, bool]:
+    def promoted(self, scope: ui.Scope, index: int) -> tuple[bool, bool]:
         """Whether a subgraph input shows a widget on its instances, and whether that widget
         is followed by a "control after generate" slot (a seed's)."""
         widget = str(scope.inputs[index].get("type")) in nodeinfo.WIDGET_TYPES
         control = False
         for node, target_slot in scope.input_targets(index):
-            slots = _slots(node)
+            slots = ui.slots(node)
             if not 0 <= target_slot < len(slots):
                 continue
             slot = slots[target_slot]
@@ -461,7 +335,7 @@ class _Converter:
             return
         for node in frame.scope.nodes.values():
             kind = str(node.get("type"))
-            if node.get("mode") in (MODE_MUTED, MODE_BYPASSED) or kind in FRONTEND_ONLY:
+            if node.get("mode") in (ui.MODE_MUTED, ui.MODE_BYPASSED) or kind in FRONTEND_ONLY:
                 continue
             if kind in self.subgraphs:
                 self.emit(self.child_frame(frame, node), depth + 1)
@@ -473,96 +347,11 @@ class _Converter:
     @staticmethod
     def is_decoration(node: Mapping[str, Any]) -> bool:
         """An unknown node linked to nothing (a label, a note of some pack): never run."""
-        if any(s.link is not None for s in _slots(node)):
+        if any(s.link is not None for s in ui.slots(node)):
             return False
         return not any(
-            isinstance(o, Mapping) and o.get("links") for o in _items(node.get("outputs"))
+            isinstance(o, Mapping) and o.get("links") for o in ui.items(node.get("outputs"))
         )
-
-    def widget_names(self, node: Mapping[str, Any]) -> list[tuple[str, int, Any]]:
-        """`(name, slots taken in widgets_values, default)` for each widget, in order."""
-        kind = str(node.get("type"))
-        if nodeinfo.node_def(self.object_info, kind) is not None:
-            result = []
-            for definition in nodeinfo.input_defs(self.object_info, kind):
-                if not definition.is_widget:
-                    continue
-                taken = 1 + definition.has_control_widget
-                taken += any(definition.options.get(o) for o in UPLOAD_OPTIONS)
-                result.append((definition.name, taken, definition.default))
-            return result
-        names = [s.widget for s in _slots(node) if s.widget]
-        return [(n, 2 if n in ("seed", "noise_seed") else 1, None) for n in names]
-
-    def widget_values(self, node: Mapping[str, Any], node_id: str) -> dict[str, Any]:
-        """The widgets' values by name; a widget the export has no value for gets its default.
-
-        Each default given is noted in `filled`, so the conversion says what it added.
-        """
-        raw = node.get("widgets_values")
-        widgets = self.widget_names(node)
-        values: dict[str, Any] = {}
-        if isinstance(raw, Mapping):
-            for name, _, default in widgets:
-                if name in raw:
-                    values[name] = raw[name]
-                elif default is not None:
-                    values[name] = default
-                    self.filled.append((node_id, name, default))
-            return values
-        stored = raw if isinstance(raw, list) else []
-        kind = str(node.get("type"))
-        known = nodeinfo.node_def(self.object_info, kind) is not None
-        if known:
-            defs = [d for d in nodeinfo.input_defs(self.object_info, kind) if d.is_widget]
-            if len(stored) != slots_expected(defs) and not fits_in_place(defs, stored):
-                aligned = self.aligned_values(node_id, defs, stored)
-                if aligned is not None:
-                    return aligned
-        position = 0
-        for name, taken, default in widgets:
-            if position < len(stored):
-                values[name] = stored[position]
-                if not known and taken == 2:
-                    # Unknown class: skip a control slot only when it looks like one.
-                    nxt = stored[position + 1] if position + 1 < len(stored) else None
-                    taken = 2 if nxt in CONTROL_VALUES else 1
-            elif default is not None:
-                values[name] = default
-                self.filled.append((node_id, name, default))
-            position += taken
-        return values
-
-    def aligned_values(
-        self, node_id: str, defs: list[nodeinfo.InputDef], stored: list[Any]
-    ) -> dict[str, Any] | None:
-        """The values of an export older than the node's widgets, matched to them by kind.
-
-        Each value that lands elsewhere than by position is noted in `realigned`, each value
-        left out too (input None), and each widget given its default in `filled`.
-        """
-        alignment = align(defs, stored)
-        if alignment is None:
-            return None
-        by_place: dict[str, Any] = {}
-        position = 0
-        for definition in defs:
-            if position < len(stored):
-                by_place[definition.name] = stored[position]
-            position += 1 + definition.has_control_widget
-            position += any(definition.options.get(o) for o in UPLOAD_OPTIONS)
-        values: dict[str, Any] = {}
-        for definition in defs:
-            name = definition.name
-            if name in alignment.values:
-                values[name] = alignment.values[name]
-                if name not in by_place or by_place[name] != values[name]:
-                    self.realigned.append((node_id, name, by_place.get(name), values[name]))
-            elif (default := definition.default) is not None:
-                values[name] = default
-                self.filled.append((node_id, name, default))
-        self.realigned.extend((node_id, None, value, None) for value in alignment.dropped)
-        return values
 
     def convert_node(self, frame: _Frame, node: Mapping[str, Any]) -> None:
         kind = str(node.get("type"))
@@ -571,10 +360,10 @@ class _Converter:
         if not known:
             self.note_missing(kind, node_id, node)
         inputs: dict[str, Any] = {}
-        for name, value in self.widget_values(node, node_id).items():
+        for name, value in self.widgets.values(node, node_id).items():
             inputs[name] = {"__value__": value} if isinstance(value, list) else value
         fed: list[Any] = []
-        for slot in _slots(node):
+        for slot in ui.slots(node):
             if slot.link is None:
                 continue
             name = slot.widget or slot.name
@@ -678,22 +467,12 @@ def convert_ui(data: Mapping[str, Any], object_info: ObjectInfo) -> Conversion:
         packs=tuple(str(p) for p in versions),
         filled=tuple(
             (n, i, v)
-            for n, i, v in converter.filled
+            for n, i, v in converter.widgets.filled
             if n in graph and graph[n]["inputs"].get(i) == v
         ),
-        realigned=tuple(r for r in converter.realigned if r[0] in graph),
+        realigned=tuple(r for r in converter.widgets.realigned if r[0] in graph),
     )
 
 
 def _order(node_id: str) -> tuple[tuple[int, ...], str]:
-    return (sort_key(node_id), node_id)
-
-
-def iter_ui_nodes(data: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    """Every node of a UI-format export, those inside subgraph definitions included."""
-    yield from (n for n in _items(data.get("nodes")) if isinstance(n, Mapping))
-    definitions = data.get("definitions")
-    if isinstance(definitions, Mapping):
-        for sub in _items(definitions.get("subgraphs")):
-            if isinstance(sub, Mapping):
-                yield from iter_ui_nodes(sub)
+    return (ui.sort_key(node_id), node_id)

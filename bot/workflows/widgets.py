@@ -1,4 +1,9 @@
-"""Matching an old export's widget values to a node's current inputs by kind, not by place.
+"""A UI node's stored widget values as its inputs: by place, or by kind for an older export.
+
+The editor stores a node's widget values as a list in widget order, with one more slot after a
+seed ("control after generate") and after an upload button; a widget without a stored value
+gets its definition's default (`WidgetReader`). Without the class in `/object_info`, the widget
+names come from the node's own `inputs[].widget`.
 
 A UI-format export stores a node's widget values as a bare list, in the order the node's widgets
 had when it was saved. When a pack later adds, removes or reorders widgets, the editor still
@@ -15,11 +20,13 @@ defaults. Each change is reported, so a person can check it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.workflows.nodeinfo import InputDef, is_number
+from bot.workflows import nodeinfo
+from bot.workflows import ui_export as ui
+from bot.workflows.nodeinfo import InputDef, ObjectInfo, is_number
 
 CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "file_upload")
@@ -174,3 +181,98 @@ def align(widgets: Sequence[InputDef], stored: Sequence[Any]) -> Alignment | Non
             dropped_values.append(stored[pi])
         i, j = pi, pj
     return Alignment(values=values, dropped=tuple(reversed(dropped_values)))
+
+
+class WidgetReader:
+    """Reads the widget values of one export's nodes, noting each default it gave and each
+    value it matched by kind (`filled`, `realigned`), so the conversion can say so."""
+
+    def __init__(self, object_info: ObjectInfo) -> None:
+        self.object_info = object_info
+        self.filled: list[tuple[str, str, Any]] = []
+        self.realigned: list[tuple[str, str | None, Any, Any]] = []
+
+    def names(self, node: Mapping[str, Any]) -> list[tuple[str, int, Any]]:
+        """`(name, slots taken in widgets_values, default)` for each widget, in order."""
+        kind = str(node.get("type"))
+        if nodeinfo.node_def(self.object_info, kind) is not None:
+            result = []
+            for definition in nodeinfo.input_defs(self.object_info, kind):
+                if not definition.is_widget:
+                    continue
+                taken = 1 + definition.has_control_widget
+                taken += any(definition.options.get(o) for o in UPLOAD_OPTIONS)
+                result.append((definition.name, taken, definition.default))
+            return result
+        names = [s.widget for s in ui.slots(node) if s.widget]
+        return [(n, 2 if n in ("seed", "noise_seed") else 1, None) for n in names]
+
+    def values(self, node: Mapping[str, Any], node_id: str) -> dict[str, Any]:
+        """The widgets' values by name; a widget the export has no value for gets its default.
+
+        Each default given is noted in `filled`, so the conversion says what it added.
+        """
+        raw = node.get("widgets_values")
+        widgets = self.names(node)
+        values: dict[str, Any] = {}
+        if isinstance(raw, Mapping):
+            for name, _, default in widgets:
+                if name in raw:
+                    values[name] = raw[name]
+                elif default is not None:
+                    values[name] = default
+                    self.filled.append((node_id, name, default))
+            return values
+        stored = raw if isinstance(raw, list) else []
+        kind = str(node.get("type"))
+        known = nodeinfo.node_def(self.object_info, kind) is not None
+        if known:
+            defs = [d for d in nodeinfo.input_defs(self.object_info, kind) if d.is_widget]
+            if len(stored) != slots_expected(defs) and not fits_in_place(defs, stored):
+                aligned = self.aligned(node_id, defs, stored)
+                if aligned is not None:
+                    return aligned
+        position = 0
+        for name, taken, default in widgets:
+            if position < len(stored):
+                values[name] = stored[position]
+                if not known and taken == 2:
+                    # Unknown class: skip a control slot only when it looks like one.
+                    nxt = stored[position + 1] if position + 1 < len(stored) else None
+                    taken = 2 if nxt in CONTROL_VALUES else 1
+            elif default is not None:
+                values[name] = default
+                self.filled.append((node_id, name, default))
+            position += taken
+        return values
+
+    def aligned(
+        self, node_id: str, defs: list[InputDef], stored: list[Any]
+    ) -> dict[str, Any] | None:
+        """The values of an export older than the node's widgets, matched to them by kind.
+
+        Each value that lands elsewhere than by position is noted in `realigned`, each value
+        left out too (input None), and each widget given its default in `filled`.
+        """
+        alignment = align(defs, stored)
+        if alignment is None:
+            return None
+        by_place: dict[str, Any] = {}
+        position = 0
+        for definition in defs:
+            if position < len(stored):
+                by_place[definition.name] = stored[position]
+            position += 1 + definition.has_control_widget
+            position += any(definition.options.get(o) for o in UPLOAD_OPTIONS)
+        values: dict[str, Any] = {}
+        for definition in defs:
+            name = definition.name
+            if name in alignment.values:
+                values[name] = alignment.values[name]
+                if name not in by_place or by_place[name] != values[name]:
+                    self.realigned.append((node_id, name, by_place.get(name), values[name]))
+            elif (default := definition.default) is not None:
+                values[name] = default
+                self.filled.append((node_id, name, default))
+        self.realigned.extend((node_id, None, value, None) for value in alignment.dropped)
+        return values
