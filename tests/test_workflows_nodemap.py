@@ -65,11 +65,36 @@ def small_map() -> NodeMap:
 def test_the_bundled_map_is_comfyui_managers_file_with_its_version() -> None:
     document = json.loads(gzip.decompress(BUNDLED.read_bytes()))
     assert document["source"].startswith("comfyui-manager ")
+    assert "comfyui-embedded-docs" in document["source"]
     assert len(document["map"]) > 3000
     node_map = NodeMap.bundled()
     assert len(node_map) == len(document["map"])
     assert node_map.source == document["source"]
     assert NodeMap.bundled() is node_map  # read once
+
+
+def test_core_classes_newer_than_the_managers_list_are_known_from_comfyuis_docs(
+    core_info: dict[str, Any],
+) -> None:
+    """ComfyUI's documentation package lists core classes the Manager's map does not yet."""
+    assert "comfyui-embedded-docs" in NodeMap.bundled().source
+    advice = advise(
+        {"ComfySwitchNode": ["170 (ComfySwitchNode)"], "LatentCutToBatch": ["76"]},
+        core_info,
+        NodeMap.bundled(),
+        comfyui_version="0.3.64",
+    )
+    assert [(a.action, a.code) for a in advice] == [("update_comfyui", "needs_newer_comfyui")]
+    assert "'ComfySwitchNode', 'LatentCutToBatch'" in advice[0].message
+
+
+def test_a_class_named_like_a_pack_is_not_lost_to_core_classes_of_that_name() -> None:
+    # ComfyUI now has LTXV… classes of its own; an LTXV class it lacks is still the pack's.
+    guessed = NodeMap.bundled().named_like("LTXVShiftSigmasNotInAnyList")
+    assert (
+        guessed is not None
+        and guessed.repository == "https://github.com/Lightricks/ComfyUI-LTXVideo"
+    )
 
 
 def test_face_detailer_comes_from_the_impact_pack() -> None:

@@ -331,7 +331,7 @@ class NodeMap:
         The longest leading part of the name (up to an `_` or a capital starting a new word,
         4 characters at least, or 3 ending in `_`) that starts at least two of one pack's
         classes, and two thirds of all the classes that start with it, names that pack; None
-        when none does.
+        when none does. ComfyUI's own classes take no part: a core class is listed by name.
         """
         names, owners = self._sorted_classes()
         for prefix in _prefixes(class_type):
@@ -351,7 +351,14 @@ class NodeMap:
         """Every class name the map lists, sorted (once), with the index of its pack: names
         sharing a prefix are then one slice."""
         if self._by_prefix is None:
-            pairs = sorted((n, i) for i, pack in enumerate(self._packs) for n in pack.classes)
+            # ComfyUI's own classes are left out: the map lists every core class, and core
+            # names borrow the marks of packs (`LTXV…`), so they only blur the packs' own.
+            pairs = sorted(
+                (n, i)
+                for i, pack in enumerate(self._packs)
+                if not pack.ref.is_core
+                for n in pack.classes
+            )
             self._by_prefix = ([n for n, _ in pairs], [i for _, i in pairs])
         return self._by_prefix
 
