@@ -156,7 +156,7 @@ def admin_tour(
     )
     browser.execute_script("arguments[0].scrollIntoView()", run)
     console.shot("06-run-result")
-    # the whole page after a run, as the README shows it (docs/console-workflow.png)
+    # the whole page after a run, as the README shows it (docs/images/console-workflow.png)
     size = browser.get_window_size()
     browser.set_window_size(1200, 2250)
     browser.execute_script("window.scrollTo(0, 0)")
