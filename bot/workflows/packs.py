@@ -1,4 +1,4 @@
-"""Importing a workflow from uploaded bytes, saving it as a pack, exporting a pack back.
+"""Importing a workflow from uploaded bytes: the preview of what the pack will be.
 
 An import never touches the workflows folder until it is saved::
 
@@ -15,45 +15,36 @@ and an existing pack is never overwritten.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bot.errors import NotFound, WorkflowError
 from bot.workflows import nodeinfo
-from bot.workflows.graph import (
-    Graph,
-    describe_node,
-    is_ui_format,
-    parse_api_graph,
-    sort_key,
-    ui_to_api,
-)
-from bot.workflows.loader import RESERVED_COMMANDS, YAML_SUFFIXES, build_workflow
+from bot.workflows.graph import Graph, describe_node, sort_key
+from bot.workflows.loader import RESERVED_COMMANDS, build_workflow
 from bot.workflows.model import Param, Workflow
 from bot.workflows.names import derive_name, file_stem
 from bot.workflows.nodeinfo import ObjectInfo
 from bot.workflows.nodemap import ACTION_CODES, NodeMap
+from bot.workflows.pack_read import MAX_DEPTH as MAX_DEPTH
+from bot.workflows.pack_read import MAX_GRAPH_BYTES as MAX_GRAPH_BYTES
+from bot.workflows.pack_read import MAX_YAML_BYTES as MAX_YAML_BYTES
+from bot.workflows.pack_read import check_size as check_size
+from bot.workflows.pack_read import read_graph as read_graph
+from bot.workflows.pack_read import read_spec as read_spec
+from bot.workflows.pack_write import _explicit, _required_first
+from bot.workflows.pack_write import check_free as check_free
+from bot.workflows.pack_write import export_pack as export_pack
+from bot.workflows.pack_write import pack_files as pack_files
+from bot.workflows.pack_write import save_pack as save_pack
+from bot.workflows.pack_write import spec_yaml as spec_yaml
 from bot.workflows.patch import range_text
 from bot.workflows.problems import InvalidWorkflow, Problem, Repair
-from bot.workflows.spec import NAME_RE, ParamSpec, WorkflowSpec, parse_spec
+from bot.workflows.spec import ParamSpec, WorkflowSpec
 from bot.workflows.validate import check_workflow
 
-log = logging.getLogger(__name__)
-
-MAX_GRAPH_BYTES = 5 * 1024 * 1024
-"""Largest graph file an import accepts (big UI exports with subgraphs are well under 2 MB)."""
-MAX_YAML_BYTES = 256 * 1024
-"""Largest YAML file an import accepts."""
-MAX_DEPTH = 100
-"""Deepest nesting of lists and mappings an import accepts (real workflows stay under 20)."""
-_MB = 1024 * 1024
 PACK_CODES = frozenset(ACTION_CODES.values())
 """The codes of the problems that say which node pack to install or update."""
 _NOT_BLOCKING = frozenset({"missing_model"})  # ComfyUI may get the model later, or substitute it
@@ -130,217 +121,6 @@ class ImportPreview:
         return tuple(p.message for p in self.problems if p.code == "missing_model")
 
 
-# reading uploads --------------------------------------------------------------------------------
-def _size_text(size: int) -> str:
-    return f"{size / _MB:.1f} MB" if size >= _MB / 10 else f"{size} bytes"
-
-
-def check_size(size: int, source: str, limit: int = MAX_GRAPH_BYTES) -> None:
-    """Refuse a file before reading it when it is larger than an import accepts.
-
-    Raises:
-        InvalidWorkflow: it is too big (the message gives its size and the limit).
-    """
-    if size > limit:
-        raise InvalidWorkflow(
-            [
-                Problem(
-                    source,
-                    "",
-                    f"is too big ({_size_text(size)}); the limit is {_size_text(limit)}",
-                    "too_big",
-                )
-            ]
-        )
-
-
-def _text(data: bytes, source: str, limit: int) -> str:
-    check_size(len(data), source, limit)
-    if not data.strip():
-        raise InvalidWorkflow([Problem(source, "", "is empty", "graph")])
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidWorkflow(
-            [Problem(source, "", "is not a text file (expected UTF-8 JSON)", "graph")]
-        ) from None
-
-
-def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether lists and mappings nest deeper than `limit` (checked without recursion).
-
-    A container met twice (YAML aliases, even recursive ones) is walked once.
-    """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    seen: set[int] = set()
-    while stack:
-        item, depth = stack.pop()
-        if not isinstance(item, Mapping | list) or id(item) in seen:
-            continue
-        if depth > limit:
-            return True
-        seen.add(id(item))
-        children = item.values() if isinstance(item, Mapping) else item
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
-def _parse_json(text: str, source: str) -> Any:
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidWorkflow(
-            [Problem(source, f"line {exc.lineno}", f"is not JSON: {exc.msg}", "graph")]
-        ) from None
-    except RecursionError:
-        parsed = None
-    if parsed is None or _too_deep(parsed):
-        raise InvalidWorkflow(
-            [Problem(source, "", "is not a workflow: its values nest far too deep", "graph")]
-        )
-    return parsed
-
-
-def _is_node(value: Any) -> bool:
-    return isinstance(value, Mapping) and isinstance(value.get("class_type"), str)
-
-
-def _is_metadata(value: Any) -> bool:
-    """An entry of an API-format file that is no node: no class_type and no inputs."""
-    return not isinstance(value, Mapping) or ("class_type" not in value and "inputs" not in value)
-
-
-def read_graph(
-    data: bytes,
-    source: str,
-    object_info: ObjectInfo | None,
-    *,
-    comfyui_version: str | None = None,
-    filled: list[Repair] | None = None,
-    node_map: NodeMap | None = None,
-    notes: list[str] | None = None,
-) -> tuple[Graph, bool]:
-    """Parse an uploaded graph (API or UI format) into an API-format graph.
-
-    Args:
-        data: the file's bytes.
-        source: the file name as uploaded, for messages.
-        object_info: ComfyUI's node definitions (needed to convert a UI-format export).
-        comfyui_version: the running ComfyUI's version, if known: a refusal for a missing
-            core node says it next to the version needed.
-        filled: if given, gets a `Repair` for each widget a UI-format export gave no value.
-        node_map: the class -> pack map naming what to install (the bundled one if None).
-        notes: if given, gets a line for what was left out of an API-format graph (entries
-            beside the nodes that are no node at all, such as a tool's own metadata).
-
-    Returns:
-        The API-format graph, and whether it was converted from the UI format.
-
-    Raises:
-        InvalidWorkflow: too big, not JSON, not a workflow, or a UI export that can't be
-            converted (every unknown class named).
-    """
-    parsed = _parse_json(_text(data, source, MAX_GRAPH_BYTES), source)
-    if is_ui_format(parsed):
-        if object_info is None:
-            raise InvalidWorkflow(
-                [
-                    Problem(
-                        source,
-                        "",
-                        "is a UI-format save; converting it needs ComfyUI's node list and "
-                        "ComfyUI is not reachable. Try again when it is, or export the workflow "
-                        "with 'Export (API)'",
-                        "graph",
-                    )
-                ]
-            )
-        converted = ui_to_api(
-            parsed,
-            object_info,
-            source=source,
-            comfyui_version=comfyui_version,
-            filled=filled,
-            node_map=node_map,
-        )
-        return parse_api_graph(converted, source), True
-    if isinstance(parsed, Mapping) and isinstance(parsed.get("prompt"), Mapping):
-        parsed = parsed["prompt"]  # a saved POST /prompt body
-    if isinstance(parsed, Mapping) and any(_is_node(v) for v in parsed.values()):
-        extra = [str(k) for k, v in parsed.items() if _is_metadata(v)]
-        if extra:
-            parsed = {k: v for k, v in parsed.items() if str(k) not in extra}
-            if notes is not None:
-                shown = ", ".join(f"`{k[:40]}`" for k in extra[:5])
-                notes.append(
-                    f"left out {shown}: not a node (no class_type or inputs), so ComfyUI "
-                    "would refuse the graph with it"
-                )
-    if not isinstance(parsed, Mapping) or not any(
-        isinstance(node, Mapping) and "class_type" in node for node in parsed.values()
-    ):
-        raise InvalidWorkflow(
-            [
-                Problem(
-                    source,
-                    "",
-                    "is not a ComfyUI workflow: expected a graph saved from ComfyUI (Workflow > "
-                    "Export, or Export (API))",
-                    "graph",
-                )
-            ]
-        )
-    return parse_api_graph(parsed, source), False
-
-
-def read_spec(data: bytes, source: str) -> WorkflowSpec:
-    """Parse an uploaded YAML spec.
-
-    Raises:
-        InvalidWorkflow: too big, not YAML, or not a valid spec (every problem listed).
-    """
-    text = _text(data, source, MAX_YAML_BYTES)
-    try:
-        parsed = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        reason = getattr(exc, "problem", None) or "can't be parsed"
-        raise InvalidWorkflow([Problem(source, where, f"is not YAML: {reason}", "yaml")]) from None
-    except RecursionError:
-        parsed = None
-        deep = True
-    else:
-        deep = _too_deep(parsed)
-    if deep:
-        raise InvalidWorkflow([Problem(source, "", "its values nest far too deep", "yaml")])
-    return parse_spec(parsed, source)
-
-
-# names -------------------------------------------------------------------------------------------
-def pack_files(folder: Path, name: str) -> list[Path]:
-    """The files a pack called `name` would use in `folder`."""
-    return [folder / f"{name}.json", *(folder / f"{name}{s}" for s in YAML_SUFFIXES)]
-
-
-def check_free(name: str, folder: Path, taken: Collection[str] = ()) -> None:
-    """Raise when `name` is not a usable new pack name in `folder`.
-
-    Raises:
-        WorkflowError: the name is invalid, or a pack (or one of its files) already has it.
-    """
-    if not NAME_RE.match(name):
-        raise WorkflowError(
-            f"name: '{name[:40]}' is not a usable workflow name: use 1-32 lowercase letters, "
-            f"digits, '-' or '_' (e.g. '{derive_name(name)}')"
-        )
-    if name in taken or any(path.exists() for path in pack_files(folder, name)):
-        raise WorkflowError(
-            f"name: a workflow called '{name}' already exists; give the import another name "
-            "(or remove the old pack first)"
-        )
-
-
 def _title(file_name: str, name: str) -> str:
     title = " ".join(file_stem(file_name).split())
     return title[:100] if title else name
@@ -378,65 +158,6 @@ def option_previews(workflow: Workflow) -> tuple[OptionPreview, ...]:
         )
         for p in workflow.params
     )
-
-
-def _explicit(spec: WorkflowSpec, workflow: Workflow) -> WorkflowSpec:
-    """The spec with every param written out: ranges ComfyUI gave become `min`/`max`."""
-    params: dict[str, ParamSpec] = {}
-    for name, param_spec in (spec.params or {}).items():
-        param = workflow.param(name)
-        update: dict[str, Any] = {}
-        if param is not None and param.type in ("int", "float"):
-            if param_spec.min is None and param.min is not None:
-                update["min"] = param.min
-            if param_spec.max is None and param.max is not None:
-                update["max"] = param.max
-        params[name] = param_spec.model_copy(update=update) if update else param_spec
-    return spec.model_copy(update={"params": params, "graph": None})
-
-
-def _dump(data: Any, *, flow: bool | None = None) -> str:
-    return yaml.safe_dump(
-        data, sort_keys=False, allow_unicode=True, default_flow_style=flow, width=4096
-    )
-
-
-def spec_yaml(name: str, spec: WorkflowSpec, graph: Graph, *, origin: str = "") -> str:
-    """The text of `NAME.yaml` for a spec: every param on its own line, with its node named.
-
-    Args:
-        name: the pack name (its graph is `NAME.json`).
-        spec: the spec, with `params` filled in.
-        graph: the API-format graph, to name each param's node in a comment.
-        origin: the file it was imported from, mentioned in the header.
-    """
-    lines = [
-        "# yaml-language-server: $schema=workflow.schema.json",
-        f"# Imported from {origin}." if origin else f"# The pack {name}.",
-        f"# Each param below was found in {name}.json (`node:` is its node id there); edit,",
-        "# reorder or remove them, then run `comfycord check`.",
-    ]
-    header = spec.model_dump(mode="json", exclude_none=True, exclude={"params", "graph"})
-    header = {k: v for k, v in header.items() if v not in ("", False) or k == "nsfw"}
-    lines.append(_dump(header, flow=False).rstrip("\n"))
-    lines.append("params:")
-    for param_name, param in (spec.params or {}).items():
-        body = param.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
-        body = {"type": param.type, **body}
-        nodes = [param.node] if param.node is not None else [t.node for t in param.targets or []]
-        described = [describe_node(graph, str(n)) for n in nodes if str(n) in graph]
-        if described:
-            lines.append(f"  # {', '.join(described)}")
-        lines.extend("  " + line for line in _dump({param_name: body}).rstrip("\n").split("\n"))
-    return "\n".join(lines) + "\n"
-
-
-def _required_first(specs: Mapping[str, ParamSpec]) -> dict[str, ParamSpec]:
-    """The params with the required ones first (Discord lists them first), else in order."""
-    return {
-        **{n: p for n, p in specs.items() if p.required},
-        **{n: p for n, p in specs.items() if not p.required},
-    }
 
 
 def _uploads_for_missing_files(
@@ -690,66 +411,3 @@ def preview_lines(preview: ImportPreview) -> list[str]:
     )
     lines.extend(f"note: {n}" for n in preview.notes)
     return lines
-
-
-# saving and exporting ---------------------------------------------------------------------------
-def save_pack(preview: ImportPreview, folder: Path, taken: Collection[str] = ()) -> list[Path]:
-    """Write `NAME.json` and `NAME.yaml`; never overwrites a file.
-
-    Returns:
-        The files written.
-
-    Raises:
-        WorkflowError: the name was taken meanwhile, or the files can't be written (nothing
-            is left behind).
-    """
-    check_free(preview.name, folder, taken)
-    written: list[Path] = []
-    try:
-        for path, text in (
-            (folder / f"{preview.name}.json", preview.graph_text),
-            (folder / f"{preview.name}.yaml", preview.yaml_text),
-        ):
-            with path.open("x", encoding="utf-8") as file:
-                written.append(path)
-                file.write(text)
-    except OSError as exc:
-        for path in written:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        if isinstance(exc, FileExistsError):
-            raise WorkflowError(
-                f"name: a workflow called '{preview.name}' already exists"
-            ) from None
-        log.warning("could not save the pack %s: %s", preview.name, exc)
-        raise WorkflowError(
-            f"could not write the pack '{preview.name}' to the workflows folder: "
-            f"{exc.strerror or exc}"
-        ) from None
-    log.info("saved imported pack %s", preview.name)
-    return written
-
-
-def export_pack(workflow: Workflow, folder: Path) -> list[tuple[str, bytes]]:
-    """A pack's files, `(file name, bytes)`: its graph and its YAML.
-
-    A pack with no YAML of its own (a lone graph, params detected) gets one written out.
-
-    Raises:
-        NotFound: its graph file is gone.
-    """
-    graph_name = workflow.spec.graph_file(workflow.name)
-    try:
-        graph = (folder / graph_name).read_bytes()
-    except OSError:
-        raise NotFound(f"The graph of `{workflow.name}` ({graph_name}) is gone.") from None
-    files = [(graph_name, graph)]
-    for suffix in YAML_SUFFIXES:
-        path = folder / f"{workflow.name}{suffix}"
-        if path.is_file():
-            files.append((path.name, path.read_bytes()))
-            return files
-    spec = _explicit(workflow.spec, workflow)
-    text = spec_yaml(workflow.name, spec, workflow.graph)
-    files.append((f"{workflow.name}.yaml", text.encode("utf-8")))
-    return files
