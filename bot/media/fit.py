@@ -8,11 +8,12 @@ unboosted) is re-encoded into something every Discord client plays inline:
   over every pixel of every frame would look like mush (`_MIN_BPP` bits per pixel), the picture
   is scaled down a step at a time (1080, 720, 540, 480, 360, 240, 144 lines). The result is
   measured: still over, it is encoded again with the bitrate scaled by limit / size x 0.9 (and
-  fewer pixels when the encoder could not get near its target), at most `_ATTEMPTS` times;
+  fewer pixels when the encoder could not get near its target), at most `ATTEMPTS` times;
 - an **animation** (GIF, animated WebP, APNG) becomes such an MP4 the same way. Its frames are
   read with Pillow, which composes every frame of the three formats (FFmpeg cannot read an
   animated WebP) and gives each frame's own delay, so a variable frame rate stays as it was;
-- **audio** becomes Opus in Ogg (what Discord's own voice messages are) at the bitrate that fits.
+- **audio** becomes Opus in Ogg (what Discord's own voice messages are) at the bitrate that fits
+  (`bot.media.fit_audio`; the limits both share are in `bot.media.budget`).
 
 Everything else (a still image, which `bot.delivery.fit_image` handles, a 3D model, text) and
 whatever cannot be decoded, or cannot fit even at the lowest quality, raises `CannotFit` with a
@@ -32,7 +33,6 @@ import logging
 import math
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +48,19 @@ from av.video.frame import VideoFrame
 from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageSequence
 
-from bot.errors import UserError
+from bot.media.budget import (
+    ATTEMPTS,
+    HEADROOM,
+    Clock,
+    duration_words,
+    rate_words,
+    size_words,
+    unreadable,
+)
+from bot.media.budget import CannotFit as CannotFit  # part of this module's API
+from bot.media.budget import Fitted as Fitted  # part of this module's API
+from bot.media.fit_audio import OGG as OGG  # part of this module's API
+from bot.media.fit_audio import fit_audio
 from bot.media.sniff import Kind, MediaType, sniff
 
 log = logging.getLogger(__name__)
@@ -57,9 +69,6 @@ log = logging.getLogger(__name__)
 _WORKERS = 2
 _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="media-fit")
 
-_ATTEMPTS = 3
-#: Share of the limit the first attempt aims at (the encoder's rate control is not exact).
-_HEADROOM = 0.92
 #: Bits per pixel per frame under which the picture is scaled down rather than blurred further.
 _MIN_BPP = 0.05
 #: Bits per pixel per frame at the smallest size under which it is not worth trying.
@@ -72,27 +81,10 @@ _X264_PRESET = "veryfast"
 #: Bitrates the sound inside a video may get (the larger the budget, the better).
 _VIDEO_AUDIO_RATES = (128_000, 96_000, 64_000, 48_000, 32_000)
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
-#: Opus: below this, speech still works; music does not.
-_MIN_OPUS_RATE = 12_000
-_MAX_OPUS_RATE = {1: 96_000, 2: 160_000}
 #: A GIF delay of 10 ms or less plays as 100 ms in browsers; an animation here plays the same.
 _DEFAULT_DELAY = 0.1
 
 MP4 = MediaType(Kind.VIDEO, "video/mp4", "mp4")
-OGG = MediaType(Kind.AUDIO, "audio/ogg", "ogg")
-
-
-class CannotFit(UserError):
-    """The file cannot be made to fit the upload limit; the message says why, for the member."""
-
-
-@dataclass(frozen=True)
-class Fitted:
-    """A file that fits: its bytes, what it is, and what was done to it (None when untouched)."""
-
-    data: bytes
-    media: MediaType
-    note: str | None
 
 
 async def fit_media(data: bytes, limit: int, *, deadline: float = 120.0) -> Fitted:
@@ -111,10 +103,10 @@ async def fit_media(data: bytes, limit: int, *, deadline: float = 120.0) -> Fitt
     if media.kind not in (Kind.VIDEO, Kind.ANIMATION, Kind.AUDIO):
         article = "an" if media.kind.noun[0] in "aeiou" else "a"
         raise CannotFit(
-            f"{article} {media.kind.noun} of {_size_words(len(data))} is over the "
-            f"{_size_words(limit)} upload limit and cannot be made smaller"
+            f"{article} {media.kind.noun} of {size_words(len(data))} is over the "
+            f"{size_words(limit)} upload limit and cannot be made smaller"
         )
-    clock = _Clock(time.monotonic() + deadline, deadline)
+    clock = Clock(time.monotonic() + deadline, deadline)
     loop = asyncio.get_running_loop()
     try:
         return await loop.run_in_executor(_pool, _fit, data, media, limit, clock)
@@ -122,20 +114,7 @@ async def fit_media(data: bytes, limit: int, *, deadline: float = 120.0) -> Fitt
         clock.stopped.set()  # a cancelled caller: the worker stops at its next packet
 
 
-class _Clock:
-    """The deadline, checked by the worker between packets; also set when the caller gives up."""
-
-    def __init__(self, until: float, seconds: float) -> None:
-        self.until = until
-        self.seconds = seconds
-        self.stopped = threading.Event()
-
-    def check(self) -> None:
-        if self.stopped.is_set() or time.monotonic() > self.until:
-            raise CannotFit(f"re-encoding took longer than {_seconds_words(self.seconds)}")
-
-
-def _fit(data: bytes, media: MediaType, limit: int, clock: _Clock) -> Fitted:
+def _fit(data: bytes, media: MediaType, limit: int, clock: Clock) -> Fitted:
     clock.check()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="comfycord-fit-") as tmp:
@@ -146,7 +125,7 @@ def _fit(data: bytes, media: MediaType, limit: int, clock: _Clock) -> Fitted:
             source = _video(data, clock)
         try:
             if source is None:
-                fitted = _fit_audio(data, limit, clock, os.path.join(tmp, "out.ogg"))
+                fitted = fit_audio(data, limit, clock, os.path.join(tmp, "out.ogg"))
             else:
                 fitted = _fit_video(source, limit, clock, os.path.join(tmp, "out.mp4"))
         except av.error.FFmpegError as exc:  # decoding errors are CannotFit already
@@ -193,16 +172,10 @@ class _Source:
     rate: Fraction  # average frames per second
     steady: bool  # False when frames have different durations (a variable frame rate)
     audio: _AudioInfo | None
-    decode: Callable[[_Clock], Generator[_Picture | AudioFrame, None, None]]
+    decode: Callable[[Clock], Generator[_Picture | AudioFrame, None, None]]
 
 
-def _unreadable(noun: str) -> CannotFit:
-    return CannotFit(
-        f"the {noun} could not be read: it is damaged or in a format that cannot be decoded"
-    )
-
-
-def _video(data: bytes, clock: _Clock) -> _Source | None:
+def _video(data: bytes, clock: Clock) -> _Source | None:
     """Probe a video with FFmpeg: its size, sound, and frame times (from every packet).
 
     None when it has no picture at all (then it is fitted as the sound it holds).
@@ -232,9 +205,9 @@ def _video(data: bytes, clock: _Clock) -> _Source | None:
                 else None
             )
     except av.error.FFmpegError as exc:
-        raise _unreadable("video") from exc
+        raise unreadable("video") from exc
     if frames == 0 or width <= 0 or height <= 0:
-        raise _unreadable("video")
+        raise unreadable("video")
     if declared is not None and not 0 < declared <= 240:
         declared = None
     times.sort()
@@ -268,7 +241,7 @@ def _steady(steps: list[float]) -> bool:
     return not steps or max(steps) - min(steps) <= max(0.001, 0.02 * min(steps))
 
 
-def _decode_video(data: bytes, clock: _Clock) -> Generator[_Picture | AudioFrame, None, None]:
+def _decode_video(data: bytes, clock: Clock) -> Generator[_Picture | AudioFrame, None, None]:
     """The frames of a video (pictures with their times, and its sound) in the file's order.
 
     A packet that does not decode is skipped, as players do; none decoding is `CannotFit`.
@@ -306,12 +279,12 @@ def _decode_video(data: bytes, clock: _Clock) -> Generator[_Picture | AudioFrame
                         previous = at
                         yield _Picture(frame, at - start, length)
     except av.error.FFmpegError as exc:
-        raise _unreadable("video") from exc
+        raise unreadable("video") from exc
     if pictures == 0:
-        raise _unreadable("video")
+        raise unreadable("video")
 
 
-def _animation(data: bytes, clock: _Clock) -> _Source:
+def _animation(data: bytes, clock: Clock) -> _Source:
     """Probe an animated GIF, WebP or PNG with Pillow: its size, frames and their delays."""
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -321,9 +294,9 @@ def _animation(data: bytes, clock: _Clock) -> _Source:
                 clock.check()
                 delays.append(_delay(frame.info.get("duration")))
     except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise _unreadable("animation") from exc
+        raise unreadable("animation") from exc
     if not delays or width <= 0 or height <= 0:
-        raise _unreadable("animation")
+        raise unreadable("animation")
     span = sum(delays)
     rate = Fraction(len(delays) / span).limit_denominator(1001)
     return _Source(
@@ -346,7 +319,7 @@ def _delay(value: object) -> float:
     return _DEFAULT_DELAY
 
 
-def _decode_animation(data: bytes, clock: _Clock) -> Generator[_Picture | AudioFrame, None, None]:
+def _decode_animation(data: bytes, clock: Clock) -> Generator[_Picture | AudioFrame, None, None]:
     """Each composed frame of an animation, over black where it is transparent."""
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -361,7 +334,7 @@ def _decode_animation(data: bytes, clock: _Clock) -> Generator[_Picture | AudioF
                 yield _Picture(picture, at, length)
                 at += length
     except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise _unreadable("animation") from exc
+        raise unreadable("animation") from exc
 
 
 # --- video --------------------------------------------------------------------------------------
@@ -375,26 +348,26 @@ class _Plan:
     audio_rate: int  # 0 without sound
 
 
-def _fit_video(source: _Source, limit: int, clock: _Clock, path: str) -> Fitted:
+def _fit_video(source: _Source, limit: int, clock: Clock, path: str) -> Fitted:
     audio_packets = source.duration * source.audio.sample_rate / 1024 if source.audio else 0.0
     # moov + x264's SEI + per-sample tables (size, time, chunk offset)
     overhead = 2048 + 24 * (source.frames + audio_packets)
-    total = (limit - overhead) * 8 * _HEADROOM / source.duration
+    total = (limit - overhead) * 8 * HEADROOM / source.duration
     max_pixels: int | None = None
     plan: _Plan | None = None
     size = 0
-    for _ in range(_ATTEMPTS):
+    for _ in range(ATTEMPTS):
         plan = _plan_video(source, total, max_pixels, limit)
         out = _encode_video(source, plan, clock, path)
         size = len(out)
         if size <= limit:
             rate = size * 8 / source.duration
-            shape = f"{plan.width}x{plan.height} at {_rate_words(rate)}"
+            shape = f"{plan.width}x{plan.height} at {rate_words(rate)}"
             if source.noun == "animation":
                 note = f"converted to an MP4 video ({shape})"
             else:
                 note = f"re-encoded to {shape}"
-            return Fitted(out, sniff(out), f"{note} to fit the {_size_words(limit)} upload limit")
+            return Fitted(out, sniff(out), f"{note} to fit the {size_words(limit)} upload limit")
         aimed = (plan.video_rate + plan.audio_rate) * source.duration / 8 + overhead
         log.info(
             "re-encoded %s at %dx%d came to %d bytes for a %d limit (aimed at %d); again",
@@ -411,7 +384,7 @@ def _fit_video(source: _Source, limit: int, clock: _Clock, path: str) -> Fitted:
     assert plan is not None
     raise CannotFit(
         f"even re-encoded to {plan.width}x{plan.height} the {source.noun} is "
-        f"{_size_words(size)}, over the {_size_words(limit)} upload limit"
+        f"{size_words(size)}, over the {size_words(limit)} upload limit"
     )
 
 
@@ -428,8 +401,8 @@ def _plan_video(source: _Source, total: float, max_pixels: int | None, limit: in
     smallest = sizes[-1]
     if video_rate < smallest[0] * smallest[1] * fps * _FLOOR_BPP:
         raise CannotFit(
-            f"the {source.noun} is {_duration_words(source.duration)} long; even at the lowest "
-            f"quality it does not fit in {_size_words(limit)}"
+            f"the {source.noun} is {duration_words(source.duration)} long; even at the lowest "
+            f"quality it does not fit in {size_words(limit)}"
         )
     fitting = [s for s in sizes if max_pixels is None or s[0] * s[1] <= max_pixels]
     if not fitting:  # below the ladder: scaled to the pixels asked for, within reason
@@ -458,7 +431,7 @@ def _even(value: float) -> int:
     return max(2, 2 * round(value / 2))
 
 
-def _encode_video(source: _Source, plan: _Plan, clock: _Clock, path: str) -> bytes:
+def _encode_video(source: _Source, plan: _Plan, clock: Clock, path: str) -> bytes:
     with av.open(path, "w", format="mp4", options={"movflags": "+faststart"}) as out:
         video = out.add_stream("libx264", rate=source.rate)
         video.width, video.height, video.pix_fmt = plan.width, plan.height, "yuv420p"
@@ -517,126 +490,5 @@ def _encode_video(source: _Source, plan: _Plan, clock: _Clock, path: str) -> byt
         return file.read()
 
 
-# --- audio --------------------------------------------------------------------------------------
-
-
-def _fit_audio(data: bytes, limit: int, clock: _Clock, path: str) -> Fitted:
-    channels, duration = _probe_audio(data, clock)
-    channels = min(channels, 2)
-    # Ogg headers and Opus tags, then a page header per second or so and a byte per packet
-    overhead = 1024 + duration * 80
-    rate = min((limit - overhead) * 8 * _HEADROOM / duration, _MAX_OPUS_RATE[channels])
-    size = 0
-    for _ in range(_ATTEMPTS):
-        if rate < _MIN_OPUS_RATE:
-            raise CannotFit(
-                f"the audio is {_duration_words(duration)} long; even at the lowest quality "
-                f"it does not fit in {_size_words(limit)}"
-            )
-        out = _encode_audio(data, channels, int(rate), clock, path)
-        size = len(out)
-        if size <= limit:
-            note = (
-                f"re-encoded to Opus at {_rate_words(size * 8 / duration)} to fit the "
-                f"{_size_words(limit)} upload limit"
-            )
-            return Fitted(out, sniff(out), note)
-        log.info("re-encoded audio came to %d bytes for a %d limit; again", size, limit)
-        rate *= limit / size * 0.9
-    raise CannotFit(
-        f"even re-encoded the audio is {_size_words(size)}, over the "
-        f"{_size_words(limit)} upload limit"
-    )
-
-
-def _probe_audio(data: bytes, clock: _Clock) -> tuple[int, float]:
-    """A sound's channels and duration in seconds (from its packets' timestamps)."""
-    try:
-        with av.open(io.BytesIO(data), "r") as src:
-            if not src.streams.audio:
-                raise _unreadable("audio")
-            stream = src.streams.audio[0]
-            channels = stream.codec_context.channels
-            start, end = math.inf, 0.0
-            for packet in src.demux(stream):
-                clock.check()
-                if packet.size == 0 or packet.pts is None:
-                    continue
-                at = float(packet.pts * packet.time_base)
-                start = min(start, at)
-                end = max(end, at + float((packet.duration or 0) * packet.time_base))
-            if start == math.inf and src.duration:
-                start, end = 0.0, src.duration / 1_000_000
-    except av.error.FFmpegError as exc:
-        raise _unreadable("audio") from exc
-    if channels <= 0 or start == math.inf or end <= start:
-        raise _unreadable("audio")
-    return channels, end - start
-
-
-def _encode_audio(data: bytes, channels: int, rate: int, clock: _Clock, path: str) -> bytes:
-    try:
-        with av.open(io.BytesIO(data), "r") as src, av.open(path, "w", format="ogg") as out:
-            stream = src.streams.audio[0]
-            opus = out.add_stream("libopus", rate=48000)
-            opus.layout = "mono" if channels == 1 else "stereo"
-            opus.bit_rate = rate
-            samples = 0
-            for packet in src.demux(stream):
-                clock.check()
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    continue
-                for frame in frames:
-                    frame.pts, frame.time_base = samples, Fraction(1, frame.sample_rate)
-                    samples += frame.samples
-                    out.mux(opus.encode(frame))
-            clock.check()
-            out.mux(opus.encode(None))
-    except av.error.FFmpegError as exc:
-        raise _unreadable("audio") from exc
-    if samples == 0:
-        raise _unreadable("audio")
-    with open(path, "rb") as file:
-        return file.read()
-
-
-# --- words --------------------------------------------------------------------------------------
-
-
-def _size_words(size: int) -> str:
-    """10485760 -> "10 MiB", 1536 -> "1.5 KiB"."""
-    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
-        if size >= scale:
-            value = size / scale
-            return (
-                f"{value:.0f} {unit}"
-                if value >= 10 or value.is_integer()
-                else f"{value:.1f} {unit}"
-            )
-    return f"{size} bytes"
-
-
-def _rate_words(bits_per_second: float) -> str:
-    """1_400_000 -> "1.4 Mbit/s", 850_000 -> "850 kbit/s"."""
-    if bits_per_second >= 1_000_000:
-        return f"{bits_per_second / 1_000_000:.1f} Mbit/s"
-    return f"{bits_per_second / 1000:.0f} kbit/s"
-
-
-def _duration_words(seconds: float) -> str:
-    """2400 -> "40 minutes", 3 -> "3 seconds", 0.4 -> "0.4 seconds"."""
-    if seconds < 10:
-        value = f"{seconds:.1f}".rstrip("0").rstrip(".")
-        return f"{value} second" if value == "1" else f"{value} seconds"
-    if seconds < 120:
-        return f"{round(seconds)} seconds"
-    minutes = round(seconds / 60)
-    if minutes < 120:
-        return f"{minutes} minutes"
-    return f"{minutes / 60:.1f}".rstrip("0").rstrip(".") + " hours"
-
-
-def _seconds_words(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
+_Clock = Clock
+"""The deadline's old name, kept for callers that patch the decoders."""
