@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.jobs.runner import JobUpdate, image_size
+from bot.jobs.results import image_size
+from bot.jobs.runner import JobUpdate
 from tests.conftest import WORKFLOWS, make_settings
 from tests.e2e import (
     comfybot,

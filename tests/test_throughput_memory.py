@@ -15,7 +15,7 @@ import pytest
 
 from bot.delivery import Coalescer
 from bot.engine import Engine, JobRequest
-from bot.jobs import runner as runner_module
+from bot.jobs import results as runner_module
 from bot.jobs.model import Job, JobState
 from tests.conftest import Recorder
 from tests.fakes.comfyui import FakeComfyUI

@@ -1,5 +1,7 @@
 """Drives jobs on ComfyUI: takes them from the fair queue, hands each to a backend of the pool
-that can run it, follows it there, collects the images.
+that can run it, follows it there, collects the images. This is the job loop (admission to
+dispatch to completion); what listeners are told of a run is `bot.jobs.progress`, its results on
+their way to disk and to delivery `bot.jobs.results`.
 
 Every state change is saved before anything else happens, so after a crash `Runner.start()`
 resumes each unfinished job: a prompt ComfyUI already finished is collected from its history,
@@ -11,31 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import io
 import logging
-import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from PIL import Image
-
 from bot.comfy.client import PromptResult, PromptTracker
 from bot.comfy.events import (
-    Event,
-    Executing,
-    ExecutionCached,
     ExecutionStart,
     ImageRef,
-    Preview,
-    Progress,
 )
 from bot.comfy.pool import Backend, BackendEvent, Pool
 from bot.errors import (
     BackendUnavailable,
-    ExecutionFailed,
     Interrupted,
     OutputMissing,
     PromptRejected,
@@ -43,49 +35,20 @@ from bot.errors import (
 )
 from bot.jobs.dispatch import Dispatcher, Needs
 from bot.jobs.model import Job, JobState, Output
+from bot.jobs.progress import Emit, JobUpdate, RunProgress
+from bot.jobs.results import EarlyFetches, Writes, collect, run_failure, write_files
 from bot.jobs.scheduler import FairQueue
 from bot.jobs.store import Store
-from bot.media import TEXT, sniff
 from bot.tasks import spawn
 
 log = logging.getLogger(__name__)
 
+__all__ = ["MAX_ATTEMPTS", "WITHDRAW_SCOPE", "BuildPrompt", "Emit", "JobUpdate", "Runner"]
+
 MAX_ATTEMPTS = 3
-#: Longest a job's disk write waits for a delivery that holds it (see `Runner.hold_saving`).
-SAVE_HOLD = 5.0
 #: Store scope of the prompts to withdraw from a backend when it comes back (by backend name).
 WITHDRAW_SCOPE = "pool.withdraw"
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class JobUpdate:
-    """Something happened to a job: what listeners (Discord, the CLI) are told.
-
-    kind is one of: queued, position, submitted, retrying (ComfyUI unreachable; `note` says
-    what is retried, in plain words), started, progress, preview, result, finished.
-
-    `result` comes just before `finished` when a run succeeded: the job as it will be saved
-    (done, with its outputs) and the images' bytes, while they are still being written to disk;
-    a listener that only needs the bytes (a Discord reply) can send them at once. `finished`
-    follows once the files and the record are on disk (see `Runner.saved`).
-    """
-
-    job: Job
-    kind: str
-    position: int | None = None
-    node_index: int = 0
-    node_count: int = 0
-    node_title: str | None = None
-    step: int = 0
-    steps: int = 0
-    preview: bytes | None = None
-    preview_mime: str | None = None
-    note: str | None = None
-    images: tuple[bytes, ...] = ()  # result, finished: the outputs' bytes (`job.outputs`)
-
-
-Emit = Callable[[JobUpdate], None]
 BuildPrompt = Callable[[Job, Backend], Awaitable[dict[str, Any]]]
 
 
@@ -102,22 +65,12 @@ class _Active:
     gpu_since: float | None = None  # when ComfyUI started running it
     ran: bool = False  # ComfyUI said its run succeeded: the GPU is done with it
     # images fetched as soon as ComfyUI says the run succeeded, while its history is read
-    early: dict[ImageRef, asyncio.Task[bytes]] = field(default_factory=dict)
+    early: EarlyFetches = field(default_factory=EarlyFetches)
 
     @property
     def waiting_there(self) -> bool:
         """Queued in its ComfyUI behind another prompt (prefetched), not started."""
         return self.accepted and self.job.state is JobState.SUBMITTED
-
-
-@dataclass
-class _Saving:
-    """A result announced (`result` update) whose files and record are being written."""
-
-    active: _Active  # out of its backend's slot already
-    stored: asyncio.Future[None]  # done once its final record is stored
-    task: asyncio.Task[None] | None = None  # the write
-    hold: asyncio.Future[None] | None = None  # the write waits for it (a delivery under way)
 
 
 class Runner:
@@ -160,7 +113,7 @@ class Runner:
         self.fetch_retry_seconds = fetch_retry_seconds
         self._active: dict[str, _Active] = {}
         self._moved: list[Job] = []  # taken from a backend, waiting for another one
-        self._saving: dict[str, _Saving] = {}  # result announced, being written to disk
+        self._writes: Writes[_Active] = Writes()  # result announced, being written to disk
         self._abandoned: dict[str, set[str]] = {}  # backend -> prompt ids to withdraw there
         self._needs: dict[str, Needs | None] = {}
         self._wake = asyncio.Event()
@@ -202,12 +155,7 @@ class Runner:
                 await task
         self._active.clear()
         self._moved.clear()
-        saving = list(self._saving.values())  # results announced are written before stopping
-        for item in saving:
-            if item.hold is not None and not item.hold.done():
-                item.hold.set_result(None)
-        if saving:
-            await asyncio.gather(*(i.task for i in saving if i.task), return_exceptions=True)
+        await self._writes.finish_all()  # results announced are written before stopping
 
     # public ---------------------------------------------------------------------------------
     def enqueue(self, job: Job, *, saved: bool = False) -> Job:
@@ -222,8 +170,7 @@ class Runner:
 
     def replace(self, job: Job) -> None:
         """Save a changed copy of a job (e.g. its meta) wherever the runner holds it."""
-        saving = self._saving.get(job.id)
-        active = self._active.get(job.id) or (saving.active if saving else None)
+        active = self._active.get(job.id) or self._writes.holder(job.id)
         if active is not None:  # kept there too, or its final record would write over it
             job = active.job.evolve(meta=job.meta)
             active.job = job
@@ -243,9 +190,7 @@ class Runner:
     def job(self, job_id: str) -> Job | None:
         """The job as the runner holds it (queued, handed to a backend, moved, or its result
         being written); None when it holds no such job (finished, or unknown)."""
-        active = self._active.get(job_id)
-        if active is None and job_id in self._saving:
-            active = self._saving[job_id].active
+        active = self._active.get(job_id) or self._writes.holder(job_id)
         if active is not None:
             return active.job
         queued = self.queue.get(job_id)
@@ -284,7 +229,7 @@ class Runner:
 
     def finishing(self, job_id: str) -> bool:
         """The job's result is announced; its files and record are being written."""
-        return job_id in self._saving
+        return job_id in self._writes
 
     def position(self, job_id: str) -> int | None:
         """1-based place among jobs waiting to start (0 if it has started, None if unknown)."""
@@ -299,9 +244,7 @@ class Runner:
         written; whoever marks the job delivered waits for that first, so that the mark is
         never written over (and a crash in between delivers again after the restart).
         """
-        pending = [self._saving[j].stored for j in job_ids if j in self._saving]
-        if pending:
-            await asyncio.wait([asyncio.shield(f) for f in pending])
+        await self._writes.saved(job_ids)
 
     def hold_saving(self, job_ids: Iterable[str]) -> Callable[[], None]:
         """Make the disk write of jobs whose `result` was just announced wait until the
@@ -309,20 +252,7 @@ class Runner:
         bytes first is not slowed by it. Call it right after the result went out (or failed).
         Jobs not being saved are left alone.
         """
-        holds: list[asyncio.Future[None]] = []
-        for job_id in job_ids:
-            saving = self._saving.get(job_id)
-            if saving is not None:
-                if saving.hold is None:
-                    saving.hold = asyncio.get_running_loop().create_future()
-                holds.append(saving.hold)
-
-        def release() -> None:
-            for hold in holds:
-                if not hold.done():
-                    hold.set_result(None)
-
-        return release
+        return self._writes.hold(job_ids)
 
     def refusal(self, job: Job) -> str | None:
         """Why no backend can run this job (None: one can, or may once it is reachable)."""
@@ -647,11 +577,7 @@ class Runner:
             log.exception("job %s failed unexpectedly", job.id)
             self._fail(active, None)
         finally:
-            for early in active.early.values():
-                if early.done() and not early.cancelled():
-                    early.exception()  # not needed after all: retrieved, so never reported
-                early.cancel()
-            active.early.clear()
+            active.early.drop()
             if active.gpu_since is not None:
                 active.backend.busy_seconds += time.monotonic() - active.gpu_since
                 active.gpu_since = None
@@ -720,7 +646,7 @@ class Runner:
 
     async def _follow(self, active: _Active, tracker: PromptTracker) -> PromptResult:
         tracker.on_success(functools.partial(self._fetch_early, active))
-        progress = _Progress(active.prompt)
+        progress = RunProgress(active.prompt)
         consumer = asyncio.create_task(self._consume(active, tracker, progress))
         try:
             return await tracker.result()
@@ -730,7 +656,9 @@ class Runner:
                 await consumer
             active.backend.client.untrack(tracker.prompt_id)
 
-    async def _consume(self, active: _Active, tracker: PromptTracker, progress: _Progress) -> None:
+    async def _consume(
+        self, active: _Active, tracker: PromptTracker, progress: RunProgress
+    ) -> None:
         downloads_first = True
         async for event in tracker:
             if downloads_first and active.early:
@@ -754,56 +682,26 @@ class Runner:
         slot is free from now on (see `load`): the next job is handed to it meanwhile."""
         active.ran = True
         self._wake.set()
-        for ref in (r for refs in outputs.values() for r in refs if r.type == "output"):
-            if ref not in active.early:
-                fetch = active.backend.client.fetch_image(ref)
-                active.early[ref] = asyncio.get_running_loop().create_task(fetch)
+        active.early.start(outputs, active.backend.client.fetch_image)
 
     async def _image(self, active: _Active, ref: ImageRef) -> bytes:
-        early = active.early.pop(ref, None)
+        early = await active.early.take(ref)
         if early is not None:
-            try:
-                return await early
-            except (BackendUnavailable, OutputMissing):
-                pass  # fetched again below, with retries
-        return await self._retrying(
+            return early
+        return await self._retrying(  # fetched again, with retries
             active,
             "ComfyUI went away while sending your image",
             functools.partial(active.backend.client.fetch_image, ref),
         )
 
     async def _finish(self, active: _Active, result: PromptResult) -> None:
-        if result.status == "interrupted" or active.cancel_by is not None:
-            who = active.cancel_by or "ComfyUI (interrupted)"
-            raise Interrupted(f"Cancelled by {who}")
-        if result.status == "error":
-            err = result.error
-            title = _node_title(active.prompt, err.node_id if err else None, err)
-            detail = (err.exception_message if err else "") or "no details"
-            kind = err.exception_type if err else "Error"
-            raise ExecutionFailed(
-                _trim(f"{title} failed: {kind}: {detail.strip()}", 400),
-                node_id=err.node_id if err else None,
-                node_type=err.node_type if err else None,
-                exception_type=kind,
-            )
-        chosen = _result_refs(result.outputs)
-        if not chosen:
-            raise OutputMissing("The workflow finished but produced no output")
+        failure = run_failure(result, active.prompt, active.cancel_by)
+        if failure is not None:
+            raise failure
         folder = self.outputs_dir / active.job.id
-        outputs, images = [], []
-        for index, (node, ref) in enumerate(chosen, start=1):
-            if ref.text is not None:
-                data, media = ref.text.encode(), TEXT
-            else:
-                data = await self._image(active, ref)
-                media = sniff(data)
-            path = folder / f"{index:02d}.{media.ext}"
-            width, height = image_size(data) if media.kind.visual else (0, 0)
-            outputs.append(
-                Output(str(path), path.name, node, width, height, media.kind.value, media.mime)
-            )
-            images.append(data)
+        outputs, images = await collect(
+            result.outputs, folder, functools.partial(self._image, active)
+        )
         done = {
             "state": JobState.DONE,
             "outputs": tuple(outputs),
@@ -816,10 +714,7 @@ class Runner:
         # leaves the job running in the store: after the restart it is collected from ComfyUI
         # again and delivered again, which repeats the same result (harmless).
         job_id = active.job.id
-        saving = self._saving[job_id] = _Saving(active, asyncio.get_running_loop().create_future())
-        saving.task = spawn(
-            self._persist(active, folder, outputs, images, done), name=f"save:{job_id}"
-        )
+        self._writes.begin(job_id, active, self._persist(active, folder, outputs, images, done))
         self.emit(JobUpdate(active.job.evolve(**done), "result", images=tuple(images)))
 
     async def _persist(
@@ -833,15 +728,9 @@ class Runner:
         """Write a finished job's files and record, then announce it `finished`."""
         job_id = active.job.id
         try:
-            await asyncio.sleep(0)  # the tasks the `result` started run first: they may hold it
-            hold = self._saving[job_id].hold
-            if hold is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(hold), SAVE_HOLD)
+            await self._writes.held(job_id)
             try:
-                # a worker thread: creating a folder and files can take milliseconds on a busy
-                # disk, and the event loop has the next job's submission to make meanwhile
-                await asyncio.to_thread(_write_files, folder, outputs, images)
+                await write_files(folder, outputs, images)
             except Exception:
                 log.exception("job %s: its images could not be written", job_id)
                 self._fail(active, None)
@@ -850,9 +739,7 @@ class Runner:
             self._update(active, **done)
             self.emit(JobUpdate(active.job, "finished", images=tuple(images)))
         finally:
-            saving = self._saving.pop(job_id, None)
-            if saving is not None:  # its final record (done, or failed) is stored
-                saving.stored.set_result(None)
+            self._writes.done(job_id)
 
     def _fail(self, active: _Active, exc: UserError | None) -> None:
         state = JobState.CANCELLED if isinstance(exc, Interrupted) else JobState.FAILED
@@ -869,91 +756,8 @@ class Runner:
         return job
 
 
-class _Progress:
-    """Turns ComfyUI events into "node k of n, step x of y" for one run."""
-
-    def __init__(self, prompt: dict[str, Any]) -> None:
-        self.prompt = prompt
-        self.node_count = len(prompt)
-        self.node_index = 0
-        self.node_title: str | None = None
-        self.step = 0
-        self.steps = 0
-
-    def feed(self, event: Event) -> Preview | str | None:
-        if isinstance(event, ExecutionCached):
-            self.node_count = max(0, self.node_count - len(event.nodes))
-            return None
-        if isinstance(event, Executing) and event.node is not None:
-            self.node_index += 1
-            self.node_count = max(self.node_count, self.node_index)
-            self.node_title = _node_title(self.prompt, event.node, None)
-            self.step = self.steps = 0
-            return "progress"
-        if isinstance(event, Progress):
-            self.step, self.steps = int(event.value), int(event.max)
-            return "progress"
-        if isinstance(event, Preview):
-            return event
-        return None
-
-    def update(self, job: Job, what: Preview | str) -> JobUpdate:
-        common: dict[str, Any] = {
-            "node_index": self.node_index,
-            "node_count": self.node_count,
-            "node_title": self.node_title,
-            "step": self.step,
-            "steps": self.steps,
-        }
-        if isinstance(what, Preview):
-            return JobUpdate(job, "preview", preview=what.data, preview_mime=what.mime, **common)
-        return JobUpdate(job, "progress", **common)
-
-
-def _node_title(prompt: dict[str, Any], node_id: str | None, err: Any) -> str:
-    node = prompt.get(node_id or "", {}) if node_id else {}
-    title = node.get("_meta", {}).get("title") or node.get("class_type")
-    if not title and err is not None:
-        title = getattr(err, "node_type", None)
-    title = title or "a node"
-    return f"{title} (#{node_id})" if node_id else str(title)
-
-
 def _plain_unreachable(exc: BackendUnavailable) -> str:
     """What a member is told when ComfyUI stayed unreachable: no address, no error class."""
     if exc.__cause__ is not None and isinstance(exc.__cause__, BackendUnavailable):
         return exc.message  # already plain (see Runner._retrying)
     return "ComfyUI could not be reached, so the job could not run. Try again later."
-
-
-def _result_refs(outputs: Mapping[str, tuple[ImageRef, ...]]) -> list[tuple[str, ImageRef]]:
-    """What a job delivers, as (node, ref) in node order: the saved files (previews only when
-    nothing was saved) and every text output."""
-    pairs = [(node, ref) for node, refs in outputs.items() for ref in refs]
-    saved = [p for p in pairs if p[1].type == "output"]
-    files = saved or [p for p in pairs if not p[1].is_text]
-    keep = {id(p[1]) for p in files}
-    return [p for p in pairs if id(p[1]) in keep or p[1].is_text]
-
-
-def _write_files(folder: Path, outputs: list[Output], images: list[bytes]) -> None:
-    """Write a job's images to their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for output, data in zip(outputs, images, strict=True):
-        Path(output.path).write_bytes(data)
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    """Width and height of an image: read from a PNG's header, else by Pillow; (0, 0) if unknown."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", data[16:24])
-        return int(width), int(height)
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.size
-    except Exception:
-        return (0, 0)
-
-
-def _trim(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
