@@ -114,6 +114,9 @@ class ComfyBot(commands.Bot):
         # called first on shutdown (e.g. to tell members waiting for a job); bounded in time
         self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self.tree.error(self.on_app_command_error)
+        # the commands follow the workflows whichever way a pack is saved or removed
+        self._command_sync: asyncio.Task[None] | None = None
+        self._unwatch = engine.watch_workflows(self._follow_workflows)
 
     def _thread_parent(self, channel_id: str) -> str | None:
         """The channel a thread belongs to (None for anything else)."""
@@ -141,6 +144,28 @@ class ComfyBot(commands.Bot):
         elif self.settings.discord.sync_on_start:
             synced = await self.tree.sync()
             log.info("synced %d global commands", len(synced))
+
+    def _follow_workflows(self) -> None:
+        """A pack was saved or removed (in Discord, over HTTP or in the console): rebuild and
+        push the commands once the bot is connected, one change after the other."""
+        if self.stopping or self.is_closed():
+            return
+        previous = self._command_sync
+        self._command_sync = asyncio.get_running_loop().create_task(self._resync_after(previous))
+
+    async def _resync_after(self, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
+        await self.wait_until_ready()
+        try:
+            await self.workflows_changed()
+        except discord.DiscordException:
+            log.exception("could not push the commands after the workflows changed")
+
+    async def commands_followed(self) -> None:
+        """Wait until Discord's commands follow the workflows' last change."""
+        if self._command_sync is not None:
+            await asyncio.shield(self._command_sync)
 
     async def workflows_changed(self) -> None:
         """Rebuild the commands made from the workflows and push them to Discord at once.
@@ -183,6 +208,9 @@ class ComfyBot(commands.Bot):
             log.warning("closing took longer than %.0f s", timeout / 2)
 
     async def close(self) -> None:
+        self._unwatch()
+        if self._command_sync is not None:
+            self._command_sync.cancel()
         self.metrics.close()
         try:
             if self.start_engine:

@@ -164,6 +164,7 @@ class Engine:
         self.workflow_problems: list[str] = []
         self.queue = FairQueue()
         self._listeners: list[Listener] = []
+        self._workflow_watchers: list[Callable[[], None]] = []
         self._durations: deque[float] = deque(maxlen=50)  # seconds on ComfyUI of recent jobs
         # seconds on the GPU (start to result) of recent jobs, per workflow
         self._runs: dict[str, deque[float]] = {}
@@ -231,6 +232,22 @@ class Engine:
             log.warning("%s", problem)
 
     # listeners ------------------------------------------------------------------------------
+    def watch_workflows(self, watcher: Callable[[], None]) -> Callable[[], None]:
+        """Call `watcher` after a pack is saved or removed, whichever way in did it (Discord,
+        the HTTP API, the console), so each way out can follow: Discord's commands, the OpenAPI
+        document. Returns a function that stops watching."""
+        self._workflow_watchers.append(watcher)
+        return lambda: (
+            self._workflow_watchers.remove(watcher) if watcher in self._workflow_watchers else None
+        )
+
+    def _workflows_changed(self) -> None:
+        for watcher in list(self._workflow_watchers):
+            try:
+                watcher()
+            except Exception:
+                log.exception("workflow watcher failed")
+
     def listen(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` with every JobUpdate. Returns a function that stops listening."""
         self._listeners.append(listener)
@@ -322,6 +339,7 @@ class Engine:
             )
         packs.save_pack(preview, Path(self.settings.workflows.dir), self.workflows)
         self.reload_workflows()
+        self._workflows_changed()
         if preview.name not in self.workflows:
             found = [p for p in self.workflow_problems if preview.name in p]
             raise WorkflowError(
@@ -371,6 +389,7 @@ class Engine:
             removed.append(path.name)
         log.info("removed the pack %s (%s)", name, ", ".join(removed))
         self.reload_workflows()
+        self._workflows_changed()
         return removed
 
     def set_limits_source(self, source: Callable[[Job], LimitSettings]) -> None:

@@ -131,7 +131,7 @@ class ImportView(discord.ui.View):
         guild, _ = ids(interaction)
         if guild is not None:
             self.bot.policy.record(guild, actor(interaction), "import", workflow.name)
-        await self.bot.workflows_changed()
+        await self.bot.commands_followed()
         command = f" and `/{workflow.spec.command}`" if workflow.spec.command else ""
         await interaction.edit_original_response(
             content=f"Saved **{workflow.name}**: use it with `/imagine workflow:{workflow.name}`"
