@@ -7,64 +7,22 @@ The custom classes come from the recorded `/object_info` of popular node packs.
 
 from __future__ import annotations
 
-import json
-from functools import cache
 from typing import Any
 
 import pytest
 
-from bot.workflows.detect import detect_params
-from bot.workflows.spec import ParamSpec
-from tests.recordings import OBJECT_INFO, OBJECT_INFO_CUSTOM
-
-
-@cache
-def _info() -> dict[str, Any]:
-    info: dict[str, Any] = json.loads(OBJECT_INFO.read_text(encoding="utf-8"))
-    info.update(json.loads(OBJECT_INFO_CUSTOM.read_text(encoding="utf-8")))
-    return info
-
-
-def node(class_type: str, **inputs: Any) -> dict[str, Any]:
-    return {"class_type": class_type, "inputs": inputs, "_meta": {"title": class_type}}
-
-
-def where(spec: ParamSpec) -> list[tuple[str, str]]:
-    if spec.targets:
-        return [(str(t.node), str(t.input)) for t in spec.targets]
-    return [(str(spec.node), str(spec.input))]
-
-
-def detected(graph: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
-    return {name: where(spec) for name, spec in detect_params(graph, _info()).items()}
+from tests.detect_graphs import custom_advanced, decode_and_save, detected, encoders, ksampler, node
 
 
 def _sd15(**sampler: Any) -> dict[str, Any]:
     """Checkpoint, two encoders, an empty latent, decode and save; the sampler is the caller's."""
-    return {
-        "1": node("CheckpointLoaderSimple", ckpt_name="tiny-sd15.safetensors"),
-        "2": node("CLIPTextEncode", text="a castle", clip=["1", 1]),
-        "3": node("CLIPTextEncode", text="blurry", clip=["1", 1]),
-        "4": node("EmptyLatentImage", width=512, height=512, batch_size=1),
-        "5": node(**sampler),
-        "6": node("VAEDecode", samples=["5", 0], vae=["1", 2]),
-        "7": node("SaveImage", images=["6", 0], filename_prefix="x"),
-    }
+    graph = encoders(height=512)
+    graph["5"] = node(**sampler)
+    return decode_and_save(graph, ["5", 0])
 
 
 def _ksampler_inputs() -> dict[str, Any]:
-    return {
-        "model": ["1", 0],
-        "positive": ["2", 0],
-        "negative": ["3", 0],
-        "latent_image": ["4", 0],
-        "seed": 1,
-        "steps": 20,
-        "cfg": 7.0,
-        "sampler_name": "euler",
-        "scheduler": "normal",
-        "denoise": 1.0,
-    }
+    return dict(ksampler(["4", 0])["inputs"])
 
 
 def test_efficiency_sampler_and_the_loader_holding_the_prompt() -> None:
@@ -225,14 +183,7 @@ def test_a_guider_graph_with_a_string_primitive_and_a_refiner_pass() -> None:
         "6": node("RandomNoise", noise_seed=99),
         "7": node("KSamplerSelect", sampler_name="euler"),
         "8": node("BasicScheduler", model=["1", 0], scheduler="simple", steps=18, denoise=1.0),
-        "9": node(
-            "SamplerCustomAdvanced",
-            noise=["6", 0],
-            guider=["5", 0],
-            sampler=["7", 0],
-            sigmas=["8", 0],
-            latent_image=["4", 0],
-        ),
+        "9": custom_advanced("6", "5", "7", "8", latent=["4", 0]),
         "10": node("CLIPTextEncode", text="same text again", clip=["1", 1]),
         "11": node(
             "KSamplerAdvanced",
@@ -291,8 +242,48 @@ def test_inpaint_offers_the_image_and_the_mask_and_denoise() -> None:
     assert "width" not in found
 
 
-@pytest.mark.parametrize("loader", ["LoadVideo", "VHS_LoadVideoPath"])
-def test_video_graphs_offer_the_video_and_the_video_latent_size(loader: str) -> None:
+def _webp(images: list[Any], prefix: str) -> dict[str, Any]:
+    return node(
+        "SaveAnimatedWEBP",
+        images=images,
+        filename_prefix=prefix,
+        fps=16.0,
+        lossless=False,
+        quality=90,
+        method="default",
+    )
+
+
+VHS_LOAD_VIDEO_PATH = node(
+    "VHS_LoadVideoPath",
+    video="input/clip.mp4",
+    force_rate=0,
+    custom_width=0,
+    custom_height=0,
+    frame_load_cap=0,
+    skip_first_frames=0,
+    select_every_nth=1,
+)
+
+
+@pytest.mark.parametrize(
+    ("loaders", "frames", "expected"),
+    [
+        (
+            {
+                "10": node("LoadVideo", file="clip.mp4"),
+                "11": node("GetVideoComponents", video=["10", 0]),
+            },
+            ["11", 0],
+            [("10", "file")],
+        ),
+        ({"10": VHS_LOAD_VIDEO_PATH}, ["10", 0], [("10", "video")]),
+    ],
+    ids=["LoadVideo", "VHS_LoadVideoPath"],
+)
+def test_video_graphs_offer_the_video_and_the_video_latent_size(
+    loaders: dict[str, Any], frames: list[Any], expected: list[tuple[str, str]]
+) -> None:
     graph = {
         "1": node("UNETLoader", unet_name="wan.safetensors", weight_dtype="default"),
         "2": node("CLIPLoader", clip_name="umt5.safetensors", type="wan", device="default"),
@@ -314,50 +305,10 @@ def test_video_graphs_offer_the_video_and_the_video_latent_size(loader: str) -> 
         ),
         "7": node("VAELoader", vae_name="wan_vae.safetensors"),
         "8": node("VAEDecode", samples=["6", 0], vae=["7", 0]),
-        "9": node(
-            "SaveAnimatedWEBP",
-            images=["8", 0],
-            filename_prefix="x",
-            fps=16.0,
-            lossless=False,
-            quality=90,
-            method="default",
-        ),
+        "9": _webp(["8", 0], "x"),
+        **loaders,
+        "12": _webp(frames, "y"),
     }
-    if loader == "LoadVideo":
-        graph["10"] = node("LoadVideo", file="clip.mp4")
-        graph["11"] = node("GetVideoComponents", video=["10", 0])
-        graph["12"] = node(
-            "SaveAnimatedWEBP",
-            images=["11", 0],
-            filename_prefix="y",
-            fps=16.0,
-            lossless=False,
-            quality=90,
-            method="default",
-        )
-        expected = [("10", "file")]
-    else:
-        graph["10"] = node(
-            "VHS_LoadVideoPath",
-            video="input/clip.mp4",
-            force_rate=0,
-            custom_width=0,
-            custom_height=0,
-            frame_load_cap=0,
-            skip_first_frames=0,
-            select_every_nth=1,
-        )
-        graph["12"] = node(
-            "SaveAnimatedWEBP",
-            images=["10", 0],
-            filename_prefix="y",
-            fps=16.0,
-            lossless=False,
-            quality=90,
-            method="default",
-        )
-        expected = [("10", "video")]
 
     found = detected(graph)
 

@@ -12,8 +12,15 @@ from typing import Any
 import pytest
 
 from bot.workflows.detect import detect_params
-from tests.test_workflows_detect_custom import _info, detected, node
-from tests.test_workflows_detect_packs import _encoders, _ksampler, _with_latent
+from tests.detect_graphs import (
+    decode_and_save,
+    detected,
+    encoders,
+    info,
+    ksampler,
+    node,
+    with_latent,
+)
 
 # --- sizes ----------------------------------------------------------------------------------
 
@@ -26,7 +33,7 @@ def test_rgthrees_dimensions_list_is_a_size_option_over_its_sizes() -> None:
         batch_size=1,
     )
 
-    found = detect_params(_with_latent(latent), _info())
+    found = detect_params(with_latent(latent), info())
 
     size = found["size"]
     assert (size.type, size.node, size.input) == ("enum", "4", "dimensions")
@@ -47,7 +54,7 @@ def test_a_comfyroll_aspect_ratio_picked_from_its_list_is_the_size() -> None:
         batch_size=1,
     )
 
-    found = detect_params(_with_latent(latent, **{"30": ratio}), _info())
+    found = detect_params(with_latent(latent, **{"30": ratio}), info())
 
     size = found["size"]
     assert (size.node, size.input) == ("30", "aspect_ratio")
@@ -56,7 +63,7 @@ def test_a_comfyroll_aspect_ratio_picked_from_its_list_is_the_size() -> None:
 
 
 def test_a_comfyroll_aspect_ratio_as_the_latent_itself_is_the_size() -> None:
-    graph = _with_latent(
+    graph = with_latent(
         node(
             "CR Aspect Ratio",
             width=512,
@@ -80,7 +87,7 @@ def test_a_comfyroll_aspect_ratio_as_the_latent_itself_is_the_size() -> None:
 
 
 def _joined(text_node: dict[str, Any], **sources: dict[str, Any]) -> dict[str, Any]:
-    graph = _with_latent(node("EmptyLatentImage", width=512, height=512, batch_size=1))
+    graph = with_latent(node("EmptyLatentImage", width=512, height=512, batch_size=1))
     graph["2"]["inputs"]["text"] = ["20", 0]
     graph["20"] = text_node
     graph.update(sources)
@@ -148,15 +155,13 @@ def test_a_shown_text_passes_the_prompt_on_from_its_box() -> None:
 
 
 def _from_path(path: str) -> dict[str, Any]:
-    graph = _encoders()
+    graph = encoders()
     del graph["4"]
     graph["8"] = node("VHS_LoadImagePath", image=path, custom_width=0, custom_height=0)
     graph["9"] = node("VAEEncode", pixels=["8", 0], vae=["1", 2])
-    graph["5"] = _ksampler(["9", 0])
+    graph["5"] = ksampler(["9", 0])
     graph["5"]["inputs"]["denoise"] = 0.6
-    graph["6"] = node("VAEDecode", samples=["5", 0], vae=["1", 2])
-    graph["7"] = node("SaveImage", images=["6", 0], filename_prefix="x")
-    return graph
+    return decode_and_save(graph, ["5", 0])
 
 
 def test_a_path_loader_reading_the_input_folder_is_an_image_option() -> None:

@@ -13,63 +13,39 @@ from typing import Any
 
 import pytest
 
-from tests.test_workflows_detect_custom import detected, node
+from tests.detect_graphs import (
+    KSAMPLING,
+    PIPED,
+    SAMPLED,
+    basic_pipe,
+    custom_advanced,
+    decode_and_save,
+    detected,
+    encoders,
+    ksampler,
+    node,
+    with_latent,
+)
 
-KSAMPLING = {"steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal"}
-
-
-def _encoders() -> dict[str, Any]:
-    return {
-        "1": node("CheckpointLoaderSimple", ckpt_name="tiny-sd15.safetensors"),
-        "2": node("CLIPTextEncode", text="a castle", clip=["1", 1]),
-        "3": node("CLIPTextEncode", text="blurry", clip=["1", 1]),
-        "4": node("EmptyLatentImage", width=512, height=768, batch_size=1),
-    }
-
-
-def _ksampler(latent: list[Any], seed: int = 1) -> dict[str, Any]:
-    return node(
-        "KSampler",
-        model=["1", 0],
-        positive=["2", 0],
-        negative=["3", 0],
-        latent_image=latent,
-        seed=seed,
-        denoise=1.0,
-        **KSAMPLING,
-    )
+# FaceDetailer's settings of its own, which FaceDetailerPipe takes too.
+_DETAILING = {
+    "guide_size": 512, "guide_size_for": True, "max_size": 1024, "denoise": 0.5, "feather": 5,
+    "noise_mask": True, "force_inpaint": True, "drop_size": 10, "cycle": 1,
+    "bbox_threshold": 0.5, "bbox_dilation": 10, "bbox_crop_factor": 3.0,
+    "sam_detection_hint": "center-1", "sam_dilation": 0, "sam_threshold": 0.93,
+    "sam_bbox_expansion": 0, "sam_mask_hint_threshold": 0.7, "sam_mask_hint_use_negative": "False",
+}  # fmt: skip
 
 
 def _face_detailer(image: list[Any], seed: int) -> dict[str, Any]:
     return node(
         "FaceDetailer",
         image=image,
-        model=["1", 0],
-        clip=["1", 1],
-        vae=["1", 2],
-        positive=["2", 0],
-        negative=["3", 0],
+        **PIPED,
         bbox_detector=["9", 0],
-        guide_size=512,
-        guide_size_for=True,
-        max_size=1024,
         seed=seed,
-        denoise=0.5,
-        feather=5,
-        noise_mask=True,
-        force_inpaint=True,
-        bbox_threshold=0.5,
-        bbox_dilation=10,
-        bbox_crop_factor=3.0,
-        sam_detection_hint="center-1",
-        sam_dilation=0,
-        sam_threshold=0.93,
-        sam_bbox_expansion=0,
-        sam_mask_hint_threshold=0.7,
-        sam_mask_hint_use_negative="False",
-        drop_size=10,
         wildcard="",
-        cycle=1,
+        **_DETAILING,
         **KSAMPLING,
     )
 
@@ -78,39 +54,19 @@ def _detector() -> dict[str, Any]:
     return node("UltralyticsDetectorProvider", model_name="bbox/face_yolov8m.pt")
 
 
-def _with_latent(latent: dict[str, Any], **extra: dict[str, Any]) -> dict[str, Any]:
-    graph = _encoders()
-    graph["4"] = latent
-    graph.update(extra)
-    graph["5"] = _ksampler(["4", 0])
-    graph["6"] = node("VAEDecode", samples=["5", 0], vae=["1", 2])
-    graph["7"] = node("SaveImage", images=["6", 0], filename_prefix="x")
-    return graph
+def _pipe_sampled(class_type: str, **inputs: Any) -> dict[str, Any]:
+    """The encoders in a basic pipe "5", sampled by `class_type` "6", which also decodes."""
+    graph = encoders()
+    graph["5"] = basic_pipe()
+    graph["6"] = node(class_type, basic_pipe=["5", 0], latent_image=["4", 0], **inputs)
+    return decode_and_save(graph, ["6", 1], ["6", 2], ids=("7", "8"))
 
 
 # --- samplers -------------------------------------------------------------------------------
 
 
 def test_an_impact_pipe_sampler_takes_its_prompt_through_the_basic_pipe() -> None:
-    graph = _encoders()
-    graph["5"] = node(
-        "ToBasicPipe",
-        model=["1", 0],
-        clip=["1", 1],
-        vae=["1", 2],
-        positive=["2", 0],
-        negative=["3", 0],
-    )
-    graph["6"] = node(
-        "ImpactKSamplerBasicPipe",
-        basic_pipe=["5", 0],
-        latent_image=["4", 0],
-        seed=9,
-        denoise=1.0,
-        **KSAMPLING,
-    )
-    graph["7"] = node("VAEDecode", samples=["6", 1], vae=["6", 2])
-    graph["8"] = node("SaveImage", images=["7", 0], filename_prefix="x")
+    graph = _pipe_sampled("ImpactKSamplerBasicPipe", seed=9, denoise=1.0, **KSAMPLING)
 
     found = detected(graph)
 
@@ -122,19 +78,8 @@ def test_an_impact_pipe_sampler_takes_its_prompt_through_the_basic_pipe() -> Non
 
 
 def test_the_advanced_pipe_sampler_gives_its_noise_seed() -> None:
-    graph = _encoders()
-    graph["5"] = node(
-        "ToBasicPipe",
-        model=["1", 0],
-        clip=["1", 1],
-        vae=["1", 2],
-        positive=["2", 0],
-        negative=["3", 0],
-    )
-    graph["6"] = node(
+    graph = _pipe_sampled(
         "ImpactKSamplerAdvancedBasicPipe",
-        basic_pipe=["5", 0],
-        latent_image=["4", 0],
         add_noise=True,
         noise_seed=9,
         start_at_step=0,
@@ -142,8 +87,6 @@ def test_the_advanced_pipe_sampler_gives_its_noise_seed() -> None:
         return_with_leftover_noise=False,
         **KSAMPLING,
     )
-    graph["7"] = node("VAEDecode", samples=["6", 1], vae=["6", 2])
-    graph["8"] = node("SaveImage", images=["7", 0], filename_prefix="x")
 
     found = detected(graph)
 
@@ -152,21 +95,13 @@ def test_the_advanced_pipe_sampler_gives_its_noise_seed() -> None:
     assert found["cfg"] == [("6", "cfg")]
 
 
-def test_conditioning_unpacked_from_a_pipe_leads_back_to_the_encoders() -> None:
-    graph = _encoders()
-    graph["5"] = node(
-        "ToBasicPipe",
-        model=["1", 0],
-        clip=["1", 1],
-        vae=["1", 2],
-        positive=["2", 0],
-        negative=["3", 0],
-    )
+def test_conditioning_unpacked_from_a_pipe_leads_back_to_theencoders() -> None:
+    graph = encoders()
+    graph["5"] = basic_pipe()
     graph["6"] = node("FromBasicPipe", basic_pipe=["5", 0])
-    graph["7"] = _ksampler(["4", 0])
+    graph["7"] = ksampler(["4", 0])
     graph["7"]["inputs"].update(model=["6", 0], positive=["6", 3], negative=["6", 4])
-    graph["8"] = node("VAEDecode", samples=["7", 0], vae=["6", 2])
-    graph["9"] = node("SaveImage", images=["8", 0], filename_prefix="x")
+    decode_and_save(graph, ["7", 0], ["6", 2], ids=("8", "9"))
 
     found = detected(graph)
 
@@ -175,8 +110,8 @@ def test_conditioning_unpacked_from_a_pipe_leads_back_to_the_encoders() -> None:
 
 
 def test_a_face_detailer_after_the_ksampler_does_not_take_its_seed() -> None:
-    graph = _encoders()
-    graph["5"] = _ksampler(["4", 0], seed=1)
+    graph = encoders()
+    graph["5"] = ksampler(["4", 0], seed=1)
     graph["6"] = node("VAEDecode", samples=["5", 0], vae=["1", 2])
     graph["9"] = _detector()
     graph["10"] = _face_detailer(["6", 0], seed=77)
@@ -191,8 +126,8 @@ def test_a_face_detailer_after_the_ksampler_does_not_take_its_seed() -> None:
 
 
 def test_a_face_detailer_with_an_earlier_id_is_still_the_later_pass() -> None:
-    graph = _encoders()
-    graph["50"] = _ksampler(["4", 0], seed=1)
+    graph = encoders()
+    graph["50"] = ksampler(["4", 0], seed=1)
     graph["51"] = node("VAEDecode", samples=["50", 0], vae=["1", 2])
     graph["9"] = _detector()
     graph["5"] = _face_detailer(["51", 0], seed=77)
@@ -204,7 +139,7 @@ def test_a_face_detailer_with_an_earlier_id_is_still_the_later_pass() -> None:
 
 
 def test_a_face_detailer_on_a_loaded_picture_is_the_only_pass() -> None:
-    graph = _encoders()
+    graph = encoders()
     del graph["4"]
     graph["6"] = node("LoadImage", image="face.png")
     graph["9"] = _detector()
@@ -219,12 +154,10 @@ def test_a_face_detailer_on_a_loaded_picture_is_the_only_pass() -> None:
 
 
 def test_a_sampler_that_decodes_keeps_its_seed_before_a_detailer_pipe() -> None:
-    graph = _encoders()
+    graph = encoders()
     graph["5"] = node(
         "KSampler (Efficient)",
-        model=["1", 0],
-        positive=["2", 0],
-        negative=["3", 0],
+        **SAMPLED,
         latent_image=["4", 0],
         optional_vae=["1", 2],
         seed=3,
@@ -236,20 +169,21 @@ def test_a_sampler_that_decodes_keeps_its_seed_before_a_detailer_pipe() -> None:
     graph["9"] = _detector()
     graph["12"] = node(
         "ToDetailerPipe",
-        model=["1", 0],
-        clip=["1", 1],
-        vae=["1", 2],
-        positive=["2", 0],
-        negative=["3", 0],
+        **PIPED,
         bbox_detector=["9", 0],
         wildcard="",
         **{"Select to add LoRA": "Select the LoRA to add to the text"},
         **{"Select to add Wildcard": "Select the Wildcard to add to the text"},
     )
-    inputs = dict(_face_detailer(["5", 5], seed=77)["inputs"])
-    for name in ("model", "clip", "vae", "positive", "negative", "bbox_detector", "wildcard"):
-        del inputs[name]
-    graph["13"] = node("FaceDetailerPipe", detailer_pipe=["12", 0], refiner_ratio=0.2, **inputs)
+    graph["13"] = node(
+        "FaceDetailerPipe",
+        image=["5", 5],
+        detailer_pipe=["12", 0],
+        refiner_ratio=0.2,
+        seed=77,
+        **_DETAILING,
+        **KSAMPLING,
+    )
     graph["14"] = node("SaveImage", images=["13", 0], filename_prefix="x")
 
     found = detected(graph)
@@ -344,21 +278,13 @@ def test_a_custom_resolution_offers_the_width_and_height_comfyui_then_uses() -> 
 
 
 def test_a_custom_advanced_sampler_takes_the_seed_of_its_random_noise() -> None:
-    graph = _encoders()
-    graph["5"] = node("CFGGuider", model=["1", 0], positive=["2", 0], negative=["3", 0], cfg=5.0)
+    graph = encoders()
+    graph["5"] = node("CFGGuider", **SAMPLED, cfg=5.0)
     graph["6"] = node("RandomNoise", noise_seed=["20", 0])
     graph["7"] = node("KSamplerSelect", sampler_name="euler")
     graph["8"] = node("BasicScheduler", model=["1", 0], scheduler="simple", steps=9, denoise=1.0)
-    graph["9"] = node(
-        "SamplerCustomAdvanced",
-        noise=["6", 0],
-        guider=["5", 0],
-        sampler=["7", 0],
-        sigmas=["8", 0],
-        latent_image=["4", 0],
-    )
-    graph["10"] = node("VAEDecode", samples=["9", 0], vae=["1", 2])
-    graph["11"] = node("SaveImage", images=["10", 0], filename_prefix="x")
+    graph["9"] = custom_advanced("6", "5", "7", "8", latent=["4", 0])
+    decode_and_save(graph, ["9", 0], ids=("10", "11"))
     graph["20"] = node("easy seedList", min_num=0, max_num=99, method="random", total=1, seed=42)
 
     found = detected(graph)
@@ -425,14 +351,11 @@ def test_wan_video_wrapper_embeds_bring_the_prompt_to_its_sampler() -> None:
 def _masked_sampling(mask_seed: int) -> dict[str, Any]:
     """A KSampler, then Impact's masked sampling from the same empty latent: a base and a
     mask provider, the mask's prompt edited into a second pipe, the mask from the picture."""
-    graph = _encoders()
-    graph["5"] = _ksampler(["4", 0], seed=7)
+    graph = encoders()
+    graph["5"] = ksampler(["4", 0], seed=7)
     graph["6"] = node("VAEDecode", samples=["5", 0], vae=["1", 2])
     graph["8"] = node("CLIPTextEncode", text="a red door", clip=["1", 1])
-    graph["10"] = node(
-        "ToBasicPipe", model=["1", 0], clip=["1", 1], vae=["1", 2], positive=["2", 0]
-    )
-    graph["10"]["inputs"]["negative"] = ["3", 0]
+    graph["10"] = basic_pipe()
     graph["11"] = node("EditBasicPipe", basic_pipe=["10", 0], positive=["8", 0])
     provider = {"cfg": 8.0, "sampler_name": "euler", "scheduler": "normal", "sigma_factor": 1.0}
     graph["12"] = node("KSamplerAdvancedProvider", basic_pipe=["10", 0], **provider)
@@ -449,9 +372,7 @@ def _masked_sampling(mask_seed: int) -> dict[str, Any]:
         mask=["14", 0],
         overlap_factor=10,
     )
-    graph["16"] = node("VAEDecode", samples=["15", 0], vae=["1", 2])
-    graph["17"] = node("SaveImage", images=["16", 0], filename_prefix="x")
-    return graph
+    return decode_and_save(graph, ["15", 0], ids=("16", "17"))
 
 
 def test_a_sampler_taking_sampler_providers_takes_the_prompt_of_each() -> None:
@@ -479,21 +400,17 @@ def test_a_pass_from_the_same_latent_with_another_seed_keeps_its_own() -> None:
 def _split(later_seed: int, start: int) -> dict[str, Any]:
     """One generation split over two models (Wan 2.2's high and low noise, a base and a
     refiner): the second pass takes the first's latent and carries on from step `start`."""
-    graph = _encoders()
+    graph = encoders()
     split = {"end_at_step": 10000, "return_with_leftover_noise": "disable"}
     graph["5"] = node(
-        "KSamplerAdvanced", model=["1", 0], positive=["2", 0], negative=["3", 0],
-        latent_image=["4", 0], add_noise="enable", noise_seed=43, start_at_step=0,
-        **KSAMPLING, **split,
+        "KSamplerAdvanced", **SAMPLED, latent_image=["4", 0], add_noise="enable", noise_seed=43,
+        start_at_step=0, **KSAMPLING, **split,
     )  # fmt: skip
     graph["8"] = node(
-        "KSamplerAdvanced", model=["1", 0], positive=["2", 0], negative=["3", 0],
-        latent_image=["5", 0], add_noise="disable", noise_seed=later_seed,
-        start_at_step=start, **KSAMPLING, **split,
+        "KSamplerAdvanced", **SAMPLED, latent_image=["5", 0], add_noise="disable",
+        noise_seed=later_seed, start_at_step=start, **KSAMPLING, **split,
     )  # fmt: skip
-    graph["6"] = node("VAEDecode", samples=["8", 0], vae=["1", 2])
-    graph["7"] = node("SaveImage", images=["6", 0], filename_prefix="x")
-    return graph
+    return decode_and_save(graph, ["8", 0])
 
 
 def test_a_pass_carrying_on_the_schedule_with_the_same_seed_shares_it() -> None:
@@ -516,7 +433,7 @@ def test_a_later_pass_with_another_seed_or_sampling_again_keeps_its_own(
 
 
 def test_a_wildcards_seed_is_set_with_the_seed_and_its_mode_is_never_the_prompt() -> None:
-    graph = _with_latent(node("EmptyLatentImage", width=512, height=512, batch_size=1))
+    graph = with_latent(node("EmptyLatentImage", width=512, height=512, batch_size=1))
     graph["2"]["inputs"]["text"] = ["20", 0]
     graph["20"] = node(
         "ImpactWildcardProcessor",
@@ -536,7 +453,7 @@ def test_a_wildcards_seed_is_set_with_the_seed_and_its_mode_is_never_the_prompt(
 
 
 def test_a_system_prompt_is_never_the_prompt() -> None:
-    graph = _with_latent(node("EmptyLatentImage", width=512, height=512, batch_size=1))
+    graph = with_latent(node("EmptyLatentImage", width=512, height=512, batch_size=1))
     graph["2"]["inputs"]["text"] = ["20", 0]
     graph["20"] = node(
         "LTXVGemmaEnhancePrompt",  # not in /object_info: read by its inputs' names
@@ -556,7 +473,7 @@ def test_a_system_prompt_is_never_the_prompt() -> None:
 
 
 def test_a_node_passing_anything_through_passes_the_conditioning_on() -> None:
-    graph = _with_latent(node("EmptyLatentImage", width=512, height=512, batch_size=1))
+    graph = with_latent(node("EmptyLatentImage", width=512, height=512, batch_size=1))
     graph["20"] = node("ImpactExecutionOrderController", signal=["2", 0], value=["4", 0])
     graph["5"]["inputs"]["positive"] = ["20", 0]
 
