@@ -20,7 +20,8 @@ from bot.workflows.convert import CORE_PACK, Conversion, convert_ui
 from bot.workflows.convert import is_ui_format as is_ui_format  # part of this module's API
 from bot.workflows.convert import sort_key as convert_sort_key
 from bot.workflows.nodeinfo import ObjectInfo
-from bot.workflows.nodemap import Hint, NodeMap, advise
+from bot.workflows.nodemap import NodeMap
+from bot.workflows.pack_advice import Hint, advise
 from bot.workflows.problems import InvalidWorkflow, Problem, Repair, display_path
 
 Graph = dict[str, Any]

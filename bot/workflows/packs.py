@@ -27,7 +27,8 @@ from bot.workflows.loader import RESERVED_COMMANDS, build_workflow
 from bot.workflows.model import Param, Workflow
 from bot.workflows.names import derive_name, file_stem
 from bot.workflows.nodeinfo import ObjectInfo
-from bot.workflows.nodemap import ACTION_CODES, NodeMap
+from bot.workflows.nodemap import NodeMap
+from bot.workflows.pack_advice import ACTION_CODES
 from bot.workflows.pack_read import MAX_DEPTH as MAX_DEPTH
 from bot.workflows.pack_read import MAX_GRAPH_BYTES as MAX_GRAPH_BYTES
 from bot.workflows.pack_read import MAX_YAML_BYTES as MAX_YAML_BYTES
