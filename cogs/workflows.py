@@ -61,6 +61,12 @@ def _limits_text(bot: ComfyBot, guild: str) -> str:
     return clip("\n".join(lines), 2000)
 
 
+async def _send_limits(bot: ComfyBot, interaction: discord.Interaction) -> None:
+    """/workflows limits show and /catalog limits: the same private answer."""
+    text = _limits_text(bot, _guild(interaction))
+    await interaction.response.send_message(text, ephemeral=True)
+
+
 @app_commands.default_permissions(manage_guild=True)
 class Workflows(
     commands.GroupCog,
@@ -87,72 +93,43 @@ class Workflows(
             if needle in n.lower()
         ][:25]
 
-    async def _set(
+    @app_commands.describe(name="The workflow", channel="Only in this channel")
+    async def _in_place(
         self,
         interaction: discord.Interaction,
         name: str,
-        enabled: bool,
-        channel: discord.TextChannel | None,
+        channel: discord.TextChannel | None = None,
     ) -> None:
+        """/workflows enable, disable and default: one workflow, in a channel or the whole server;
+        the command's name says what to set."""
         require_moderator(interaction)
         guild = _guild(interaction)
         channel_id = str(channel.id) if channel else None
-        self.bot.policy.set_enabled(guild, channel_id, name, enabled, actor(interaction))
         where = channel.mention if channel else "this server"
-        verb = "enabled" if enabled else "disabled"
-        text = f"`{name}` is now {verb} in {where}."
-        if enabled and self.bot.engine.workflows[name].spec.nsfw:
-            text += " It is marked NSFW, so only age-restricted channels can use it."
+        command = interaction.command.name if interaction.command else ""
+        if command == "default":
+            nsfw = channel is not None and channel.is_nsfw()
+            self.bot.policy.set_default(
+                guild, channel_id, name, actor(interaction), nsfw_channel=nsfw
+            )
+            text = f"`{name}` is now the default workflow in {where}."
+        else:
+            enabled = command == "enable"
+            self.bot.policy.set_enabled(guild, channel_id, name, enabled, actor(interaction))
+            text = f"`{name}` is now {'enabled' if enabled else 'disabled'} in {where}."
+            if enabled and self.bot.engine.workflows[name].spec.nsfw:
+                text += " It is marked NSFW, so only age-restricted channels can use it."
         await interaction.response.send_message(text, ephemeral=True)
 
-    @app_commands.command(
+    enable = app_commands.command(
         name="enable", description="Allow a workflow (server-wide or in a channel)"
-    )
-    @app_commands.describe(name="The workflow", channel="Only in this channel")
-    async def enable(
-        self,
-        interaction: discord.Interaction,
-        name: str,
-        channel: discord.TextChannel | None = None,
-    ) -> None:
-        await self._set(interaction, name, True, channel)
-
-    @app_commands.command(
+    )(_in_place)
+    disable = app_commands.command(
         name="disable", description="Forbid a workflow (server-wide or in a channel)"
-    )
-    @app_commands.describe(name="The workflow", channel="Only in this channel")
-    async def disable(
-        self,
-        interaction: discord.Interaction,
-        name: str,
-        channel: discord.TextChannel | None = None,
-    ) -> None:
-        await self._set(interaction, name, False, channel)
-
-    @app_commands.command(
+    )(_in_place)
+    default = app_commands.command(
         name="default", description="The workflow /imagine uses when none is given"
-    )
-    @app_commands.describe(name="The workflow", channel="Only in this channel")
-    async def default(
-        self,
-        interaction: discord.Interaction,
-        name: str,
-        channel: discord.TextChannel | None = None,
-    ) -> None:
-        require_moderator(interaction)
-        guild = _guild(interaction)
-        self.bot.policy.set_default(
-            guild,
-            str(channel.id) if channel else None,
-            name,
-            actor(interaction),
-            nsfw_channel=channel is not None and channel.is_nsfw(),
-        )
-        where = channel.mention if channel else "this server"
-        await interaction.response.send_message(
-            f"`{name}` is now the default workflow in {where}.", ephemeral=True
-        )
-
+    )(_in_place)
     enable.autocomplete("name")(_names)
     disable.autocomplete("name")(_names)
     default.autocomplete("name")(_names)
@@ -196,31 +173,27 @@ class Workflows(
         )
 
     # moderators ---------------------------------------------------------------------------
+    async def _moderator_role(
+        self, interaction: discord.Interaction, role: discord.Role, moderates: bool
+    ) -> None:
+        require_moderator(interaction)
+        guild = _guild(interaction)
+        self.bot.policy.set_moderator_role(guild, str(role.id), moderates, actor(interaction))
+        now = "can now moderate" if moderates else "no longer moderates"
+        await interaction.response.send_message(f"{role.mention} {now} comfycord.", ephemeral=True)
+
     @moderators.command(name="add", description="Let a role change workflow policy")
     async def moderators_add(self, interaction: discord.Interaction, role: discord.Role) -> None:
-        require_moderator(interaction)
-        self.bot.policy.set_moderator_role(
-            _guild(interaction), str(role.id), True, actor(interaction)
-        )
-        await interaction.response.send_message(
-            f"{role.mention} can now moderate comfycord.", ephemeral=True
-        )
+        await self._moderator_role(interaction, role, True)
 
     @moderators.command(name="remove", description="Stop a role from changing workflow policy")
     async def moderators_remove(self, interaction: discord.Interaction, role: discord.Role) -> None:
-        require_moderator(interaction)
-        self.bot.policy.set_moderator_role(
-            _guild(interaction), str(role.id), False, actor(interaction)
-        )
-        await interaction.response.send_message(
-            f"{role.mention} no longer moderates comfycord.", ephemeral=True
-        )
+        await self._moderator_role(interaction, role, False)
 
     # limits -------------------------------------------------------------------------------
     @limits.command(name="show", description="The limits in force in this server")
     async def limits_show(self, interaction: discord.Interaction) -> None:
-        text = _limits_text(self.bot, _guild(interaction))
-        await interaction.response.send_message(text, ephemeral=True)
+        await _send_limits(self.bot, interaction)
 
     @limits.command(name="set", description="Change a per-member limit")
     @app_commands.describe(name="Which limit", value="The new value")
@@ -273,19 +246,19 @@ class Workflows(
         await interaction.response.send_message(f"Cap on `{param}` saved.", ephemeral=True)
 
     # banned words -------------------------------------------------------------------------
+    async def _banned_word(self, interaction: discord.Interaction, word: str, banned: bool) -> None:
+        require_moderator(interaction)
+        self.bot.policy.set_banned_word(_guild(interaction), word, banned, actor(interaction))
+        text = "Word added to the banned list." if banned else "Word removed from the banned list."
+        await interaction.response.send_message(text, ephemeral=True)
+
     @banned.command(name="add", description="Refuse prompts containing this word")
     async def banned_add(self, interaction: discord.Interaction, word: str) -> None:
-        require_moderator(interaction)
-        self.bot.policy.set_banned_word(_guild(interaction), word, True, actor(interaction))
-        await interaction.response.send_message("Word added to the banned list.", ephemeral=True)
+        await self._banned_word(interaction, word, True)
 
     @banned.command(name="remove", description="Allow this word again")
     async def banned_remove(self, interaction: discord.Interaction, word: str) -> None:
-        require_moderator(interaction)
-        self.bot.policy.set_banned_word(_guild(interaction), word, False, actor(interaction))
-        await interaction.response.send_message(
-            "Word removed from the banned list.", ephemeral=True
-        )
+        await self._banned_word(interaction, word, False)
 
     @banned.command(name="list", description="The banned words (moderators only)")
     async def banned_list(self, interaction: discord.Interaction) -> None:
@@ -339,8 +312,7 @@ class Catalog(
 
     @app_commands.command(name="limits", description="The limits in force in this server")
     async def limits(self, interaction: discord.Interaction) -> None:
-        text = _limits_text(self.bot, _guild(interaction))
-        await interaction.response.send_message(text, ephemeral=True)
+        await _send_limits(self.bot, interaction)
 
 
 async def setup(bot: commands.Bot) -> None:
