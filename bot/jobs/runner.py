@@ -1,7 +1,9 @@
 """Drives jobs on ComfyUI: takes them from the fair queue, hands each to a backend of the pool
 that can run it, follows it there, collects the images. This is the job loop (admission to
-dispatch to completion); what listeners are told of a run is `bot.jobs.progress`, its results on
-their way to disk and to delivery `bot.jobs.results`.
+dispatch to completion). Around it: what it holds of the jobs outside its queue
+`bot.jobs.held`, what listeners are told of a run `bot.jobs.progress`, its results on their way
+to disk and to delivery `bot.jobs.results`, the retries while a ComfyUI is unreachable
+`bot.jobs.retry`, and moving jobs off a backend that went down `bot.jobs.failover`.
 
 Every state change is saved before anything else happens, so after a crash `Runner.start()`
 resumes each unfinished job: a prompt ComfyUI already finished is collected from its history,
@@ -15,28 +17,22 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.comfy.client import PromptResult, PromptTracker
-from bot.comfy.events import (
-    ExecutionStart,
-    ImageRef,
-)
-from bot.comfy.pool import Backend, BackendEvent, Pool
-from bot.errors import (
-    BackendUnavailable,
-    Interrupted,
-    OutputMissing,
-    PromptRejected,
-    UserError,
-)
+from bot.comfy.client import PromptResult
+from bot.comfy.events import ImageRef
+from bot.comfy.pool import Backend, Pool
+from bot.errors import BackendUnavailable, Interrupted, OutputMissing, PromptRejected, UserError
+from bot.jobs import retry
 from bot.jobs.dispatch import Dispatcher, Needs
+from bot.jobs.failover import WITHDRAW_SCOPE, Failover
+from bot.jobs.follow import follow
+from bot.jobs.held import Active, Held
 from bot.jobs.model import Job, JobState, Output
-from bot.jobs.progress import Emit, JobUpdate, RunProgress
-from bot.jobs.results import EarlyFetches, Writes, collect, run_failure, write_files
+from bot.jobs.progress import Emit, JobUpdate
+from bot.jobs.results import collect, run_failure, write_files
 from bot.jobs.scheduler import FairQueue
 from bot.jobs.store import Store
 from bot.tasks import spawn
@@ -46,31 +42,8 @@ log = logging.getLogger(__name__)
 __all__ = ["MAX_ATTEMPTS", "WITHDRAW_SCOPE", "BuildPrompt", "Emit", "JobUpdate", "Runner"]
 
 MAX_ATTEMPTS = 3
-#: Store scope of the prompts to withdraw from a backend when it comes back (by backend name).
-WITHDRAW_SCOPE = "pool.withdraw"
 T = TypeVar("T")
 BuildPrompt = Callable[[Job, Backend], Awaitable[dict[str, Any]]]
-
-
-@dataclass
-class _Active:
-    job: Job
-    backend: Backend
-    task: asyncio.Task[None] | None = None
-    cancel_by: str | None = None
-    prompt: dict[str, Any] = field(default_factory=dict)
-    handed_at: float = field(default_factory=time.monotonic)
-    accepted: bool = False  # ComfyUI has queued its prompt
-    moving_to: Backend | None = None  # being taken to an idle backend (see `_steal`)
-    gpu_since: float | None = None  # when ComfyUI started running it
-    ran: bool = False  # ComfyUI said its run succeeded: the GPU is done with it
-    # images fetched as soon as ComfyUI says the run succeeded, while its history is read
-    early: EarlyFetches = field(default_factory=EarlyFetches)
-
-    @property
-    def waiting_there(self) -> bool:
-        """Queued in its ComfyUI behind another prompt (prefetched), not started."""
-        return self.accepted and self.job.state is JobState.SUBMITTED
 
 
 class Runner:
@@ -111,14 +84,13 @@ class Runner:
         self.running_limit = running_limit
         self.submit_retry_seconds = submit_retry_seconds
         self.fetch_retry_seconds = fetch_retry_seconds
-        self._active: dict[str, _Active] = {}
-        self._moved: list[Job] = []  # taken from a backend, waiting for another one
-        self._writes: Writes[_Active] = Writes()  # result announced, being written to disk
-        self._abandoned: dict[str, set[str]] = {}  # backend -> prompt ids to withdraw there
+        self._held = Held(store, emit)
         self._needs: dict[str, Needs | None] = {}
-        self._wake = asyncio.Event()
+        self._failover = Failover(
+            self._held, pool, queue, self.dispatcher, self._needs_for, self.refusal
+        )
         self._loop_task: asyncio.Task[None] | None = None
-        pool.listen(self._on_backend)
+        pool.listen(self._failover.on_backend)
 
     # lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -127,25 +99,19 @@ class Runner:
             backend = self.pool.get(job.backend) if job.backend else self.pool.backends[0]
             if job.state is JobState.QUEUED or not job.prompt_id or backend is None:
                 if job.state is not JobState.QUEUED or job.prompt_id:
-                    job = self._save(job.evolve(state=JobState.QUEUED, prompt_id=None))
+                    job = self._held.save(job.evolve(state=JobState.QUEUED, prompt_id=None))
                 self.queue.add(job)
             else:
                 log.info("resuming job %s (prompt %s on %s)", job.id, job.prompt_id, backend.name)
                 self._launch(job, backend, resume=True)
-        for (scope, name), prompt_ids in self.store.settings_in(WITHDRAW_SCOPE).items():
-            backend = self.pool.get(name)
-            if scope != WITHDRAW_SCOPE or backend is None or not isinstance(prompt_ids, list):
-                continue
-            self._abandoned[name] = {str(p) for p in prompt_ids}
-            if backend.client.connected:
-                spawn(self._withdraw(backend), name=f"withdraw:{name}")
+        self._failover.restore()
         self._loop_task = spawn(self._dispatch_loop(), name="dispatch")
         self._announce_positions()
-        self._wake.set()
+        self._held.wake.set()
 
     async def stop(self) -> None:
         """Stop driving jobs. Their state stays in the store and resumes on the next start."""
-        tasks = [a.task for a in self._active.values() if a.task is not None]
+        tasks = [a.task for a in self._held.active.values() if a.task is not None]
         if self._loop_task is not None:
             tasks.append(self._loop_task)
         for task in tasks:
@@ -153,50 +119,50 @@ class Runner:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._active.clear()
-        self._moved.clear()
-        await self._writes.finish_all()  # results announced are written before stopping
+        self._held.active.clear()
+        self._held.moved.clear()
+        await self._held.writes.finish_all()  # results announced are written before stopping
 
     # public ---------------------------------------------------------------------------------
     def enqueue(self, job: Job, *, saved: bool = False) -> Job:
         """Queue a job (`saved`: the caller already stored it as queued)."""
         if not saved:
-            job = self._save(job.evolve(state=JobState.QUEUED))
+            job = self._held.save(job.evolve(state=JobState.QUEUED))
         self.queue.add(job)
         self.emit(JobUpdate(job, "queued", position=self.queue.position(job.id)))
         self._announce_positions()
-        self._wake.set()
+        self._held.wake.set()
         return job
 
     def replace(self, job: Job) -> None:
         """Save a changed copy of a job (e.g. its meta) wherever the runner holds it."""
-        active = self._active.get(job.id) or self._writes.holder(job.id)
+        active = self._held.holder(job.id)
         if active is not None:  # kept there too, or its final record would write over it
             job = active.job.evolve(meta=job.meta)
             active.job = job
         elif job.id in self.queue:
             self.queue.add(job)
         else:
-            for index, moved in enumerate(self._moved):
+            for index, moved in enumerate(self._held.moved):
                 if moved.id == job.id:
                     job = moved.evolve(meta=job.meta)
-                    self._moved[index] = job
-        self._save(job)
+                    self._held.moved[index] = job
+        self._held.save(job)
 
     def active_jobs(self) -> list[Job]:
         """Jobs handed to a backend (or being moved to another one)."""
-        return [a.job for a in self._active.values()] + list(self._moved)
+        return self._held.jobs()
 
     def job(self, job_id: str) -> Job | None:
         """The job as the runner holds it (queued, handed to a backend, moved, or its result
         being written); None when it holds no such job (finished, or unknown)."""
-        active = self._active.get(job_id) or self._writes.holder(job_id)
+        active = self._held.holder(job_id)
         if active is not None:
             return active.job
         queued = self.queue.get(job_id)
         if queued is not None:
             return queued
-        return next((j for j in self._moved if j.id == job_id), None)
+        return self._held.moved_job(job_id)
 
     def running_count(self, owner_id: str) -> int:
         return sum(1 for j in self.active_jobs() if j.owner_id == owner_id)
@@ -208,32 +174,16 @@ class Runner:
         return sum(b.max_in_flight for b in up)
 
     def load(self, backend: Backend) -> int:
-        """Jobs a backend holds now (running and queued in its ComfyUI).
-
-        A prompt orphaned by a websocket drop does not count: ComfyUI runs it anyway, and the
-        next job waits in ComfyUI's own queue instead of leaving the GPU idle until the orphan's
-        end is noticed. Nor does a job whose run succeeded while its result is being collected:
-        the GPU is already on the next one, which the job behind it must not wait for. A job
-        being moved to it (see `_steal`) counts.
-        """
-        return sum(
-            1
-            for a in self._active.values()
-            if a.moving_to is backend
-            or (
-                a.backend is backend
-                and not a.ran
-                and not (a.job.prompt_id and backend.client.orphaned(a.job.prompt_id))
-            )
-        )
+        """Jobs a backend holds now (running and queued in its ComfyUI; see `Held.load`)."""
+        return self._held.load(backend)
 
     def finishing(self, job_id: str) -> bool:
         """The job's result is announced; its files and record are being written."""
-        return job_id in self._writes
+        return job_id in self._held.writes
 
     def position(self, job_id: str) -> int | None:
         """1-based place among jobs waiting to start (0 if it has started, None if unknown)."""
-        if job_id in self._active or any(j.id == job_id for j in self._moved):
+        if job_id in self._held.active or self._held.moved_job(job_id) is not None:
             return 0
         return self.queue.position(job_id)
 
@@ -244,7 +194,7 @@ class Runner:
         written; whoever marks the job delivered waits for that first, so that the mark is
         never written over (and a crash in between delivers again after the restart).
         """
-        await self._writes.saved(job_ids)
+        await self._held.writes.saved(job_ids)
 
     def hold_saving(self, job_ids: Iterable[str]) -> Callable[[], None]:
         """Make the disk write of jobs whose `result` was just announced wait until the
@@ -252,7 +202,7 @@ class Runner:
         bytes first is not slowed by it. Call it right after the result went out (or failed).
         Jobs not being saved are left alone.
         """
-        return self._writes.hold(job_ids)
+        return self._held.writes.hold(job_ids)
 
     def refusal(self, job: Job) -> str | None:
         """Why no backend can run this job (None: one can, or may once it is reachable)."""
@@ -267,12 +217,12 @@ class Runner:
         A running job is interrupted on ComfyUI; it turns `cancelled` when ComfyUI confirms.
         """
         queued = self.queue.remove(job_id)
-        moved = next((j for j in self._moved if j.id == job_id), None)
+        moved = self._held.moved_job(job_id)
         if moved is not None:
-            self._moved.remove(moved)
+            self._held.moved.remove(moved)
         queued = queued or moved
         if queued is not None:
-            job = self._save(
+            job = self._held.save(
                 queued.evolve(
                     state=JobState.CANCELLED, error=f"Cancelled by {by}", finished_at=time.time()
                 )
@@ -281,7 +231,7 @@ class Runner:
             self.emit(JobUpdate(job, "finished"))
             self._announce_positions()
             return job
-        active = self._active.get(job_id)
+        active = self._held.active.get(job_id)
         if active is None:
             return self.store.get(job_id)
         active.cancel_by = by
@@ -306,8 +256,8 @@ class Runner:
 
     async def _dispatch_loop(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            await self._held.wake.wait()
+            self._held.wake.clear()
             if self._dispatch():
                 self._announce_positions()
 
@@ -329,7 +279,7 @@ class Runner:
             picked = self._pick(free)
             if picked is None and self.prefetch:
                 room = [b for b in up if self.load(b) < b.max_in_flight + self.prefetch]
-                for backend in sorted(room, key=self._busy_since):
+                for backend in sorted(room, key=self._held.busy_since):
                     picked = self._pick([backend])
                     if picked is not None:
                         break
@@ -339,13 +289,6 @@ class Runner:
             self._launch(job, backend, resume=False)
             started = True
 
-    def _busy_since(self, backend: Backend) -> float:
-        """When the oldest job a backend holds was handed to it (it should free up first)."""
-        return min(
-            (a.handed_at for a in self._active.values() if a.backend is backend and not a.ran),
-            default=0.0,
-        )
-
     def _pick(self, backends: list[Backend]) -> tuple[Job, Backend] | None:
         """The next job in fair order that one of `backends` can run, and the one to run it.
 
@@ -353,10 +296,10 @@ class Runner:
         """
         if not backends:
             return None
-        for job in self._moved:  # already picked once: they go first
+        for job in self._held.moved:  # already picked once: they go first
             backend = self.dispatcher.choose(self._capable(job, backends), self.load)
             if backend is not None:
-                self._moved.remove(job)
+                self._held.moved.remove(job)
                 return job, backend
         running: dict[str, int] = {}
         for job in self.active_jobs():
@@ -375,7 +318,7 @@ class Runner:
         waiting = sorted(
             (
                 a
-                for a in self._active.values()
+                for a in self._held.active.values()
                 if a.waiting_there and a.moving_to is None and a.backend.up
             ),
             key=lambda a: a.handed_at,
@@ -385,7 +328,7 @@ class Runner:
                 continue  # next in line there: it starts as soon as that backend can
             others = sum(
                 1
-                for a in self._active.values()
+                for a in self._held.active.values()
                 if a.job.owner_id == active.job.owner_id and a is not active
             )
             cap = self.running_limit(active.job)
@@ -399,7 +342,7 @@ class Runner:
                 return True
         return False
 
-    async def _steal(self, active: _Active, target: Backend) -> None:
+    async def _steal(self, active: Active, target: Backend) -> None:
         """Withdraw a prefetched prompt from its backend and run the job on `target`."""
         job, source = active.job, active.backend
         prompt_id = job.prompt_id
@@ -414,21 +357,21 @@ class Runner:
                 withdrawn = await source.client.delete_pending(prompt_id)
             except BackendUnavailable as exc:
                 log.info("could not withdraw %s from %s: %s", prompt_id, source.name, exc)
-        if self._active.get(job.id) is not active:
+        if self._held.active.get(job.id) is not active:
             return  # cancelled meanwhile
-        del self._active[job.id]
+        del self._held.active[job.id]
         if withdrawn and active.cancel_by is None:
             log.info("job %s moves from %s to idle %s", job.id, source.name, target.name)
-            job = self._save(job.evolve(state=JobState.QUEUED, prompt_id=None, backend=None))
+            job = self._held.save(job.evolve(state=JobState.QUEUED, prompt_id=None, backend=None))
             self._launch(job, target, resume=False)
         else:  # it started there after all (or is being cancelled): follow it again
             self._launch(active.job, source, resume=True)
-            self._active[job.id].cancel_by = active.cancel_by
-        self._wake.set()
+            self._held.active[job.id].cancel_by = active.cancel_by
+        self._held.wake.set()
 
     def _launch(self, job: Job, backend: Backend, *, resume: bool) -> None:
-        active = _Active(job, backend)
-        self._active[job.id] = active
+        active = Active(job, backend)
+        self._held.active[job.id] = active
         active.task = spawn(self._drive(active, resume=resume), name=f"job-{job.id}")
 
     def _announce_positions(self) -> None:
@@ -440,84 +383,8 @@ class Runner:
         for job, position in self.queue.take_band_changes():
             self.emit(JobUpdate(job, "position", position=position))
 
-    # backend events -------------------------------------------------------------------------
-    def _on_backend(self, event: BackendEvent) -> None:
-        backend = event.backend
-        if event.kind == "connected":
-            if self._abandoned.get(backend.name):
-                spawn(self._withdraw(backend), name=f"withdraw:{backend.name}")
-            self._wake.set()  # prompts orphaned by the drop no longer hold their slots
-        elif event.kind in ("up", "refreshed"):
-            self._refuse_unrunnable()
-            self._wake.set()
-        elif event.kind == "expired":
-            for active in [a for a in self._active.values() if a.backend is backend]:
-                needs = self._needs_for(active.job)
-                others = [b for b in self.pool if b is not backend]
-                if needs is not None and not self.dispatcher.capable(needs, others):
-                    continue  # nowhere else to go: it waits for its backend
-                spawn(self._move(active, "its backend is down"), name=f"move-{active.job.id}")
-
-    async def _withdraw(self, backend: Backend) -> None:
-        """Delete (or interrupt) on a returning backend the prompts moved elsewhere."""
-        pending = self._abandoned.get(backend.name, set())
-        for prompt_id in sorted(pending):
-            try:
-                await backend.client.cancel(prompt_id)
-            except BackendUnavailable as exc:
-                log.warning(
-                    "cannot withdraw prompt %s from %s yet: %s", prompt_id, backend.name, exc
-                )
-                return
-            log.info("withdrew prompt %s from %s (its job ran elsewhere)", prompt_id, backend.name)
-            pending.discard(prompt_id)
-            self._keep_abandoned(backend.name)
-
-    def _keep_abandoned(self, backend: str) -> None:
-        """Store the prompts still to withdraw from a backend (a restart must not forget them)."""
-        pending = sorted(self._abandoned.get(backend, ()))
-        self.store.set_setting(WITHDRAW_SCOPE, backend, pending or None)
-
-    async def _move(self, active: _Active, why: str) -> None:
-        """Take a job from its backend and give it to the next capable one."""
-        job = active.job
-        if self._active.get(job.id) is not active:
-            return
-        del self._active[job.id]
-        task = active.task
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._requeue_moved(active, why)
-
-    def _requeue_moved(self, active: _Active, why: str) -> None:
-        job, backend = active.job, active.backend
-        if job.prompt_id:
-            self._abandoned.setdefault(backend.name, set()).add(job.prompt_id)
-            self._keep_abandoned(backend.name)
-            backend.client.untrack(job.prompt_id)
-        log.warning("job %s moves away from %s: %s", job.id, backend.name, why)
-        moved = self._save(job.evolve(state=JobState.QUEUED, prompt_id=None, backend=None))
-        self._moved.append(moved)
-        self.emit(JobUpdate(moved, "retrying"))
-        self._wake.set()
-
-    def _refuse_unrunnable(self) -> None:
-        """Fail the waiting jobs that no backend can run any more (their needs are gone)."""
-        for job in list(self.queue.order()) + list(self._moved):
-            reason = self.refusal(job)
-            if reason is None:
-                continue
-            if self.queue.remove(job.id) is None and job in self._moved:
-                self._moved.remove(job)
-            failed = self._save(
-                job.evolve(state=JobState.FAILED, error=reason, finished_at=time.time())
-            )
-            self.emit(JobUpdate(failed, "finished"))
-
     # driving one job ------------------------------------------------------------------------
-    async def _drive(self, active: _Active, *, resume: bool) -> None:
+    async def _drive(self, active: Active, *, resume: bool) -> None:
         job = active.job
         client = active.backend.client
         try:
@@ -526,7 +393,7 @@ class Runner:
                 active.accepted = True
                 tracker = client.track(job.prompt_id, resume=True)
                 await client.reconcile(job.prompt_id)
-                result = await self._follow(active, tracker)
+                result = await follow(self._held, active, tracker)
             while result is None or result.status == "lost":
                 if active.cancel_by is not None:
                     raise Interrupted(f"Cancelled by {active.cancel_by}")
@@ -540,7 +407,7 @@ class Runner:
                     lambda: self.build_prompt(active.job, active.backend),
                 )
                 prompt_id = client.new_prompt_id()
-                self._update(
+                self._held.update(
                     active,
                     state=JobState.SUBMITTED,
                     prompt_id=prompt_id,
@@ -551,17 +418,23 @@ class Runner:
                 self.emit(JobUpdate(active.job, "submitted"))
                 tracker = client.track(prompt_id)
                 try:
-                    accepted = await self._submit(active, prompt_id)
+                    accepted = await retry.submit(
+                        client,
+                        active.prompt,
+                        prompt_id,
+                        seconds=self.submit_retry_seconds,
+                        retried=lambda: self.emit(JobUpdate(active.job, "retrying")),
+                    )
                 except PromptRejected as exc:
-                    if await self._rejected_for_lack(active, exc):
+                    if await self._failover.rejected_for_lack(active, exc):
                         return
                     raise
                 if accepted != prompt_id:  # an older ComfyUI chose its own id
-                    self._update(active, prompt_id=accepted)
+                    self._held.update(active, prompt_id=accepted)
                 active.accepted = True
                 if active.cancel_by is not None:
                     await client.cancel(accepted)
-                result = await self._follow(active, tracker)
+                result = await follow(self._held, active, tracker)
             await self._finish(active, result)
         except asyncio.CancelledError:
             raise
@@ -569,7 +442,7 @@ class Runner:
             # the details (address, error) are for the log; the member gets plain words
             log.warning("job %s failed: %s", job.id, exc.message)
             active.backend.note_error(exc.message)
-            self._fail(active, BackendUnavailable(_plain_unreachable(exc)))
+            self._fail(active, BackendUnavailable(retry.plain_unreachable(exc)))
         except UserError as exc:
             active.backend.note_error(exc.message)
             self._fail(active, exc)
@@ -582,109 +455,26 @@ class Runner:
                 active.backend.busy_seconds += time.monotonic() - active.gpu_since
                 active.gpu_since = None
             if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                if self._active.get(job.id) is active:
-                    del self._active[job.id]
+                if self._held.active.get(job.id) is active:
+                    del self._held.active[job.id]
                 self._needs.pop(job.id, None)
-                self._wake.set()
+                self._held.wake.set()
 
-    async def _rejected_for_lack(self, active: _Active, exc: PromptRejected) -> bool:
-        """After a rejection, read the backend's nodes again: if it lacks what the job needs
-        and another backend has it, move the job there (True). Else the rejection stands."""
-        backend = active.backend
-        await backend.refresh()
-        needs = self._needs_for(active.job)
-        if needs is None or not self.dispatcher.missing(needs, backend):
-            return False
-        others = [b for b in self.pool if b is not backend]
-        if not self.dispatcher.capable(needs, others):
-            return False
-        del self._active[active.job.id]
-        self._requeue_moved(active, f"rejected: {exc.message}")
-        return True
-
-    async def _submit(self, active: _Active, prompt_id: str) -> str:
-        """POST the prompt, retrying while ComfyUI is unreachable; the id ComfyUI queued it as."""
-        client = active.backend.client
-        deadline = time.monotonic() + self.submit_retry_seconds
-        delay = 0.5
-        while True:
-            try:
-                return await client.submit(active.prompt, prompt_id=prompt_id)
-            except BackendUnavailable:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("ComfyUI unreachable; retrying prompt %s in %.1fs", prompt_id, delay)
-                self.emit(JobUpdate(active.job, "retrying"))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                with contextlib.suppress(BackendUnavailable):
-                    if await client.queue_position(prompt_id) is not None:
-                        return prompt_id  # the earlier POST did arrive
-
-    async def _retrying(self, active: _Active, note: str, call: Callable[[], Awaitable[T]]) -> T:
-        """`call()`, tried again with backoff while ComfyUI is unreachable, for at most
-        `fetch_retry_seconds`; members are told `note` ("...; retrying") meanwhile.
+    async def _retrying(self, active: Active, note: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, tried again while ComfyUI is unreachable (see `retry.retrying`).
 
         Raises:
-            BackendUnavailable: still unreachable at the deadline (says `note` in plain words).
+            BackendUnavailable: still unreachable after `fetch_retry_seconds`.
         """
-        deadline = time.monotonic() + self.fetch_retry_seconds
-        delay = 0.25
-        while True:
-            try:
-                return await call()
-            except BackendUnavailable as exc:
-                if time.monotonic() + delay > deadline:
-                    log.warning("job %s: giving up: %s", active.job.id, exc.message)
-                    raise BackendUnavailable(
-                        f"{note} and did not come back within {self.fetch_retry_seconds:.0f} s"
-                    ) from exc
-                log.warning("job %s: %s; retrying in %.1f s", active.job.id, exc.message, delay)
-                self.emit(JobUpdate(active.job, "retrying", note=note))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return await retry.retrying(
+            call,
+            job_id=active.job.id,
+            note=note,
+            seconds=self.fetch_retry_seconds,
+            retried=lambda: self.emit(JobUpdate(active.job, "retrying", note=note)),
+        )
 
-    async def _follow(self, active: _Active, tracker: PromptTracker) -> PromptResult:
-        tracker.on_success(functools.partial(self._fetch_early, active))
-        progress = RunProgress(active.prompt)
-        consumer = asyncio.create_task(self._consume(active, tracker, progress))
-        try:
-            return await tracker.result()
-        finally:
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer
-            active.backend.client.untrack(tracker.prompt_id)
-
-    async def _consume(
-        self, active: _Active, tracker: PromptTracker, progress: RunProgress
-    ) -> None:
-        downloads_first = True
-        async for event in tracker:
-            if downloads_first and active.early:
-                # the run is over and its images are being fetched: their requests go out
-                # before the progress that arrived with the end is passed on
-                downloads_first = False
-                await asyncio.sleep(0)
-            update = progress.feed(event)
-            if isinstance(event, ExecutionStart) and active.gpu_since is None:
-                active.gpu_since = time.monotonic()
-            if isinstance(event, ExecutionStart) and active.job.state is not JobState.RUNNING:
-                self._update(active, state=JobState.RUNNING)
-                self.emit(JobUpdate(active.job, "started"))
-            if update is not None:
-                self.emit(progress.update(active.job, update))
-
-    def _fetch_early(self, active: _Active, outputs: Mapping[str, tuple[ImageRef, ...]]) -> None:
-        """Start downloading the files the run announced, the moment ComfyUI says it succeeded
-        (called by the client as that message arrives): settling the result may take one more
-        round trip (the history read), and the download need not wait for it. The backend's
-        slot is free from now on (see `load`): the next job is handed to it meanwhile."""
-        active.ran = True
-        self._wake.set()
-        active.early.start(outputs, active.backend.client.fetch_image)
-
-    async def _image(self, active: _Active, ref: ImageRef) -> bytes:
+    async def _image(self, active: Active, ref: ImageRef) -> bytes:
         early = await active.early.take(ref)
         if early is not None:
             return early
@@ -694,7 +484,7 @@ class Runner:
             functools.partial(active.backend.client.fetch_image, ref),
         )
 
-    async def _finish(self, active: _Active, result: PromptResult) -> None:
+    async def _finish(self, active: Active, result: PromptResult) -> None:
         failure = run_failure(result, active.prompt, active.cancel_by)
         if failure is not None:
             raise failure
@@ -714,12 +504,14 @@ class Runner:
         # leaves the job running in the store: after the restart it is collected from ComfyUI
         # again and delivered again, which repeats the same result (harmless).
         job_id = active.job.id
-        self._writes.begin(job_id, active, self._persist(active, folder, outputs, images, done))
+        self._held.writes.begin(
+            job_id, active, self._persist(active, folder, outputs, images, done)
+        )
         self.emit(JobUpdate(active.job.evolve(**done), "result", images=tuple(images)))
 
     async def _persist(
         self,
-        active: _Active,
+        active: Active,
         folder: Path,
         outputs: list[Output],
         images: list[bytes],
@@ -728,7 +520,7 @@ class Runner:
         """Write a finished job's files and record, then announce it `finished`."""
         job_id = active.job.id
         try:
-            await self._writes.held(job_id)
+            await self._held.writes.held(job_id)
             try:
                 await write_files(folder, outputs, images)
             except Exception:
@@ -736,28 +528,13 @@ class Runner:
                 self._fail(active, None)
                 return
             active.backend.jobs_done += 1
-            self._update(active, **done)
+            self._held.update(active, **done)
             self.emit(JobUpdate(active.job, "finished", images=tuple(images)))
         finally:
-            self._writes.done(job_id)
+            self._held.writes.done(job_id)
 
-    def _fail(self, active: _Active, exc: UserError | None) -> None:
+    def _fail(self, active: Active, exc: UserError | None) -> None:
         state = JobState.CANCELLED if isinstance(exc, Interrupted) else JobState.FAILED
         message = exc.message if exc else f"Something went wrong (job {active.job.id})"
-        self._update(active, state=state, error=message, finished_at=time.time())
+        self._held.update(active, state=state, error=message, finished_at=time.time())
         self.emit(JobUpdate(active.job, "finished"))
-
-    def _update(self, active: _Active, **changes: Any) -> Job:
-        active.job = self._save(active.job.evolve(**changes))
-        return active.job
-
-    def _save(self, job: Job) -> Job:
-        self.store.save(job)
-        return job
-
-
-def _plain_unreachable(exc: BackendUnavailable) -> str:
-    """What a member is told when ComfyUI stayed unreachable: no address, no error class."""
-    if exc.__cause__ is not None and isinstance(exc.__cause__, BackendUnavailable):
-        return exc.message  # already plain (see Runner._retrying)
-    return "ComfyUI could not be reached, so the job could not run. Try again later."
