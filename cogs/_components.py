@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import discord
 
@@ -59,14 +60,18 @@ class ResultActions(Protocol):
         self, interaction: discord.Interaction, job_id: str, index: int, workflow: str
     ) -> None: ...
 
-    async def chosen_image(
-        self,
-        interaction: discord.Interaction,
-        channel_id: int,
-        message_id: int,
-        workflow: str,
-        index: int,
-    ) -> None: ...
+    async def chosen_image(self, interaction: discord.Interaction, picked: PickedImage) -> None: ...
+
+
+@dataclass(frozen=True)
+class PickedImage:
+    """What the private image chooser answered: which image of which message, for which
+    follow-up workflow."""
+
+    channel_id: int
+    message_id: int
+    workflow: str
+    index: int
 
 
 def _imagine(interaction: discord.Interaction) -> ReplyActions:
@@ -88,49 +93,51 @@ def _button(custom_id: str, label: str, emoji: str | None, style: discord.Button
     return discord.ui.Button(label=clip(label, 80), emoji=emoji, style=style, custom_id=custom_id)
 
 
-class CancelButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"cc:cancel:(?P<key>{JOB_RE})"
+class _KeyButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"cc:[a-z]+:(?P<key>{JOB_RE})"
 ):
+    """A button whose custom_id holds one id, `cc:<prefix>:<id>` (a job's, or a reply's key):
+    each subclass names its prefix and look in its class line and says what a click does."""
+
+    _look: ClassVar[tuple[str, str, str | None, discord.ButtonStyle]]
+
+    def __init_subclass__(
+        cls,
+        *,
+        prefix: str,
+        label: str,
+        emoji: str | None = None,
+        style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+    ) -> None:
+        super().__init_subclass__(template=rf"cc:{prefix}:(?P<key>{JOB_RE})")
+        cls._look = (prefix, label, emoji, style)
+
     def __init__(self, key: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel", style=discord.ButtonStyle.danger, custom_id=f"cc:cancel:{key}"
-            )
-        )
+        prefix, label, emoji, style = self._look
+        super().__init__(_button(f"cc:{prefix}:{key}", label, emoji, style))
         self.key = key
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
-    ) -> CancelButton:
+    ) -> Self:
         return cls(match["key"])
+
+
+class CancelButton(_KeyButton, prefix="cancel", label="Cancel", style=discord.ButtonStyle.danger):
+    """Cancels the jobs of a reply still queued or running."""
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await _imagine(interaction).cancel_from_button(interaction, self.key)
 
 
 class RerollButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"cc:reroll:(?P<job>{JOB_RE})"
+    _KeyButton, prefix="reroll", label="Reroll", emoji="🎲", style=discord.ButtonStyle.primary
 ):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Reroll",
-                emoji="🎲",
-                style=discord.ButtonStyle.primary,
-                custom_id=f"cc:reroll:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
-    ) -> RerollButton:
-        return cls(match["job"])
+    """Runs the job again with a new seed."""
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _imagine(interaction).remix(interaction, self.job_id, variations=False)
+        await _imagine(interaction).remix(interaction, self.key, variations=False)
 
 
 class VariationsButton(
@@ -156,58 +163,24 @@ class VariationsButton(
         await _imagine(interaction).remix(interaction, self.job_id, variations=True)
 
 
-class EditButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"cc:edit:(?P<job>{JOB_RE})"
-):
+class EditButton(_KeyButton, prefix="edit", label="Edit", emoji="✏️"):
     """Opens a modal with the prompt (and negative) filled in; submitting runs it again."""
 
-    def __init__(self, job_id: str) -> None:
-        super().__init__(_button(f"cc:edit:{job_id}", "Edit", "✏️", discord.ButtonStyle.secondary))
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
-    ) -> EditButton:
-        return cls(match["job"])
-
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _results(interaction).open_edit(interaction, self.job_id)
+        await _results(interaction).open_edit(interaction, self.key)
 
 
-class InfoButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"cc:info:(?P<key>{JOB_RE})"
-):
+class InfoButton(_KeyButton, prefix="info", label="Info", emoji="ℹ️"):
     """Answers privately with every value the job used."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(_button(f"cc:info:{key}", "Info", "ℹ️", discord.ButtonStyle.secondary))
-        self.key = key
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
-    ) -> InfoButton:
-        return cls(match["key"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await _results(interaction).info(interaction, self.key)
 
 
 class DeleteButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"cc:del:(?P<key>{JOB_RE})"
+    _KeyButton, prefix="del", label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger
 ):
     """Deletes the result message: its author and moderators only."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(_button(f"cc:del:{key}", "Delete", "🗑️", discord.ButtonStyle.danger))
-        self.key = key
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
-    ) -> DeleteButton:
-        return cls(match["key"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await _results(interaction).delete(interaction, self.key)
@@ -307,9 +280,8 @@ class ImageSelect(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         value = self.item.values[0] if self.item.values else "0"
-        await _results(interaction).chosen_image(
-            interaction, self.channel_id, self.message_id, self.workflow, int(value)
-        )
+        picked = PickedImage(self.channel_id, self.message_id, self.workflow, int(value))
+        await _results(interaction).chosen_image(interaction, picked)
 
 
 #: The items the Imagine cog answers.
@@ -336,27 +308,19 @@ class EditModal(discord.ui.Modal):
         super().__init__(title="Edit and run again", custom_id=f"cc:editm:{job.id}", timeout=900)
         self.job_id = job.id
         self.fields: dict[str, discord.ui.TextInput[Any]] = {}
-        name, value = prompt
-        self.fields[name] = discord.ui.TextInput(
-            label="Prompt",
-            style=discord.TextStyle.paragraph,
-            default=value[:TEXT_INPUT_MAX],
-            max_length=TEXT_INPUT_MAX,
-            required=True,
-            custom_id=f"cc:edit:{name}",
-        )
+        shown = [("Prompt", prompt, True)]
         if negative is not None:
-            name, value = negative
+            shown.append(("Negative prompt", negative, False))
+        for label, (name, value), required in shown:
             self.fields[name] = discord.ui.TextInput(
-                label="Negative prompt",
+                label=label,
                 style=discord.TextStyle.paragraph,
                 default=value[:TEXT_INPUT_MAX],
                 max_length=TEXT_INPUT_MAX,
-                required=False,
+                required=required,
                 custom_id=f"cc:edit:{name}",
             )
-        for field in self.fields.values():
-            self.add_item(field)
+            self.add_item(self.fields[name])
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         values = {name: field.value for name, field in self.fields.items()}

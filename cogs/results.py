@@ -10,9 +10,10 @@ context-menu commands ("Apps → Upscale") on any message with an image. Request
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from bot.jobs.model import Job
 from bot.media.uploads import check_declared
 from bot.workflows import Workflow
 from cogs._common import clip, is_moderator, requester_of
-from cogs._components import JOB_RE, OPTIONS, RESULT_ITEMS, EditModal, ImageSelect
+from cogs._components import JOB_RE, OPTIONS, RESULT_ITEMS, EditModal, ImageSelect, PickedImage
 from cogs.imagine import Imagine
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ class Results(commands.Cog):
         self, interaction: discord.Interaction, message: discord.Message, followup: Followup
     ) -> None:
         """Apps → LABEL on a message: its image (asked which, privately, when it has several)."""
-        try:
+        async with _told_privately(interaction, followup.label, message.id):
             images = _images(message, followup)
             if len(images) > 1:
                 # refuse what may not run here before asking anything
@@ -202,43 +203,20 @@ class Results(commands.Cog):
                     )
                     return
             await self._from_attachment(interaction, message, followup, images[0])
-        except UserError as exc:
-            await _fail(interaction, exc.message)
-        except discord.HTTPException:
-            log.warning("could not read the image of message %s", message.id)
-            await _fail(interaction, "Discord did not let me read that image; try again.")
-        except Exception:
-            log.exception("%s from message %s failed", followup.label, message.id)
-            await _fail(interaction, "Something went wrong; the bot's log says more.")
 
-    async def chosen_image(
-        self,
-        interaction: discord.Interaction,
-        channel_id: int,
-        message_id: int,
-        workflow: str,
-        index: int,
-    ) -> None:
+    async def chosen_image(self, interaction: discord.Interaction, picked: PickedImage) -> None:
         """The image picked in the private chooser: the message is read again."""
-        try:
-            followup = self._followup(workflow)
-            channel = self.bot.get_partial_messageable(channel_id)
+        async with _told_privately(interaction, picked.workflow, picked.message_id):
+            followup = self._followup(picked.workflow)
+            channel = self.bot.get_partial_messageable(picked.channel_id)
             try:
-                message = await channel.fetch_message(message_id)
+                message = await channel.fetch_message(picked.message_id)
             except discord.NotFound:
                 raise NotFound("That message is gone.") from None
             images = _images(message, followup)
-            if not 0 <= index < len(images):
+            if not 0 <= picked.index < len(images):
                 raise NotFound("That image is gone from the message.")
-            await self._from_attachment(interaction, message, followup, images[index])
-        except UserError as exc:
-            await _fail(interaction, exc.message)
-        except discord.HTTPException:
-            log.warning("could not read message %s", message_id)
-            await _fail(interaction, "Discord did not let me read that image; try again.")
-        except Exception:
-            log.exception("%s from message %s failed", workflow, message_id)
-            await _fail(interaction, "Something went wrong; the bot's log says more.")
+            await self._from_attachment(interaction, message, followup, images[picked.index])
 
     async def _from_attachment(
         self,
@@ -360,6 +338,24 @@ def _images(message: discord.Message, followup: Followup) -> list[discord.Attach
     if not images:
         raise NotFound(f"That message has no {followup.what} attached.")
     return images
+
+
+@contextlib.asynccontextmanager
+async def _told_privately(
+    interaction: discord.Interaction, what: str, message_id: int
+) -> AsyncIterator[None]:
+    """A follow-up from a message's image: whatever fails inside is said to the member (a
+    `UserError` as itself, anything else in general words, logged) and goes no further."""
+    try:
+        yield
+    except UserError as exc:
+        await _fail(interaction, exc.message)
+    except discord.HTTPException:
+        log.warning("could not read message %s or its image", message_id)
+        await _fail(interaction, "Discord did not let me read that image; try again.")
+    except Exception:
+        log.exception("%s from message %s failed", what, message_id)
+        await _fail(interaction, "Something went wrong; the bot's log says more.")
 
 
 async def _fail(interaction: discord.Interaction, message: str) -> None:
