@@ -29,7 +29,7 @@ class Active:
     prompt: dict[str, Any] = field(default_factory=dict)
     handed_at: float = field(default_factory=time.monotonic)
     accepted: bool = False  # ComfyUI has queued its prompt
-    moving_to: Backend | None = None  # being taken to an idle backend (see `Runner._steal`)
+    moving_to: Backend | None = None  # being taken to an idle backend (see `bot.jobs.steal`)
     gpu_since: float | None = None  # when ComfyUI started running it
     ran: bool = False  # ComfyUI said its run succeeded: the GPU is done with it
     # images fetched as soon as ComfyUI says the run succeeded, while its history is read
@@ -79,7 +79,7 @@ class Held:
         next job waits in ComfyUI's own queue instead of leaving the GPU idle until the orphan's
         end is noticed. Nor does a job whose run succeeded while its result is being collected:
         the GPU is already on the next one, which the job behind it must not wait for. A job
-        being moved to it (see `Runner._steal`) counts.
+        being moved to it (see `bot.jobs.steal`) counts.
         """
         return sum(
             1

@@ -3,7 +3,8 @@ that can run it, follows it there, collects the images. This is the job loop (ad
 dispatch to completion). Around it: what it holds of the jobs outside its queue
 `bot.jobs.held`, what listeners are told of a run `bot.jobs.progress`, its results on their way
 to disk and to delivery `bot.jobs.results`, the retries while a ComfyUI is unreachable
-`bot.jobs.retry`, and moving jobs off a backend that went down `bot.jobs.failover`.
+`bot.jobs.retry`, moving jobs off a backend that went down `bot.jobs.failover`, and a prefetched
+job to an idle backend `bot.jobs.steal`.
 
 Every state change is saved before anything else happens, so after a crash `Runner.start()`
 resumes each unfinished job: a prompt ComfyUI already finished is collected from its history,
@@ -34,6 +35,7 @@ from bot.jobs.model import Job, JobState, Output
 from bot.jobs.progress import Emit, JobUpdate
 from bot.jobs.results import collect, run_failure, write_files
 from bot.jobs.scheduler import FairQueue
+from bot.jobs.steal import Stealer
 from bot.jobs.store import Store
 from bot.tasks import spawn
 
@@ -88,6 +90,13 @@ class Runner:
         self._needs: dict[str, Needs | None] = {}
         self._failover = Failover(
             self._held, pool, queue, self.dispatcher, self._needs_for, self.refusal
+        )
+        self._stealer = Stealer(
+            self._held,
+            self.dispatcher,
+            self._capable,
+            running_limit,
+            lambda job, backend, resume: self._launch(job, backend, resume=resume),
         )
         self._loop_task: asyncio.Task[None] | None = None
         pool.listen(self._failover.on_backend)
@@ -274,7 +283,7 @@ class Runner:
             # answer (up to `submit_retry_seconds`), as with a single ComfyUI.
             up = [b for b in self.pool if b.up] or list(self.pool)
             free = [b for b in up if self.load(b) < b.max_in_flight]
-            if self._steal_for(free):
+            if self._stealer.steal_for(free):
                 continue
             picked = self._pick(free)
             if picked is None and self.prefetch:
@@ -312,62 +321,6 @@ class Runner:
         backend = self.dispatcher.choose(self._capable(chosen, backends), self.load)
         assert backend is not None  # accepted above
         return chosen, backend
-
-    def _steal_for(self, free: list[Backend]) -> bool:
-        """Move a job prefetched on a busy backend to an idle one; returns whether it did."""
-        waiting = sorted(
-            (
-                a
-                for a in self._held.active.values()
-                if a.waiting_there and a.moving_to is None and a.backend.up
-            ),
-            key=lambda a: a.handed_at,
-        )
-        for active in waiting:
-            if self.load(active.backend) <= active.backend.max_in_flight:
-                continue  # next in line there: it starts as soon as that backend can
-            others = sum(
-                1
-                for a in self._held.active.values()
-                if a.job.owner_id == active.job.owner_id and a is not active
-            )
-            cap = self.running_limit(active.job)
-            if cap is not None and others >= cap:
-                continue  # it waits behind its member's own job
-            targets = self._capable(active.job, [b for b in free if b is not active.backend])
-            target = self.dispatcher.choose(targets, self.load)
-            if target is not None:
-                active.moving_to = target
-                spawn(self._steal(active, target), name=f"steal-{active.job.id}")
-                return True
-        return False
-
-    async def _steal(self, active: Active, target: Backend) -> None:
-        """Withdraw a prefetched prompt from its backend and run the job on `target`."""
-        job, source = active.job, active.backend
-        prompt_id = job.prompt_id
-        task = active.task
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        withdrawn = False
-        if prompt_id:
-            try:
-                withdrawn = await source.client.delete_pending(prompt_id)
-            except BackendUnavailable as exc:
-                log.info("could not withdraw %s from %s: %s", prompt_id, source.name, exc)
-        if self._held.active.get(job.id) is not active:
-            return  # cancelled meanwhile
-        del self._held.active[job.id]
-        if withdrawn and active.cancel_by is None:
-            log.info("job %s moves from %s to idle %s", job.id, source.name, target.name)
-            job = self._held.save(job.evolve(state=JobState.QUEUED, prompt_id=None, backend=None))
-            self._launch(job, target, resume=False)
-        else:  # it started there after all (or is being cancelled): follow it again
-            self._launch(active.job, source, resume=True)
-            self._held.active[job.id].cancel_by = active.cancel_by
-        self._held.wake.set()
 
     def _launch(self, job: Job, backend: Backend, *, resume: bool) -> None:
         active = Active(job, backend)
