@@ -1,7 +1,8 @@
 """The engine: workflows + ComfyUI client + store + fair queue + runner, behind one object.
 
 Discord (`bot/app.py`, `cogs/`) and the CLI are thin layers over this; nothing here imports
-discord. Typical use:
+discord. What a member asks for is a `bot.job_request.JobRequest`; loading, importing and
+removing workflows is the engine's `bot.engine_workflows` part. Typical use:
 
     async with aiohttp.ClientSession() as session:
         engine = Engine(session, settings)
@@ -18,24 +19,18 @@ import random
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import aiohttp
 
 from bot.comfy.client import ComfyClient
 from bot.comfy.pool import Backend, BackendStatus, Pool
-from bot.errors import (
-    ComfyError,
-    InvalidValue,
-    LimitReached,
-    NoBackend,
-    NotAllowed,
-    NotFound,
-    WorkflowError,
-)
+from bot.engine_workflows import WorkflowPacks
+from bot.errors import InvalidValue, LimitReached, NoBackend, NotAllowed, NotFound
+from bot.job_request import ImageInput, JobOptions, JobRequest, seeds_around
 from bot.jobs.dispatch import Needs
 from bot.jobs.model import Job, JobState, new_job_id
 from bot.jobs.runner import JobUpdate, Runner
@@ -44,32 +39,13 @@ from bot.jobs.store import Store
 from bot.media import MediaType
 from bot.media.uploads import check_file
 from bot.settings import LimitSettings, Settings
-from bot.workflows import Workflow, load_workflows, nodeinfo, packs
-from bot.workflows.nodemap import NodeMap
-from bot.workflows.packs import ImportPreview
+from bot.workflows import Workflow, nodeinfo
 from bot.workflows.patch import apply, coerce_values
 from bot.workflows.repair import repair_graph
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[JobUpdate], None]
-
-
-def seeds_around(seed: int, count: int, taken: Collection[int] = ()) -> list[int]:
-    """`count` seeds next to `seed` (seed+1, seed-1, seed+2, ...), none of them in `taken`.
-
-    Variations of an image use these: close to its seed, never one its group already used.
-    """
-    result: list[int] = []
-    offset = 0
-    while len(result) < count:
-        offset += 1
-        for candidate in (seed + offset, seed - offset):
-            value = candidate % 2**32
-            fresh = value != seed and value not in taken and value not in result
-            if fresh and len(result) < count:
-                result.append(value)
-    return result
 
 
 _frozen: list[bool] = []
@@ -115,37 +91,12 @@ def _paths_for_uploads(
 
 
 @dataclass(frozen=True)
-class ImageInput:
-    """A file given for a file parameter (an image, a video, a sound), with the name it came
-    with (never trusted: it is kept under a name of its own, after what its bytes hold)."""
-
-    filename: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    """What a member asked for. `values` are raw (validated and completed by `submit`)."""
-
-    workflow: str
-    values: Mapping[str, Any]
-    owner_id: str
-    owner_name: str = ""
-    guild_id: str | None = None
-    channel_id: str | None = None
-    images: Mapping[str, ImageInput] = field(default_factory=dict)
-    priority: int = 0
-    remix_of: str | None = None
-    meta: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class QueueEntry:
     job: Job
     position: int  # 0: running; 1..: waiting, in fair order
 
 
-class Engine:
+class Engine(WorkflowPacks):
     """Everything below Discord. Start it once, submit jobs, listen to their updates."""
 
     def __init__(
@@ -160,11 +111,9 @@ class Engine:
         self.settings = settings
         self.pool = pool or Pool.from_settings(session, settings.comfyui)
         self.store = store or Store(settings.storage.path)
-        self.workflows: dict[str, Workflow] = dict(workflows or {})
-        self.workflow_problems: list[str] = []
+        self._init_workflows(workflows)
         self.queue = FairQueue()
         self._listeners: list[Listener] = []
-        self._workflow_watchers: list[Callable[[], None]] = []
         self._durations: deque[float] = deque(maxlen=50)  # seconds on ComfyUI of recent jobs
         # seconds on the GPU (start to result) of recent jobs, per workflow
         self._runs: dict[str, deque[float]] = {}
@@ -222,32 +171,7 @@ class Engine:
     def close_store(self) -> None:
         self.store.close()
 
-    def reload_workflows(self) -> None:
-        workflows, problems = load_workflows(
-            self.settings.workflows.dir, self.object_info, check=False
-        )
-        self.workflows = dict(workflows)
-        self.workflow_problems = [str(p) for p in problems]
-        for problem in self.workflow_problems:
-            log.warning("%s", problem)
-
     # listeners ------------------------------------------------------------------------------
-    def watch_workflows(self, watcher: Callable[[], None]) -> Callable[[], None]:
-        """Call `watcher` after a pack is saved or removed, whichever way in did it (Discord,
-        the HTTP API, the console), so each way out can follow: Discord's commands, the OpenAPI
-        document. Returns a function that stops watching."""
-        self._workflow_watchers.append(watcher)
-        return lambda: (
-            self._workflow_watchers.remove(watcher) if watcher in self._workflow_watchers else None
-        )
-
-    def _workflows_changed(self) -> None:
-        for watcher in list(self._workflow_watchers):
-            try:
-                watcher()
-            except Exception:
-                log.exception("workflow watcher failed")
-
     def listen(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` with every JobUpdate. Returns a function that stops listening."""
         self._listeners.append(listener)
@@ -271,127 +195,7 @@ class Engine:
             except Exception:
                 log.exception("job listener failed on %s", update.kind)
 
-    # workflows ------------------------------------------------------------------------------
-    def workflow(self, name: str) -> Workflow:
-        """The workflow called `name`.
-
-        Raises:
-            NotFound: no such workflow (the message lists the ones there are).
-        """
-        try:
-            return self.workflows[name]
-        except KeyError:
-            known = ", ".join(sorted(self.workflows)) or "none"
-            raise NotFound(f"There is no workflow called `{name}`. Available: {known}") from None
-
-    async def prepare_import(
-        self,
-        data: bytes,
-        file_name: str,
-        *,
-        yaml_data: bytes | None = None,
-        yaml_name: str = "spec.yaml",
-        name: str | None = None,
-    ) -> ImportPreview:
-        """Read, convert and check an uploaded workflow against ComfyUI; writes nothing.
-
-        ComfyUI's node list is asked for afresh (the last one known is used when ComfyUI is
-        unreachable; with none, an API-format graph is previewed unchecked). Missing node
-        classes are named by their pack from the map a ComfyUI with ComfyUI-Manager serves,
-        else from the bundled copy of it.
-
-        Raises:
-            WorkflowError: a bad or taken name, or files that can't be loaded (every problem
-                listed).
-        """
-        live = None
-        for backend in self.pool:
-            try:
-                await backend.client.object_info(refresh=True)
-            except ComfyError as exc:
-                log.warning("import checked without a fresh node list of %s: %s", backend.name, exc)
-                continue
-            live = live or await backend.client.node_mappings()
-        return packs.prepare_import(
-            data,
-            file_name,
-            folder=Path(self.settings.workflows.dir),
-            object_info=self.object_info,
-            yaml_data=yaml_data,
-            yaml_name=yaml_name,
-            name=name,
-            existing=self.workflows,
-            comfyui_version=next((b.health.version for b in self.pool if b.up and b.health), None),
-            node_map=NodeMap.for_server(live),
-        )
-
-    def save_import(self, preview: ImportPreview) -> Workflow:
-        """Save a previewed import as a pack and reload the workflows.
-
-        Raises:
-            WorkflowError: ComfyUI can't run it, the name was taken meanwhile, or the files
-                can't be written.
-        """
-        if preview.blocking:
-            raise WorkflowError(
-                f"`{preview.name}` can't be saved: "
-                + "; ".join(p.message for p in preview.blocking[:5])
-            )
-        packs.save_pack(preview, Path(self.settings.workflows.dir), self.workflows)
-        self.reload_workflows()
-        self._workflows_changed()
-        if preview.name not in self.workflows:
-            found = [p for p in self.workflow_problems if preview.name in p]
-            raise WorkflowError(
-                f"`{preview.name}` was saved but does not load: " + "; ".join(found[:5])
-            )
-        return self.workflows[preview.name]
-
-    def export_pack(self, name: str) -> list[tuple[str, bytes]]:
-        """A pack's files, `(file name, bytes)`: its graph and its YAML.
-
-        Raises:
-            NotFound: no such workflow, or its graph is gone.
-        """
-        return packs.export_pack(self.workflow(name), Path(self.settings.workflows.dir))
-
-    def delete_workflow(self, name: str) -> list[str]:
-        """Remove a pack's files (its YAML, and its graph unless another pack uses it) and
-        reload the workflows. Jobs already queued keep the graph they were given.
-
-        Returns:
-            The names of the files removed.
-
-        Raises:
-            NotFound: no such workflow.
-            WorkflowError: a file can't be removed.
-        """
-        workflow = self.workflow(name)
-        folder = Path(self.settings.workflows.dir).resolve()
-        graph = workflow.spec.graph_file(name)
-        shared = any(
-            w.spec.graph_file(other) == graph
-            for other, w in self.workflows.items()
-            if other != name
-        )
-        paths = [] if shared else [folder / graph]
-        paths += [p for p in packs.pack_files(folder, name)[1:] if p.is_file()]
-        removed = []
-        for path in paths:
-            if path.resolve().parent != folder:
-                continue  # never outside the workflows folder
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as exc:
-                raise WorkflowError(
-                    f"could not remove {path.name} of `{name}`: {exc.strerror or exc}"
-                ) from None
-            removed.append(path.name)
-        log.info("removed the pack %s (%s)", name, ", ".join(removed))
-        self.reload_workflows()
-        self._workflows_changed()
-        return removed
-
+    # limits ---------------------------------------------------------------------------------
     def set_limits_source(self, source: Callable[[Job], LimitSettings]) -> None:
         """Per-server limits (moderators can change them); the settings' limits by default."""
         self._limits_for = source
@@ -402,25 +206,18 @@ class Engine:
         return self._limits_for(job).max_running_per_member
 
     # jobs -----------------------------------------------------------------------------------
-    async def submit(
-        self,
-        request: JobRequest,
-        *,
-        count: int = 1,
-        exempt: bool = False,
-        seeds: Sequence[int] | None = None,
-    ) -> list[Job]:
+    async def submit(self, request: JobRequest, **options: Unpack[JobOptions]) -> list[Job]:
         """Validate a request and queue it as `count` jobs (one group, consecutive seeds).
 
         `seeds`, when given, are the seeds of the `count` jobs instead (see `seeds_around`).
-        The same as `prepare` then `enqueue`.
+        The same as `prepare` then `enqueue`, with `prepare`'s keywords (`JobOptions`).
 
         Raises:
             NotFound: unknown workflow.
             InvalidValue: a value is wrong (names the parameter).
             NotAllowed: the member is over a limit or in cooldown.
         """
-        return self.enqueue(self.prepare(request, count=count, exempt=exempt, seeds=seeds))
+        return self.enqueue(self.prepare(request, **options))
 
     def prepare(
         self,
@@ -464,18 +261,8 @@ class Engine:
                 job_values[seed_param.name] = int(seeds[index]) % 2**32
             elif seed_param is not None and index:
                 job_values[seed_param.name] = (int(values[seed_param.name]) + index) % 2**32
-            job = Job(
-                id=new_job_id(),
-                workflow=request.workflow,
-                values=job_values,
-                owner_id=request.owner_id,
-                owner_name=request.owner_name,
-                guild_id=request.guild_id,
-                channel_id=request.channel_id,
-                priority=request.priority,
-                group_id=group_id,
-                remix_of=request.remix_of,
-                meta={**request.meta, "exempt": exempt, "index": index, "count": count},
+            job = request.job(
+                job_values, group_id=group_id, exempt=exempt, index=index, count=count
             )
             if request.images:
                 inputs = self._save_inputs(job.id, request.images, kinds)
