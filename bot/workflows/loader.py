@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -187,20 +189,7 @@ def _build_param(
     description = spec.description or _describe(param)
     if len(description) > 100:
         description = description[:99] + "…"
-    return Param(
-        name=name,
-        type=spec.type,
-        description=description,
-        default=default,
-        min=low,
-        max=high,
-        step=spec.step,
-        max_length=spec.max_length,
-        choices=choices,
-        targets=tuple(targets),
-        required=spec.required,
-        choice_values=choice_values,
-    ), problems
+    return dataclasses.replace(param, description=description, default=default), problems
 
 
 def build_workflow(
@@ -355,6 +344,10 @@ def load_workflows(
     problems: list[Problem] = []
     used_graphs: set[str] = set()
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    # what every workflow of the folder is built with, a YAML pack's or a bare graph's
+    build = functools.partial(
+        build_workflow, directory=folder, object_info=object_info, comfyui_version=comfyui_version
+    )
     for path in (p for p in files if p.suffix in YAML_SUFFIXES):
         source = display_path(path)
         used_graphs.add(f"{path.stem}.json")
@@ -366,14 +359,7 @@ def load_workflows(
         try:
             spec = load_spec(path)
             used_graphs.add(spec.graph_file(path.stem))
-            loaded[path.stem] = build_workflow(
-                path.stem,
-                spec,
-                folder,
-                object_info,
-                source=source,
-                comfyui_version=comfyui_version,
-            )
+            loaded[path.stem] = build(path.stem, spec, source=source)
         except InvalidWorkflow as exc:
             problems.extend(exc.problems)
     for path in (p for p in files if p.suffix == ".json"):
@@ -382,15 +368,7 @@ def load_workflows(
         source = display_path(path)
         try:
             _check_name(path.stem, source)
-            spec = WorkflowSpec(title=path.stem)
-            loaded[path.stem] = build_workflow(
-                path.stem,
-                spec,
-                folder,
-                object_info,
-                source=source,
-                comfyui_version=comfyui_version,
-            )
+            loaded[path.stem] = build(path.stem, WorkflowSpec(title=path.stem), source=source)
         except InvalidWorkflow as exc:
             problems.extend(exc.problems)
     if object_info is not None and check:
