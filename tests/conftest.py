@@ -35,23 +35,15 @@ def make_settings(tmp_path: Path, url: str, **overrides: Any) -> Settings:
 
 @pytest.fixture
 async def comfy() -> AsyncIterator[FakeComfyUI]:
-    fake = FakeComfyUI(previews=True, step_delay=0.005)
-    await fake.start()
-    try:
+    async with FakeComfyUI(previews=True, step_delay=0.005) as fake:
         yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture
 async def media_comfy() -> AsyncIterator[FakeComfyUI]:
     """A fake ComfyUI that also has the audio nodes and VHS's Video Combine (media tests)."""
-    fake = FakeComfyUI(step_delay=0.0, extra_nodes=extra_nodes())
-    await fake.start()
-    try:
+    async with FakeComfyUI(step_delay=0.0, extra_nodes=extra_nodes()) as fake:
         yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture
