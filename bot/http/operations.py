@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bot.http.admin_models import BackendInfo, QueueItem, Stats, StatsSample
+from bot.http.fields import filled
 from bot.http.routes import API, admin_of, api_of, json_response
 from bot.http.service import HttpApi
 from bot.tasks import TaskGroup
@@ -26,30 +27,24 @@ def stats_of(api: HttpApi) -> Stats:
     samples = history.samples()
     last = samples[-1] if samples else None
     backends = [
-        BackendInfo(
-            name=b.name,
-            url=b.url,
-            state=b.state,
-            version=b.version,
-            device=b.device,
+        filled(
+            BackendInfo,
+            b,
             vram_total=b.health.vram_total if b.health else 0,
             vram_free=b.health.vram_free if b.health else 0,
-            running=b.running,
-            jobs_done=b.jobs_done,
             busy_seconds=round(api.metrics.busy_seconds().get(b.name, b.busy_seconds), 3),
             busy_share=last.busy.get(b.name) if last is not None else None,
-            last_error=b.last_error,
         )
         for b in api.engine.backends()
     ]
     queue = [
-        QueueItem(
+        filled(
+            QueueItem,
+            e.job,
             job_id=e.job.id,
-            workflow=e.job.workflow,
             state=e.job.state.value,
             position=e.position,
             owner=e.job.owner_name or e.job.owner_id,
-            created_at=e.job.created_at,
         )
         for e in api.engine.queue_entries()
     ]
@@ -58,17 +53,7 @@ def stats_of(api: HttpApi) -> Stats:
         span=history.span,
         backends=backends,
         queue=queue,
-        samples=[
-            StatsSample(
-                at=s.at,
-                busy=dict(s.busy),
-                queued=s.queued,
-                running=s.running,
-                jobs_done=s.jobs_done,
-                job_seconds=s.job_seconds,
-            )
-            for s in samples
-        ],
+        samples=[filled(StatsSample, s, busy=dict(s.busy)) for s in samples],
     )
 
 

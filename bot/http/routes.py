@@ -19,6 +19,7 @@ from bot.admission import ImageOffer, image_offer
 from bot.engine import ImageInput
 from bot.errors import InvalidValue
 from bot.http.console.sessions import CSRF_HEADER, SAFE_METHODS, csrf_ok, session_of
+from bot.http.fields import filled
 from bot.http.keys import ApiKey
 from bot.http.models import (
     Health,
@@ -125,15 +126,11 @@ def _allowed(api: HttpApi, key: ApiKey) -> list[Workflow]:
 def _workflow_info(api: HttpApi, workflow: Workflow, base: str) -> dict[str, Any]:
     info = api.engine.object_info
     params = [
-        ParamInfo(
-            name=p.name,
-            type=p.type,
-            description=p.description,
-            required=p.required,
-            default=p.default,
+        filled(
+            ParamInfo,
+            p,
             minimum=p.min,
             maximum=p.max,
-            max_length=p.max_length,
             choices=list(param_choices(workflow, p, info)) or None
             if p.type in ("choice", "enum")
             else None,

@@ -15,6 +15,7 @@ from aiohttp import web
 from bot.admission import Admission
 from bot.engine import Engine
 from bot.history import History
+from bot.http.fields import filled
 from bot.http.keys import ApiKey, KeyStore
 from bot.http.models import JobInfo, OutputInfo, Progress
 from bot.http.urls import guarded_session
@@ -110,39 +111,21 @@ class HttpApi:
                 "preview",
             )
         ):
-            progress = Progress(
-                node=latest.node_title,
-                node_index=latest.node_index,
-                node_count=latest.node_count,
-                step=latest.step,
-                steps=latest.steps,
-            )
+            progress = filled(Progress, latest, node=latest.node_title)
         if position is None and not job.state.finished:
             position = self.engine.position(job.id)
         outputs = [
-            OutputInfo(
-                index=i,
-                url=f"{url}/outputs/{i}",
-                filename=o.filename,
-                content_type=o.media.content_type,
-                kind=o.kind,
-                width=o.width,
-                height=o.height,
+            filled(
+                OutputInfo, o, index=i, url=f"{url}/outputs/{i}", content_type=o.media.content_type
             )
             for i, o in enumerate(job.outputs)
         ]
-        return JobInfo(
-            id=job.id,
-            workflow=job.workflow,
+        return filled(
+            JobInfo,
+            job,
             state=job.state.value,
             position=position,
             progress=progress,
-            error=job.error,
-            values=job.values,
-            group_id=job.group_id,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
             outputs=outputs,
             url=url,
             events_url=f"{url}/events",
