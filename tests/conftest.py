@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,20 @@ async def media_comfy() -> AsyncIterator[FakeComfyUI]:
     """A fake ComfyUI that also has the audio nodes and VHS's Video Combine (media tests)."""
     async with FakeComfyUI(step_delay=0.0, extra_nodes=extra_nodes()) as fake:
         yield fake
+
+
+@pytest.fixture
+def comfy_env(comfy: FakeComfyUI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Points the command line at the fake ComfyUI (COMFYUI_URL)."""
+    monkeypatch.setenv("COMFYUI_URL", comfy.url)
+
+
+def shipped_copy(folder: Path) -> Path:
+    """Creates `folder` with a copy of every shipped workflow file in it."""
+    folder.mkdir()
+    for file in WORKFLOWS.iterdir():
+        shutil.copy(file, folder / file.name)
+    return folder
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from bot.__main__ import main
-from tests.conftest import WORKFLOWS
+from tests.conftest import WORKFLOWS, shipped_copy
 from tests.fakes.comfyui import FakeComfyUI
 from tests.process import ROOT
 from tests.test_workflows_graph import txt2img_ui_export
@@ -34,13 +34,10 @@ async def run_cli(*argv: str) -> int:
     return await asyncio.to_thread(main, list(argv))
 
 
+@pytest.mark.usefixtures("comfy_env")
 async def test_generate_writes_the_images_and_shows_progress(
-    comfy: FakeComfyUI,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    comfy: FakeComfyUI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("COMFYUI_URL", comfy.url)
     out = tmp_path / "out"
     config = write_config(tmp_path)
     code = await run_cli(
@@ -62,13 +59,10 @@ async def test_generate_writes_the_images_and_shows_progress(
     assert (sampler["inputs"]["steps"], sampler["inputs"]["seed"]) == (3, 11)
 
 
+@pytest.mark.usefixtures("comfy_env")
 async def test_generate_with_a_bad_value_names_the_parameter(
-    comfy: FakeComfyUI,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    comfy: FakeComfyUI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("COMFYUI_URL", comfy.url)
     config = write_config(tmp_path)
     code = await run_cli(
         "--config", str(config), "generate", "sd15-txt2img", "--prompt", "x", "--set", "steps=abc"
@@ -79,13 +73,10 @@ async def test_generate_with_a_bad_value_names_the_parameter(
     assert comfy.prompts_received == []
 
 
+@pytest.mark.usefixtures("comfy_env")
 async def test_generate_reports_a_comfyui_rejection(
-    comfy: FakeComfyUI,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    comfy: FakeComfyUI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("COMFYUI_URL", comfy.url)
     comfy.checkpoints = ["other.safetensors"]
     config = write_config(tmp_path, extra="  substitute_missing_models: false\n")
     code = await run_cli("--config", str(config), "generate", "sd15-txt2img", "--prompt", "x")
@@ -93,26 +84,20 @@ async def test_generate_reports_a_comfyui_rejection(
     assert "not installed on ComfyUI" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("comfy_env")
 async def test_check_passes_on_the_shipped_workflows(
-    comfy: FakeComfyUI,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    comfy: FakeComfyUI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("COMFYUI_URL", comfy.url)
     code = await run_cli("--config", str(write_config(tmp_path)), "check")
     out = capsys.readouterr().out
     assert code == 0, out
     assert "ok: ComfyUI at" in out and "0 problem(s)" in out
 
 
+@pytest.mark.usefixtures("comfy_env")
 async def test_check_lists_every_problem_with_file_and_key(
-    comfy: FakeComfyUI,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    comfy: FakeComfyUI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("COMFYUI_URL", comfy.url)
     packs = tmp_path / "packs"
     packs.mkdir()
     shutil.copy(WORKFLOWS / "sd15-txt2img.json", packs / "broken.json")
@@ -191,22 +176,11 @@ def test_a_bad_setting_names_file_and_key(
 
 
 # import ----------------------------------------------------------------------------------------
-def shipped_copy(tmp_path: Path) -> Path:
-    packs = tmp_path / "packs"
-    packs.mkdir()
-    for file in WORKFLOWS.iterdir():
-        shutil.copy(file, packs / file.name)
-    return packs
-
-
+@pytest.mark.usefixtures("comfy_env")
 async def test_import_writes_a_pack_that_check_accepts(
-    comfy: FakeComfyUI,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    comfy: FakeComfyUI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("COMFYUI_URL", comfy.url)
-    packs = shipped_copy(tmp_path)
+    packs = shipped_copy(tmp_path / "packs")
     config = write_config(tmp_path, packs)
     upload = tmp_path / "Night Sky (v2).json"
     upload.write_text(json.dumps(txt2img_ui_export()))
@@ -229,7 +203,7 @@ async def test_import_writes_a_pack_that_check_accepts(
 async def test_import_with_a_name_and_a_yaml_uses_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    packs = shipped_copy(tmp_path)
+    packs = shipped_copy(tmp_path / "packs")
     spec = tmp_path / "mine.yaml"
     spec.write_text("title: Mine\nparams:\n  prompt: {type: text, node: Positive, input: text}\n")
     code = await run_cli(
@@ -243,14 +217,11 @@ async def test_import_with_a_name_and_a_yaml_uses_them(
     assert written["title"] == "Mine" and list(written["params"]) == ["prompt"]
 
 
+@pytest.mark.usefixtures("comfy_env")
 async def test_import_refuses_what_comfyui_cant_run_and_writes_nothing(
-    comfy: FakeComfyUI,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    comfy: FakeComfyUI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("COMFYUI_URL", comfy.url)
-    packs = shipped_copy(tmp_path)
+    packs = shipped_copy(tmp_path / "packs")
     graph = json.loads((WORKFLOWS / "sd15-txt2img.json").read_text())
     graph["20"] = {"class_type": "FaceDetailer", "inputs": {"image": ["8", 0]}}
     upload = tmp_path / "faces.json"
@@ -280,7 +251,7 @@ async def test_import_of_a_bad_file_says_what_is_wrong(
     name: str,
     expected: str,
 ) -> None:
-    packs = shipped_copy(tmp_path)
+    packs = shipped_copy(tmp_path / "packs")
     upload = tmp_path / name
     if content is not None:
         upload.write_text(content)

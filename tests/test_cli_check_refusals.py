@@ -14,13 +14,10 @@ from tests.test_cli import run_cli, write_config
 from tests.test_workflows_graph import _link, txt2img_ui_export
 
 
+@pytest.mark.usefixtures("comfy_env")
 async def test_check_names_every_missing_node_with_the_version_needed_and_the_one_running(
-    comfy: FakeComfyUI,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    comfy: FakeComfyUI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("COMFYUI_URL", comfy.url)
     packs = tmp_path / "packs"
     packs.mkdir()
     shutil.copy(WORKFLOWS / "sd15-txt2img.json", packs / "sd15-txt2img.json")
@@ -56,13 +53,10 @@ async def test_check_names_every_missing_node_with_the_version_needed_and_the_on
     ) in out
 
 
+@pytest.mark.usefixtures("comfy_env")
 async def test_check_and_import_name_a_pack_from_the_servers_own_map(
-    comfy: FakeComfyUI,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    comfy: FakeComfyUI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("COMFYUI_URL", comfy.url)
     comfy.node_mappings = {
         "https://github.com/someone/private-nodes": [["PrivateUpscaler"], {"title_aux": "Private"}]
     }

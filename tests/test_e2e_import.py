@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.settings import Settings
-from tests.conftest import WORKFLOWS, make_settings
+from tests.conftest import WORKFLOWS, make_settings, shipped_copy
 from tests.e2e import answer, comfybot, wait_result
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage
@@ -38,11 +37,7 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 
 @pytest.fixture
 def packs(tmp_path: Path) -> Path:
-    folder = tmp_path / "packs"
-    folder.mkdir()
-    for file in WORKFLOWS.iterdir():
-        shutil.copy(file, folder / file.name)
-    return folder
+    return shipped_copy(tmp_path / "packs")
 
 
 def settings_for(tmp_path: Path, comfy: FakeComfyUI, fake: FakeDiscord, packs: Path) -> Settings:

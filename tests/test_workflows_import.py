@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,14 @@ from bot.workflows.packs import (
     preview_lines,
     save_pack,
 )
-from tests.conftest import make_settings, running_engine
+from tests.conftest import make_settings, running_engine, shipped_copy
 from tests.fakes.comfyui import FakeComfyUI
 from tests.test_workflows import WORKFLOWS, installed_object_info, object_info, shipped_graph
 from tests.test_workflows_graph import txt2img_ui_export
 
 
 def folder_with_shipped(tmp_path: Path) -> Path:
-    folder = tmp_path / "workflows"
-    folder.mkdir()
-    for file in WORKFLOWS.iterdir():
-        shutil.copy(file, folder / file.name)
-    return folder
+    return shipped_copy(tmp_path / "workflows")
 
 
 def graph_bytes(graph: dict[str, Any] | None = None) -> bytes:
