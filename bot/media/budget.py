@@ -1,14 +1,18 @@
 """What bounds a re-encode, shared by the video and the audio fitting: the refusal a member
 reads (`CannotFit`), the file that fits (`Fitted`), the deadline a worker checks between packets
-(`Clock`), the attempts and headroom of the rate control, and the words that say sizes, rates
-and durations.
+(`Clock`, which also hands out the frames it decodes), the attempts and headroom of the rate
+control, and the words that say sizes, rates and durations.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import av.error
 
 from bot.errors import UserError
 from bot.media.sniff import MediaType
@@ -32,6 +36,15 @@ class Fitted:
     note: str | None
 
 
+F = TypeVar("F")
+
+
+class Decodes(Protocol[F]):
+    """A packet: what it decodes to."""
+
+    def decode(self) -> list[F]: ...
+
+
 class Clock:
     """The deadline, checked by the worker between packets; also set when the caller gives up."""
 
@@ -43,6 +56,17 @@ class Clock:
     def check(self) -> None:
         if self.stopped.is_set() or time.monotonic() > self.until:
             raise CannotFit(f"re-encoding took longer than {seconds_words(self.seconds)}")
+
+    def frames(self, packets: Iterable[Decodes[F]]) -> Iterator[F]:
+        """The frames of `packets` in their order, the deadline checked before each packet; a
+        packet that does not decode is skipped, as players do."""
+        for packet in packets:
+            self.check()
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                continue
+            yield from frames
 
 
 def unreadable(noun: str) -> CannotFit:

@@ -255,29 +255,23 @@ def _decode_video(data: bytes, clock: Clock) -> Generator[_Picture | AudioFrame,
             streams = (vstream,) if astream is None else (vstream, astream)
             start: float | None = None
             previous = 0.0
-            for packet in src.demux(streams):
-                clock.check()
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    continue
-                for frame in frames:
-                    if isinstance(frame, AudioFrame):
-                        yield frame
-                    elif isinstance(frame, VideoFrame):
-                        pictures += 1
-                        at = frame.time
-                        length = (
-                            float(frame.duration * frame.time_base)
-                            if frame.duration and frame.time_base
-                            else 0.0
-                        )
-                        if at is None:
-                            at = previous + (length or _DEFAULT_DELAY)
-                        if start is None:
-                            start = at
-                        previous = at
-                        yield _Picture(frame, at - start, length)
+            for frame in clock.frames(src.demux(streams)):
+                if isinstance(frame, AudioFrame):
+                    yield frame
+                elif isinstance(frame, VideoFrame):
+                    pictures += 1
+                    at = frame.time
+                    length = (
+                        float(frame.duration * frame.time_base)
+                        if frame.duration and frame.time_base
+                        else 0.0
+                    )
+                    if at is None:
+                        at = previous + (length or _DEFAULT_DELAY)
+                    if start is None:
+                        start = at
+                    previous = at
+                    yield _Picture(frame, at - start, length)
     except av.error.FFmpegError as exc:
         raise unreadable("video") from exc
     if pictures == 0:

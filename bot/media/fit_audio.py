@@ -95,16 +95,10 @@ def _encode_audio(data: bytes, channels: int, rate: int, clock: Clock, path: str
             opus.layout = "mono" if channels == 1 else "stereo"
             opus.bit_rate = rate
             samples = 0
-            for packet in src.demux(stream):
-                clock.check()
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    continue
-                for frame in frames:
-                    frame.pts, frame.time_base = samples, Fraction(1, frame.sample_rate)
-                    samples += frame.samples
-                    out.mux(opus.encode(frame))
+            for frame in clock.frames(src.demux(stream)):
+                frame.pts, frame.time_base = samples, Fraction(1, frame.sample_rate)
+                samples += frame.samples
+                out.mux(opus.encode(frame))
             clock.check()
             out.mux(opus.encode(None))
     except av.error.FFmpegError as exc:
