@@ -33,6 +33,7 @@ from typing import Any, Literal
 import aiohttp
 
 from bot.comfy.client import ComfyClient
+from bot.comfy.listeners import notify
 from bot.errors import ComfyError
 from bot.settings import BackendSettings, ComfySettings
 from bot.tasks import TaskGroup
@@ -319,11 +320,7 @@ class Pool:
         self._listeners.append(listener)
 
     def _emit(self, event: BackendEvent) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("backend listener failed on %s", event.kind)
+        notify(self._listeners, event, log, "backend listener failed on %s", event.kind)
 
     async def start(self, ready_timeout: float = 5.0) -> None:
         """Connect every backend; wait (briefly) until those that answer are up."""
