@@ -1,4 +1,4 @@
-"""Shared fixtures: a fake ComfyUI, settings pointing at it, and a running engine."""
+"""Shared fixtures: a fake ComfyUI, settings pointing at it, a running engine, a fake Discord."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from bot.engine import Engine
 from bot.jobs.runner import JobUpdate
 from bot.settings import Settings
 from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord_fixtures import installed_fake
 from tests.media_packs import extra_nodes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +47,13 @@ async def media_comfy() -> AsyncIterator[FakeComfyUI]:
     """A fake ComfyUI that also has the audio nodes and VHS's Video Combine (media tests)."""
     async with FakeComfyUI(step_delay=0.0, extra_nodes=extra_nodes()) as fake:
         yield fake
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    """A started fake Discord that discord.py points at (undone after the test)."""
+    async with installed_fake() as f:
+        yield f
 
 
 @pytest.fixture

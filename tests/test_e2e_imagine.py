@@ -31,12 +31,6 @@ from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.discord_fixtures import installed_fake
 
 
-@pytest.fixture
-async def fake() -> FakeDiscord:  # type: ignore[misc]
-    async with installed_fake() as f:
-        yield f
-
-
 async def test_imagine_acknowledges_shows_progress_and_attaches_the_images(
     fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
 ) -> None:

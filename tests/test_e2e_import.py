@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ from tests.conftest import WORKFLOWS, make_settings, shipped_copy
 from tests.e2e import answer, comfybot, wait_result
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage
-from tests.fakes.discord_fixtures import installed_fake
 from tests.test_workflows_graph import txt2img_ui_export
 from tests.test_workflows_repair import turbo_graph
 
@@ -27,12 +25,6 @@ params:
   seed: {type: seed, node: KSampler, input: seed}
   steps: {type: int, node: KSampler, input: steps, default: 2, min: 1, max: 12}
 """
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with installed_fake() as f:
-        yield f
 
 
 @pytest.fixture

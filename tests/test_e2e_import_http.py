@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -17,16 +16,9 @@ from tests.conftest import WORKFLOWS
 from tests.e2e import comfybot, wait_result
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeDiscordError
-from tests.fakes.discord_fixtures import installed_fake
 from tests.http_helpers import http_settings
 from tests.test_e2e_import import NIGHT_SKY_YAML, settings_for
 from tests.test_workflows_graph import txt2img_ui_export
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with installed_fake() as f:
-        yield f
 
 
 @pytest.fixture

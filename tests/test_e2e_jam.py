@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,10 @@ from tests.conftest import make_settings
 from tests.e2e import answer, comfybot, wait_result, wait_stored
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import CommandUnavailable, FakeDiscord, FakeMessage
-from tests.fakes.discord_fixtures import installed_fake
 from tests.media_packs import EXPECTED
 
 # the media tests' workflow packs (`media_comfy`, which makes every kind, is in conftest)
 packs, media_settings = test_e2e_media.packs, test_e2e_media.media_settings
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with installed_fake() as f:
-        yield f
 
 
 def jam_cog(bot: ComfyBot) -> JamCog:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +42,6 @@ def media_settings(tmp_path: Path, media_comfy: FakeComfyUI, packs: Path) -> Set
     return make_settings(
         tmp_path, media_comfy.url, workflows={"dir": str(packs), "default": "txt2video"}
     )
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with installed_fake() as f:
-        yield f
 
 
 def saved_files(comfy: FakeComfyUI, prompt_id: str) -> list[bytes]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,8 @@ from tests.conftest import WORKFLOWS, make_settings
 from tests.e2e import answer, comfybot, wait_result
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import CommandUnavailable, FakeDiscord
-from tests.fakes.discord_fixtures import installed_fake
 
 REFUSAL = "Only moderators"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with installed_fake() as f:
-        yield f
 
 
 def make_packs(tmp_path: Path, **extra: str) -> Path:

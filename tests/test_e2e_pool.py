@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.e2e import answer, comfybot, field, wait_result, wait_stored
 from tests.fakes.discord import FakeDiscord
-from tests.fakes.discord_fixtures import installed_fake
 from tests.test_pool import fakes, pool_settings, wait_for
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with installed_fake() as f:
-        yield f
 
 
 async def test_queue_shows_each_backend_and_results_name_theirs(

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import make_settings
 from tests.e2e import answer, comfybot, contents, field, prompt_text, wait_result
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage
 from tests.fakes.discord_fixtures import installed_fake
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with installed_fake() as f:
-        yield f
 
 
 async def imagine(

@@ -21,16 +21,9 @@ from tests.conftest import make_settings
 from tests.e2e import comfybot, has_files, output_images, wait_result
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeMessage
-from tests.fakes.discord_fixtures import installed_fake
 
 #: Longer than any wait here: a result that needs the history read cannot come in time.
 HISTORY_DELAY = 30.0
-
-
-@pytest.fixture
-async def fake() -> FakeDiscord:  # type: ignore[misc]
-    async with installed_fake() as f:
-        yield f
 
 
 def spy_success(comfy: FakeComfyUI) -> list[float]:

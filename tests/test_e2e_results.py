@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from PIL import Image
 
 from tests.conftest import WORKFLOWS, make_settings
 from tests.e2e import comfybot, field, output_images, prompt_text, wait_result
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeMessage
-from tests.fakes.discord_fixtures import installed_fake
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with installed_fake() as f:
-        yield f
 
 
 def png(color: str, size: tuple[int, int] = (64, 48)) -> bytes:
