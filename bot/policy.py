@@ -165,18 +165,26 @@ class Policy:
         self._audit(guild_id, actor, "default", f"{name} {where}")
 
     # moderators -----------------------------------------------------------------------------
+    def _listed(self, guild_id: str, key: str) -> list[str]:
+        """A server's list setting (moderator roles, banned words)."""
+        return [str(item) for item in self.store.get_setting(_g(guild_id), key, [])]
+
+    def _set_listed(self, guild_id: str, key: str, item: str, add: bool) -> None:
+        """Add `item` to a server's list setting, or take it out."""
+        items = self._listed(guild_id, key)
+        if add and item not in items:
+            items.append(item)
+        elif not add and item in items:
+            items.remove(item)
+        self.store.set_setting(_g(guild_id), key, items)
+
     def moderator_roles(self, guild_id: str) -> list[str]:
-        return [str(r) for r in self.store.get_setting(_g(guild_id), "moderator_roles", [])]
+        return self._listed(guild_id, "moderator_roles")
 
     def set_moderator_role(
         self, guild_id: str, role_id: str, add: bool, actor: tuple[str, str]
     ) -> None:
-        roles = self.moderator_roles(guild_id)
-        if add and role_id not in roles:
-            roles.append(role_id)
-        elif not add and role_id in roles:
-            roles.remove(role_id)
-        self.store.set_setting(_g(guild_id), "moderator_roles", roles)
+        self._set_listed(guild_id, "moderator_roles", role_id, add)
         self._audit(
             guild_id, actor, "moderators add" if add else "moderators remove", f"<@&{role_id}>"
         )
@@ -273,18 +281,13 @@ class Policy:
     def banned_words(self, guild_id: str | None) -> list[str]:
         if guild_id is None:
             return []
-        return [str(w) for w in self.store.get_setting(_g(guild_id), "banned_words", [])]
+        return self._listed(guild_id, "banned_words")
 
     def set_banned_word(self, guild_id: str, word: str, add: bool, actor: tuple[str, str]) -> None:
         word = word.strip().lower()
         if not word:
             raise InvalidValue("word", "must not be empty")
-        words = self.banned_words(guild_id)
-        if add and word not in words:
-            words.append(word)
-        elif not add and word in words:
-            words.remove(word)
-        self.store.set_setting(_g(guild_id), "banned_words", words)
+        self._set_listed(guild_id, "banned_words", word, add)
         self._audit(guild_id, actor, "banned add" if add else "banned remove", "one word")
 
     def check_prompt(self, guild_id: str | None, texts: Mapping[str, str]) -> None:
