@@ -155,6 +155,20 @@ def parse_api_graph(data: object, source: str) -> Graph:
     return graph
 
 
+def parse_json(text: str, source: str, *, says: str = "not valid JSON") -> Any:
+    """The JSON value in `text` (a graph file or an upload named `source`).
+
+    Raises:
+        InvalidWorkflow: it is not JSON; the problem names the line, and `says` what it is.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidWorkflow(
+            [Problem(source, f"line {exc.lineno}", f"{says}: {exc.msg}", "graph")]
+        ) from None
+
+
 def load_graph(
     path: Path,
     object_info: ObjectInfo | None = None,
@@ -181,12 +195,7 @@ def load_graph(
         raise InvalidWorkflow([Problem(source, "", "file not found", "io")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidWorkflow([Problem(source, "", f"can't be read: {exc}", "io")]) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidWorkflow(
-            [Problem(source, f"line {exc.lineno}", f"not valid JSON: {exc.msg}", "graph")]
-        ) from None
+    data = parse_json(text, source)
     if is_ui_format(data):
         if object_info is None:
             raise InvalidWorkflow(

@@ -7,13 +7,12 @@ POST /prompt body is unwrapped, and entries beside the nodes that are no node ar
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from bot.workflows.graph import Graph, is_ui_format, parse_api_graph, ui_to_api
+from bot.workflows.graph import Graph, is_ui_format, parse_api_graph, parse_json, ui_to_api
 from bot.workflows.nodeinfo import ObjectInfo
 from bot.workflows.nodemap import NodeMap
 from bot.workflows.problems import InvalidWorkflow, Problem, Repair
@@ -85,11 +84,7 @@ def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
 
 def _parse_json(text: str, source: str) -> Any:
     try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidWorkflow(
-            [Problem(source, f"line {exc.lineno}", f"is not JSON: {exc.msg}", "graph")]
-        ) from None
+        parsed = parse_json(text, source, says="is not JSON")
     except RecursionError:
         parsed = None
     if parsed is None or _too_deep(parsed):
