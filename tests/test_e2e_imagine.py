@@ -15,6 +15,7 @@ from PIL import Image
 
 from bot.jobs.results import image_size
 from bot.jobs.runner import JobUpdate
+from bot.settings import Settings
 from tests.conftest import WORKFLOWS, make_settings
 from tests.e2e import (
     comfybot,
@@ -57,9 +58,8 @@ async def test_imagine_acknowledges_shows_progress_and_attaches_the_images(
 
 
 async def test_the_result_is_sent_from_memory_not_read_back_from_disk(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
         on_disk: list[bool] = []
 
@@ -77,9 +77,8 @@ async def test_the_result_is_sent_from_memory_not_read_back_from_disk(
 
 
 async def test_progress_shows_previews_and_queue_position(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings):
         comfy.hold_steps()
         first = await fake.slash("imagine", {"prompt": "one", "steps": 3})
@@ -100,9 +99,8 @@ async def test_progress_shows_previews_and_queue_position(
 
 
 async def test_autocomplete_offers_allowed_workflows_from_memory(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings):
         choices = await fake.autocomplete("imagine", {"prompt": "x"}, "workflow")
         assert {c["value"] for c in choices} == {"sd15-txt2img", "sd15-img2img"}
@@ -113,9 +111,8 @@ async def test_autocomplete_offers_allowed_workflows_from_memory(
 
 
 async def test_unknown_workflow_and_bad_values_get_clear_ephemeral_errors(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
         it = await fake.slash("imagine", {"prompt": "x", "workflow": "nope"})
         await it.wait_ack()
@@ -151,9 +148,8 @@ async def test_comfyui_rejection_is_shown_in_the_reply(
 
 
 async def test_workflow_exposed_as_its_own_command_takes_an_attachment(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), "blue").save(buf, "PNG")
     async with comfybot(fake, settings):
@@ -172,9 +168,8 @@ async def test_workflow_exposed_as_its_own_command_takes_an_attachment(
 
 
 async def test_reroll_after_a_bot_restart(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
         it = await fake.slash("imagine", {"prompt": "a fox", "steps": 2, "seed": 5})
         message = await wait_result(fake, it)
@@ -189,9 +184,8 @@ async def test_reroll_after_a_bot_restart(
 
 
 async def test_cancel_while_queued_and_while_running(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
         comfy.hold_steps()
         running = await fake.slash("imagine", {"prompt": "one", "steps": 5})
@@ -307,9 +301,8 @@ async def test_burst_of_twenty_requests_is_delivered_once_each_without_429(
 
 
 async def test_bot_restarted_mid_job_delivers_the_result_once(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings):
         comfy.hold_steps()
         it = await fake.slash("imagine", {"prompt": "a slow fox", "steps": 3})

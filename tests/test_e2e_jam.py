@@ -103,9 +103,8 @@ async def vote(fake: FakeDiscord, gallery: FakeMessage, custom_id: str, user: in
 
 
 async def test_a_jam_runs_from_start_to_winners_through_a_restart(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     mod = fake.moderator_id
     ann, bob, cyd, dan = (fake.add_member(n) for n in ("ann", "bob", "cyd", "dan"))
     async with comfybot(fake, settings) as bot:
@@ -169,9 +168,8 @@ async def test_a_jam_runs_from_start_to_winners_through_a_restart(
 
 
 async def test_a_jam_moves_on_by_itself_when_its_time_is_up(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     ann, bob = fake.add_member("ann"), fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
         await answer(
@@ -210,9 +208,8 @@ async def test_a_jam_moves_on_by_itself_when_its_time_is_up(
 
 
 async def test_a_jam_thread_follows_its_channels_policy(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     mod = fake.moderator_id
     async with comfybot(fake, settings) as bot:
         await answer(
@@ -283,9 +280,8 @@ async def test_a_result_shown_as_the_jam_ends_is_in_the_gallery_however_late_it_
 
 
 async def test_a_job_running_as_the_jam_ends_is_entered_under_the_gallery_when_ready(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     ann, bob = fake.add_member("ann"), fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
         thread_id = await start_jam(fake, "rivers")
@@ -320,9 +316,8 @@ async def test_a_job_running_as_the_jam_ends_is_entered_under_the_gallery_when_r
 
 
 async def test_a_job_made_after_the_jam_ended_is_not_entered_and_its_owner_is_told(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     ann, bob = fake.add_member("ann"), fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
         thread_id = await start_jam(fake, "hills")

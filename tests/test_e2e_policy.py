@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.settings import Settings
 from tests.conftest import WORKFLOWS, make_settings
 from tests.e2e import answer, comfybot, wait_result
 from tests.fakes.comfyui import FakeComfyUI
@@ -49,9 +50,8 @@ async def offered(fake: FakeDiscord, *, channel_id: int | None = None) -> set[st
 
 # who may change policy ----------------------------------------------------------------------------
 async def test_non_moderator_is_refused_and_nothing_changes(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
         attempts = [
             ("workflows disable", {"name": "sd15-img2img"}),
@@ -85,9 +85,8 @@ async def test_non_moderator_is_refused_and_nothing_changes(
 
 
 async def test_role_added_by_a_moderator_may_change_policy(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     helpers = fake.add_role("Helpers")
     helper = fake.add_member("helper", roles=[helpers])
     async with comfybot(fake, settings):
@@ -117,9 +116,8 @@ async def test_role_added_by_a_moderator_may_change_policy(
 
 # what a channel may use ---------------------------------------------------------------------------
 async def test_disabled_workflow_leaves_autocomplete_and_is_refused_when_typed(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     mod = fake.moderator_id
     async with comfybot(fake, settings) as bot:
         await answer(fake, "workflows disable", {"name": "sd15-txt2img"}, user_id=mod)
@@ -143,9 +141,8 @@ async def test_disabled_workflow_leaves_autocomplete_and_is_refused_when_typed(
 
 
 async def test_channel_setting_overrides_the_server_setting(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     mod = fake.moderator_id
     art = fake.add_channel("art")
     async with comfybot(fake, settings):
@@ -223,9 +220,8 @@ async def test_policy_survives_a_bot_restart(
 
 
 async def test_audit_log_records_who_did_what(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     mod, owner = fake.moderator_id, fake.owner_id
     art = fake.add_channel("art")
     async with comfybot(fake, settings):
@@ -250,9 +246,8 @@ async def test_audit_log_records_who_did_what(
 
 # moderator limits -------------------------------------------------------------------------------
 async def test_caps_refuse_values_over_them_naming_the_parameter(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     mod = fake.moderator_id
     async with comfybot(fake, settings) as bot:
         await answer(fake, "workflows limits cap", {"param": "steps", "maximum": 30}, user_id=mod)
@@ -297,9 +292,8 @@ async def test_cap_applies_to_a_workflow_default_over_it(
 
 
 async def test_banned_word_is_refused_without_echoing_the_list(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     mod = fake.moderator_id
     async with comfybot(fake, settings) as bot:
         for word in ("Dragon", "zorblax"):
@@ -350,9 +344,8 @@ async def test_nsfw_workflow_only_in_age_restricted_channels(
 
 
 async def test_limits_set_validates_and_applies(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     mod = fake.moderator_id
     async with comfybot(fake, settings):
         _, bad = await answer(
@@ -377,9 +370,8 @@ async def test_limits_set_validates_and_applies(
 
 # Discord's conventions ----------------------------------------------------------------------------
 async def test_commands_work_in_servers_only_and_moderator_ones_are_hidden_from_members(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings):
         commands = {c["name"]: c for c in fake.commands if c.get("guild_id")}
         assert {"imagine", "catalog", "workflows", "queue"} <= set(commands)

@@ -6,6 +6,7 @@ import asyncio
 import re
 from pathlib import Path
 
+from bot.settings import Settings
 from tests.conftest import make_settings
 from tests.e2e import answer, comfybot, contents, field, prompt_text, wait_result
 from tests.fakes.comfyui import FakeComfyUI
@@ -22,6 +23,14 @@ async def imagine(
     return it
 
 
+async def held(fake: FakeDiscord, comfy: FakeComfyUI, prompt: str) -> FakeInteraction:
+    """An /imagine whose job is running on ComfyUI, held at its first step."""
+    comfy.hold_steps()
+    it = await imagine(fake, prompt)
+    await comfy.wait_until_held()
+    return it
+
+
 POSITION = re.compile(r"position (#\d+)")  # not a node's "(#9)" in a running line
 
 
@@ -33,11 +42,34 @@ def order_received(comfy: FakeComfyUI) -> list[str]:
     return [prompt_text(body) for body in comfy.prompts_received]
 
 
+async def watched_behind_eleven(
+    fake: FakeDiscord, comfy: FakeComfyUI, members: list[int]
+) -> FakeInteraction:
+    """A job running (held), the first eleven members' jobs waiting, and the twelfth member's,
+    the watched one, shown at #12."""
+    await held(fake, comfy, "running")
+    for i, member in enumerate(members[:11]):
+        await imagine(fake, f"ahead {i}", member)
+    watched = await imagine(fake, "watched", members[11])
+    await watched.wait_original(queued_at(12))
+    return watched
+
+
+async def cancel_ahead(
+    fake: FakeDiscord, members: list[int], watched: FakeInteraction, shown_at: tuple[int, ...]
+) -> None:
+    """The eleven ahead cancel one by one; the watched reply shows these positions on the way."""
+    for position, member in zip(range(11, 0, -1), members, strict=False):
+        _, cancelled = await answer(fake, "cancel", user_id=member)
+        assert "Cancelling" in cancelled.content
+        if position in shown_at:
+            await watched.wait_original(queued_at(position))
+
+
 # fairness -----------------------------------------------------------------------------------------
 async def test_member_with_twenty_jobs_delays_others_by_at_most_one_turn(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     bob, carol = fake.add_member("bob"), fake.add_member("carol")
     async with comfybot(fake, settings):
         _, set_limit = await answer(
@@ -120,17 +152,14 @@ async def test_moderators_are_exempt_unless_the_server_says_otherwise(
 
 
 async def test_moderators_go_first_when_the_server_says_so(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     mod = fake.moderator_id
     async with comfybot(fake, settings):
         await answer(
             fake, "workflows limits set", {"name": "moderators_first", "value": "true"}, user_id=mod
         )
-        comfy.hold_steps()
-        first = await imagine(fake, "first")
-        await comfy.wait_until_held()
+        first = await held(fake, comfy, "first")
         waiting = await imagine(fake, "waiting", fake.add_member("bob"))
         await waiting.wait_original(queued_at(1))
         moderator = await imagine(fake, "moderator", mod)
@@ -192,26 +221,15 @@ async def test_waiting_replies_show_their_position_as_jobs_finish_and_are_cancel
 
 
 async def test_a_waiting_reply_is_edited_when_its_band_changes_not_on_every_move(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     members = [fake.add_member(f"m{i}") for i in range(12)]
     async with comfybot(fake, settings):
-        comfy.hold_steps()
-        await imagine(fake, "running")
-        await comfy.wait_until_held()
-        for i, member in enumerate(members[:11]):
-            await imagine(fake, f"ahead {i}", member)
-        watched = await imagine(fake, "watched", members[11])
-        await watched.wait_original(queued_at(12))
+        watched = await watched_behind_eleven(fake, comfy, members)
         # bands: 10-19, 5-9, 3-4, 2, 1. Within one band of what it shows, a move is not worth an
         # edit; two bands away (#4) it is, and so is a new band among the next three. (The queue
         # moves by cancels: no job has finished, so no measured time limits the edits yet.)
-        for position, member in zip(range(11, 0, -1), members, strict=False):
-            _, cancelled = await answer(fake, "cancel", user_id=member)
-            assert "Cancelling" in cancelled.content
-            if position in (4, 2, 1):
-                await watched.wait_original(queued_at(position))
+        await cancel_ahead(fake, members, watched, shown_at=(4, 2, 1))
         comfy.release_steps(1)
         await watched.wait_original(lambda m: "Queued" not in m.content)
         comfy.release_steps()
@@ -222,29 +240,18 @@ async def test_a_waiting_reply_is_edited_when_its_band_changes_not_on_every_move
 
 
 async def test_a_reply_spends_no_more_than_its_budget_keeping_its_position_within_a_band(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     members = [fake.add_member(f"m{i}") for i in range(12)]
     async with comfybot(fake, settings):
         # one quick run measured: jobs of this workflow can afford one edit besides the
         # acknowledgement, the start and the result (one per 1.5 s interval on the GPU)
         await wait_result(fake, await imagine(fake, "warm-up"))
-        comfy.hold_steps()
-        await imagine(fake, "running")
-        await comfy.wait_until_held()
-        for i, member in enumerate(members[:11]):
-            await imagine(fake, f"ahead {i}", member)
-        watched = await imagine(fake, "watched", members[11])
-        await watched.wait_original(queued_at(12))
+        watched = await watched_behind_eleven(fake, comfy, members)
         # the queue moves from #12 to #1 by cancels. Staying within one band takes two edits
         # (#4 and #1): the one it can afford and the start edit's, which is then left out; the
         # bands among the next three (#2) are not affordable
-        for position, member in zip(range(11, 0, -1), members, strict=False):
-            _, cancelled = await answer(fake, "cancel", user_id=member)
-            assert "Cancelling" in cancelled.content
-            if position in (4, 1):
-                await watched.wait_original(queued_at(position))
+        await cancel_ahead(fake, members, watched, shown_at=(4, 1))
         await asyncio.sleep(2.0)  # longer than the interval: a start edit would not have to wait
         released = asyncio.get_running_loop().time()
         comfy.release_steps()
@@ -264,9 +271,7 @@ async def test_the_result_is_not_delayed_by_a_pending_position_edit(
     settings = make_settings(tmp_path, comfy.url, discord={"progress_interval": 20.0})
     bob, carol = fake.add_member("bob"), fake.add_member("carol")
     async with comfybot(fake, settings):
-        comfy.hold_steps()
-        first = await imagine(fake, "first")
-        await comfy.wait_until_held()
+        first = await held(fake, comfy, "first")
         await imagine(fake, "b", bob)
         c = await imagine(fake, "c", carol)
         acknowledged = asyncio.get_running_loop().time()
@@ -282,16 +287,13 @@ async def test_the_result_is_not_delayed_by_a_pending_position_edit(
 
 # /queue, /cancel, /history ------------------------------------------------------------------------
 async def test_queue_lists_jobs_in_order_and_highlights_ones_own(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     bob = fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
         _, empty = await answer(fake, "queue")
         assert "empty" in empty.content
-        comfy.hold_steps()
-        mine = await imagine(fake, "mine")
-        await comfy.wait_until_held()
+        mine = await held(fake, comfy, "mine")
         theirs = await imagine(fake, "theirs", bob)
         mine2 = await imagine(fake, "mine again")
         [j_mine2, j_theirs, j_mine] = bot.engine.recent()
@@ -313,14 +315,11 @@ async def test_queue_lists_jobs_in_order_and_highlights_ones_own(
 
 
 async def test_cancel_own_job_but_not_others_and_moderators_cancel_any(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     bob = fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
-        comfy.hold_steps()
-        running = await imagine(fake, "running")
-        await comfy.wait_until_held()
+        running = await held(fake, comfy, "running")
         bobs = await imagine(fake, "bob's", bob)
         [j_bob, j_running] = bot.engine.recent()
         mine = await fake.autocomplete("cancel", {}, "job", user_id=bob)
@@ -345,9 +344,8 @@ async def test_cancel_own_job_but_not_others_and_moderators_cancel_any(
 
 
 async def test_cancel_a_whole_group_by_the_id_its_reply_shows(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
         comfy.hold_steps()
         it = await imagine(fake, "four", count=3)
@@ -361,9 +359,8 @@ async def test_cancel_a_whole_group_by_the_id_its_reply_shows(
 
 
 async def test_history_lists_recent_jobs_with_links_to_their_results(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     bob = fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
         mine = await wait_result(fake, await imagine(fake, "mine"))
@@ -388,9 +385,7 @@ async def test_history_links_to_a_result_posted_in_the_channel_after_the_token_e
     async with installed_fake(token_lifetime=1.0) as fake:
         settings = make_settings(tmp_path, comfy.url)
         async with comfybot(fake, settings) as bot:
-            comfy.hold_steps()
-            it = await imagine(fake, "slow")
-            await comfy.wait_until_held()
+            it = await held(fake, comfy, "slow")
             await asyncio.sleep(1.2)
             comfy.release_steps()
             posted = await fake.wait_for(
@@ -406,9 +401,8 @@ async def test_history_links_to_a_result_posted_in_the_channel_after_the_token_e
 
 # groups and remixes -------------------------------------------------------------------------------
 async def test_count_four_delivers_four_images_in_one_message(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
         it = await imagine(fake, "four cats", count=4, seed=100)
         message = await wait_result(fake, it)
@@ -425,9 +419,8 @@ async def test_count_four_delivers_four_images_in_one_message(
 
 
 async def test_variations_by_another_member_credit_the_original(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     alice, bob = fake.member_id, fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
         original = await wait_result(fake, await imagine(fake, "a fox", count=2, seed=500))

@@ -9,6 +9,7 @@ from typing import Any
 
 from PIL import Image
 
+from bot.settings import Settings
 from tests.conftest import WORKFLOWS, make_settings
 from tests.e2e import comfybot, field, output_images, prompt_text, wait_result
 from tests.fakes.comfyui import FakeComfyUI
@@ -47,9 +48,8 @@ def with_followups(tmp_path: Path, *labels: str) -> Path:
 
 
 async def test_upscale_button_feeds_exactly_that_image_and_credits_its_owner(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
         it = await fake.slash("imagine", {"prompt": "a red fox", "steps": 2, "count": 2})
         result = await wait_result(fake, it)
@@ -77,9 +77,8 @@ async def test_upscale_button_feeds_exactly_that_image_and_credits_its_owner(
 
 
 async def test_apps_menu_upscales_a_members_image_within_the_channels_policy(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     photo = png("teal")
     poster = fake.add_member("poster")
     async with comfybot(fake, settings) as bot:
@@ -112,9 +111,8 @@ async def test_apps_menu_upscales_a_members_image_within_the_channels_policy(
 
 
 async def test_apps_menu_on_a_result_uses_the_jobs_own_file(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
         it = await fake.slash("imagine", {"prompt": "a lighthouse", "steps": 2})
         result = await wait_result(fake, it)
@@ -129,9 +127,8 @@ async def test_apps_menu_on_a_result_uses_the_jobs_own_file(
 
 
 async def test_edit_opens_a_modal_and_runs_the_edited_prompt_with_the_same_values(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
         it = await fake.slash(
             "imagine", {"prompt": "a cat", "negative": "rain", "steps": 3, "seed": 42}
@@ -161,9 +158,8 @@ async def test_edit_opens_a_modal_and_runs_the_edited_prompt_with_the_same_value
 
 
 async def test_info_answers_privately_with_every_value_and_a_line_to_paste(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
         it = await fake.slash(
             "imagine", {"prompt": "a blue house", "steps": 3, "seed": 7, "sampler": "euler"}
@@ -186,9 +182,8 @@ async def test_info_answers_privately_with_every_value_and_a_line_to_paste(
 
 
 async def test_delete_is_refused_to_other_members_and_done_for_the_author(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
         it = await fake.slash("imagine", {"prompt": "mine", "steps": 1})
         result = await wait_result(fake, it)
@@ -260,9 +255,8 @@ async def test_followups_that_do_not_fit_as_buttons_become_select_menus(
 
 
 async def test_apps_menu_on_several_images_asks_which_one_privately(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url)
     async with comfybot(fake, settings) as bot:
         it = await fake.slash("imagine", {"prompt": "two boats", "steps": 1, "count": 2})
         result = await wait_result(fake, it)
