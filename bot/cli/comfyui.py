@@ -5,17 +5,22 @@ the version)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 
 from bot.errors import ComfyError
 from bot.jobs.store import Store
-from bot.settings import Settings
+from bot.settings import BackendSettings, Settings
 from bot.workflows import load_workflows
 from bot.workflows.nodemap import NodeMap
+
+if TYPE_CHECKING:
+    from bot.comfy.client import ComfyClient
 
 
 # check ---------------------------------------------------------------------------------------
@@ -48,25 +53,39 @@ async def check(settings: Settings, *, offline: bool = False, out: TextIO | None
     return 1 if problems else 0
 
 
+def _session(settings: Settings) -> aiohttp.ClientSession:
+    """A session for a few quick reads of the backends (10 seconds at most each)."""
+    timeout = aiohttp.ClientTimeout(total=min(10.0, settings.comfyui.request_timeout))
+    return aiohttp.ClientSession(timeout=timeout)
+
+
+@contextlib.asynccontextmanager
+async def _client(
+    session: aiohttp.ClientSession, backend: BackendSettings
+) -> AsyncIterator[ComfyClient]:
+    """A client of one backend for those reads, closed after them."""
+    from bot.comfy.client import ComfyClient
+
+    client = ComfyClient(session, backend.url, request_timeout=10.0, headers=backend.headers)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 async def fetch_object_info(settings: Settings, out: TextIO) -> dict[str, Any] | None:
     """The node classes of every backend that answers (model lists merged), None if none does."""
-    from bot.comfy.client import ComfyClient
     from bot.comfy.pool import merge_object_info
 
-    timeout = aiohttp.ClientTimeout(total=min(10.0, settings.comfyui.request_timeout))
     infos = []
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with _session(settings) as session:
         for backend in settings.comfyui.pool():
-            client = ComfyClient(
-                session, backend.url, request_timeout=10.0, headers=backend.headers
-            )
-            try:
-                info = await client.object_info()
-            except ComfyError as exc:
-                print(f"note: {exc}; checked without its node list", file=out)
-                continue
-            finally:
-                await client.close()
+            async with _client(session, backend) as client:
+                try:
+                    info = await client.object_info()
+                except ComfyError as exc:
+                    print(f"note: {exc}; checked without its node list", file=out)
+                    continue
             print(f"ok: ComfyUI at {backend.url} ({len(info)} node types)", file=out)
             infos.append(info)
     if not infos:
@@ -77,18 +96,10 @@ async def fetch_object_info(settings: Settings, out: TextIO) -> dict[str, Any] |
 
 async def fetch_node_map(settings: Settings) -> NodeMap:
     """The class -> pack map: the first backend's ComfyUI-Manager's, over the bundled copy."""
-    from bot.comfy.client import ComfyClient
-
-    timeout = aiohttp.ClientTimeout(total=min(10.0, settings.comfyui.request_timeout))
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with _session(settings) as session:
         for backend in settings.comfyui.pool():
-            client = ComfyClient(
-                session, backend.url, request_timeout=10.0, headers=backend.headers
-            )
-            try:
+            async with _client(session, backend) as client:
                 live = await client.node_mappings()
-            finally:
-                await client.close()
             if live is not None:
                 return NodeMap.for_server(live)
     return NodeMap.bundled()
@@ -96,18 +107,12 @@ async def fetch_node_map(settings: Settings) -> NodeMap:
 
 async def fetch_version(settings: Settings) -> str | None:
     """The ComfyUI version `/system_stats` reports, or None when it can't be read."""
-    from bot.comfy.client import ComfyClient
-
-    timeout = aiohttp.ClientTimeout(total=min(10.0, settings.comfyui.request_timeout))
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        backend = settings.comfyui.pool()[0]
-        client = ComfyClient(session, backend.url, request_timeout=10.0, headers=backend.headers)
+    backend = settings.comfyui.pool()[0]
+    async with _session(settings) as session, _client(session, backend) as client:
         try:
             stats = await client.system_stats()
         except ComfyError:
             return None
-        finally:
-            await client.close()
     system = stats.get("system")
     version = system.get("comfyui_version") if isinstance(system, dict) else None
     return version if isinstance(version, str) and version else None
