@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from bot.comfy.pool import Backend, BackendEvent, Pool
 from bot.errors import BackendUnavailable, PromptRejected
@@ -31,26 +32,19 @@ log = logging.getLogger(__name__)
 WITHDRAW_SCOPE = "pool.withdraw"
 
 
+@dataclass(eq=False)
 class Failover:
     """Moves the runner's jobs between backends as the pool's events say, and withdraws what a
     returning backend still holds of them."""
 
-    def __init__(
-        self,
-        held: Held,
-        pool: Pool,
-        queue: FairQueue,
-        dispatcher: Dispatcher,
-        needs_for: Callable[[Job], Needs | None],
-        refusal: Callable[[Job], str | None],
-    ) -> None:
-        self.held = held
-        self.pool = pool
-        self.queue = queue
-        self.dispatcher = dispatcher
-        self.needs_for = needs_for
-        self.refusal = refusal
-        self._abandoned: dict[str, set[str]] = {}  # backend -> prompt ids to withdraw there
+    held: Held
+    pool: Pool
+    queue: FairQueue
+    dispatcher: Dispatcher
+    needs_for: Callable[[Job], Needs | None]
+    refusal: Callable[[Job], str | None]  # why no backend can run a job (None: one can)
+    # backend name -> prompt ids to withdraw there
+    _abandoned: dict[str, set[str]] = field(default_factory=dict, init=False)
 
     def restore(self) -> None:
         """Read the prompts still to withdraw from the store; withdraw them where connected."""

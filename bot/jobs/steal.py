@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bot.comfy.pool import Backend
 from bot.errors import BackendUnavailable
@@ -23,22 +24,15 @@ Capable = Callable[[Job, list[Backend]], list[Backend]]
 Launch = Callable[[Job, Backend, bool], None]  # (job, backend, resume)
 
 
+@dataclass(eq=False)
 class Stealer:
     """Takes prefetched jobs to idle backends, for the runner's dispatch."""
 
-    def __init__(
-        self,
-        held: Held,
-        dispatcher: Dispatcher,
-        capable: Capable,
-        running_limit: Callable[[Job], int | None],
-        launch: Launch,
-    ) -> None:
-        self.held = held
-        self.dispatcher = dispatcher
-        self.capable = capable
-        self.running_limit = running_limit
-        self.launch = launch
+    held: Held
+    dispatcher: Dispatcher
+    capable: Capable  # the backends among these that can run the job
+    running_limit: Callable[[Job], int | None]  # how many jobs its member may run at once
+    launch: Launch
 
     def steal_for(self, free: list[Backend]) -> bool:
         """Move a job prefetched on a busy backend to an idle one; returns whether it did."""
