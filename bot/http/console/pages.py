@@ -10,6 +10,7 @@ Content-Security-Policy: scripts and styles only from the console's own static f
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -363,28 +364,20 @@ def operation_charts(stats: Stats, now: float) -> list[Markup]:
         Series("running", [(s.at, float(s.running)) for s in samples]),
     ]
     job_time = [Series("mean seconds", [(s.at, s.job_seconds) for s in samples])]
+    # the three share the hour along the bottom
+    chart = functools.partial(line_chart, x_range=(start, now), x_labels=ticks)
     return [
-        line_chart(
+        chart(
             busy,
             title="GPU busy share per backend (%)",
-            x_range=(start, now),
-            x_labels=ticks,
             y_max=100,
             y_label=lambda v: f"{v:.0f}%",
             chart_id="chart-busy",
         ),
-        line_chart(
-            queue,
-            title="Queue length",
-            x_range=(start, now),
-            x_labels=ticks,
-            chart_id="chart-queue",
-        ),
-        line_chart(
+        chart(queue, title="Queue length", chart_id="chart-queue"),
+        chart(
             job_time,
             title="Job time (mean seconds on ComfyUI)",
-            x_range=(start, now),
-            x_labels=ticks,
             y_label=lambda v: f"{v:.0f} s" if v >= 10 or v == 0 else f"{v:.1f} s",
             chart_id="chart-job-time",
         ),
