@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,20 @@ class Recorder:
     async def finished(self, *job_ids: str, timeout: float = 10.0) -> list[JobUpdate]:
         await self.wait(lambda: all(self.of(j, "finished") for j in job_ids), timeout)
         return [self.of(j, "finished")[-1] for j in job_ids]
+
+
+def spy_success(comfy: FakeComfyUI) -> list[float]:
+    """When the fake ComfyUI sends each ``execution_success`` (``time.monotonic()``)."""
+    succeeded: list[float] = []
+    send = comfy._send_json
+
+    def spy(sid: str | None, event: str, data: dict[str, Any]) -> None:
+        if event == "execution_success":
+            succeeded.append(time.monotonic())
+        send(sid, event, data)
+
+    comfy._send_json = spy  # type: ignore[method-assign]
+    return succeeded
 
 
 @contextlib.asynccontextmanager

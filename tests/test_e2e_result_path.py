@@ -17,27 +17,13 @@ import pytest
 
 from bot.jobs.model import JobState
 from bot.jobs.store import Store
-from tests.conftest import make_settings
+from tests.conftest import make_settings, spy_success
 from tests.e2e import comfybot, has_files, output_images, wait_result
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeMessage
 
 #: Longer than any wait here: a result that needs the history read cannot come in time.
 HISTORY_DELAY = 30.0
-
-
-def spy_success(comfy: FakeComfyUI) -> list[float]:
-    """When the fake ComfyUI sends each ``execution_success`` (``time.monotonic()``)."""
-    succeeded: list[float] = []
-    send = comfy._send_json
-
-    def spy(sid: str | None, event: str, data: dict[str, Any]) -> None:
-        if event == "execution_success":
-            succeeded.append(time.monotonic())
-        send(sid, event, data)
-
-    comfy._send_json = spy  # type: ignore[method-assign]
-    return succeeded
 
 
 def image_edit_at(message: FakeMessage) -> float:

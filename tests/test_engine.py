@@ -16,7 +16,7 @@ from bot.errors import InvalidValue, NotAllowed, NotFound
 from bot.jobs.model import JobState
 from bot.jobs.runner import JobUpdate
 from bot.settings import Settings
-from tests.conftest import Recorder, make_settings, running_engine
+from tests.conftest import Recorder, make_settings, running_engine, spy_success
 from tests.fakes.comfyui import FakeComfyUI
 
 EngineFx = tuple[Engine, Recorder]
@@ -24,6 +24,19 @@ EngineFx = tuple[Engine, Recorder]
 
 def request(prompt: str = "a lighthouse at dusk", owner: str = "1", **values: object) -> JobRequest:
     return JobRequest("sd15-txt2img", {"prompt": prompt, **values}, owner_id=owner)
+
+
+def hold_each_record(eng: Engine, first_only: bool = False) -> list[Callable[[], None]]:
+    """Holds the write of a job's record once its result is out (of the first job's only, if
+    told); the releases of the holds, in order."""
+    releases: list[Callable[[], None]] = []
+
+    def hold(update: JobUpdate) -> None:
+        if update.kind == "result" and not (first_only and releases):
+            releases.append(eng.hold_saving([update.job.id]))
+
+    eng.listen(hold)
+    return releases
 
 
 async def test_job_runs_and_outputs_are_the_images_comfyui_made(
@@ -50,15 +63,7 @@ async def test_images_download_while_the_history_is_read(
     engine: EngineFx, comfy: FakeComfyUI
 ) -> None:
     eng, rec = engine
-    succeeded: list[float] = []
-    send = comfy._send_json
-
-    def spy(sid: str | None, event: str, data: dict[str, object]) -> None:
-        if event == "execution_success":
-            succeeded.append(asyncio.get_running_loop().time())
-        send(sid, event, data)
-
-    comfy._send_json = spy  # type: ignore[method-assign]
+    succeeded = spy_success(comfy)
     comfy.delay_next("/history/*", 1.0)
     comfy.delay_next("/view", 1.0)
     [job] = await eng.submit(request(steps=1))
@@ -72,15 +77,7 @@ async def test_a_run_seen_whole_finishes_without_waiting_for_the_history_read(
     engine: EngineFx, comfy: FakeComfyUI
 ) -> None:
     eng, rec = engine
-    succeeded: list[float] = []
-    send = comfy._send_json
-
-    def spy(sid: str | None, event: str, data: dict[str, object]) -> None:
-        if event == "execution_success":
-            succeeded.append(asyncio.get_running_loop().time())
-        send(sid, event, data)
-
-    comfy._send_json = spy  # type: ignore[method-assign]
+    succeeded = spy_success(comfy)
     comfy.delay_next("/history/*", 30.0, times=100)  # a result that needs it cannot come
     [job] = await eng.submit(request(steps=1))
     [done] = await rec.finished(job.id, timeout=10.0)
@@ -104,13 +101,7 @@ async def test_a_meta_change_while_a_result_is_written_is_kept(
     message id, when Discord acknowledged the request after so quick a job), is not written
     over by that record."""
     eng, rec = engine
-    releases: list[Callable[[], None]] = []
-
-    def hold(update: JobUpdate) -> None:
-        if update.kind == "result":
-            releases.append(eng.hold_saving([update.job.id]))
-
-    eng.listen(hold)
+    releases = hold_each_record(eng)
     [job] = await eng.submit(request("one", steps=1))
     await rec.wait(lambda: bool(rec.of(job.id, "result")), timeout=4.0)
     assert not rec.of(job.id, "finished")  # its record is not written yet
@@ -128,13 +119,7 @@ async def test_a_job_whose_result_is_out_cannot_be_cancelled(
 ) -> None:
     """Between its `result` and its stored record a job has finished: a cancel says so."""
     eng, rec = engine
-    releases: list[Callable[[], None]] = []
-
-    def hold(update: JobUpdate) -> None:
-        if update.kind == "result":
-            releases.append(eng.hold_saving([update.job.id]))
-
-    eng.listen(hold)
+    releases = hold_each_record(eng)
     [job] = await eng.submit(request("one", steps=1))
     await rec.wait(lambda: bool(rec.of(job.id, "result")), timeout=4.0)
     assert not rec.of(job.id, "finished")
@@ -151,13 +136,7 @@ async def test_the_next_job_starts_while_a_result_waits_for_its_delivery(
     """A delivery may hold the disk write of its result (until its upload went out): the GPU
     is not kept waiting for that, and the held job is saved once released."""
     eng, rec = engine
-    releases: list[Callable[[], None]] = []
-
-    def hold(update: JobUpdate) -> None:
-        if update.kind == "result" and not releases:
-            releases.append(eng.hold_saving([update.job.id]))
-
-    eng.listen(hold)
+    releases = hold_each_record(eng, first_only=True)
     [first] = await eng.submit(request("one", steps=1))
     [second] = await eng.submit(request("two", steps=1))
     await rec.wait(lambda: bool(rec.of(second.id, "started")), timeout=4.0)

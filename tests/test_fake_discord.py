@@ -302,12 +302,6 @@ def make_bot(record: dict[str, Any]) -> commands.Bot:
 
 
 @pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with installed_fake() as fake:
-        yield fake
-
-
-@pytest_asyncio.fixture
 async def record() -> dict[str, Any]:
     return {}
 
