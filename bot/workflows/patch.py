@@ -10,13 +10,15 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from bot.errors import InvalidValue
 from bot.workflows import nodeinfo
 from bot.workflows.model import Param, Workflow
 from bot.workflows.nodeinfo import ObjectInfo
+
+N = TypeVar("N", int, float)
 
 RANDOM_SEED_LIMIT = 2**32
 """Random seeds are drawn from 0 to 2**32 - 1."""
@@ -48,6 +50,14 @@ def _choices_text(choices: tuple[str, ...] | list[str]) -> str:
     return f"{shown} and {more} more" if more > 0 else shown
 
 
+def _from_text(text: str, read: Callable[[str], N]) -> N | None:
+    """`text` read as a number (spaces around it allowed); None when it is not one."""
+    try:
+        return read(text.strip())
+    except ValueError:
+        return None
+
+
 def _to_int(param: Param, value: Any) -> int:
     number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -55,10 +65,7 @@ def _to_int(param: Param, value: Any) -> int:
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
     elif isinstance(value, str):
-        try:
-            number = int(value.strip())
-        except ValueError:
-            number = None
+        number = _from_text(value, int)
     if number is None:
         raise InvalidValue(param.name, f"must be a whole number {range_text(param)}")
     return number
@@ -69,10 +76,7 @@ def _to_float(param: Param, value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         number = float(value)
     elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            number = None
+        number = _from_text(value, float)
     if number is None or not math.isfinite(number):
         raise InvalidValue(param.name, f"must be a number {range_text(param)}")
     return number
