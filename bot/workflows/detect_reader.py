@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
-from bot.workflows import nodeinfo
+import bot.workflows.nodeinfo as nodeinfo
 from bot.workflows.detect_sizes import sized_choices
 from bot.workflows.graph import is_link, links, sort_key
 from bot.workflows.nodeinfo import WIDGET_TYPES, InputDef, ObjectInfo
