@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import aiohttp
@@ -68,6 +68,16 @@ def job_view(job: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(JobButton(job))
     return view
+
+
+async def outcome(record: dict[str, Any], name: str, call: Awaitable[object]) -> None:
+    """Records under `name` the HTTPException `call` raised, or None when it went through."""
+    try:
+        await call
+    except discord.HTTPException as exc:
+        record[name] = exc
+    else:
+        record[name] = None
 
 
 def make_bot(record: dict[str, Any]) -> commands.Bot:
@@ -230,12 +240,7 @@ def make_bot(record: dict[str, Any]) -> commands.Bot:
     @bot.tree.command(description="Answers too late")
     async def slow(interaction: discord.Interaction, delay: float) -> None:
         await asyncio.sleep(delay)
-        try:
-            await interaction.response.send_message("late")
-        except discord.HTTPException as exc:
-            record["slow"] = exc
-        else:
-            record["slow"] = None
+        await outcome(record, "slow", interaction.response.send_message("late"))
 
     @bot.tree.command(description="Edits after the token expired")
     async def expire(interaction: discord.Interaction, delay: float) -> None:
@@ -260,32 +265,19 @@ def make_bot(record: dict[str, Any]) -> commands.Bot:
     async def upload(interaction: discord.Interaction, size: int, files: int = 1) -> None:
         await interaction.response.defer()
         parts = [discord.File(io.BytesIO(b"\0" * size), f"f{i}.bin") for i in range(files)]
-        try:
-            await interaction.edit_original_response(content="files", attachments=parts)
-        except discord.HTTPException as exc:
-            record["upload"] = exc
-        else:
-            record["upload"] = None
+        await outcome(
+            record, "upload", interaction.edit_original_response(content="files", attachments=parts)
+        )
 
     @bot.tree.command(description="Sends a message of some length")
     async def say(interaction: discord.Interaction, length: int) -> None:
-        try:
-            await interaction.response.send_message("x" * length)
-        except discord.HTTPException as exc:
-            record["say"] = exc
-        else:
-            record["say"] = None
+        await outcome(record, "say", interaction.response.send_message("x" * length))
 
     @bot.tree.command(description="Sends a button with a long custom_id")
     async def longid(interaction: discord.Interaction, length: int) -> None:
         view = discord.ui.View()
         view.add_item(discord.ui.Button(label="b", custom_id="c" * length))
-        try:
-            await interaction.response.send_message("button", view=view)
-        except discord.HTTPException as exc:
-            record["longid"] = exc
-        else:
-            record["longid"] = None
+        await outcome(record, "longid", interaction.response.send_message("button", view=view))
 
     @bot.tree.command(description="Edits its response many times")
     async def progress(interaction: discord.Interaction, edits: int) -> None:
