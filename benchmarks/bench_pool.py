@@ -46,12 +46,13 @@ params:
 """
 
 
-def bench_workflows(folder: Path) -> Path:
-    """The shipped SD 1.5 graph at 64 x 64 px: the fakes' own CPU work stays far below T."""
+def bench_workflows(folder: Path, size: int = 64) -> Path:
+    """The shipped SD 1.5 graph at `size` px (64 by default: the fakes' own work stays far
+    below T)."""
     graph = json.loads((WORKFLOWS / "sd15-txt2img.json").read_text())
     for node in graph.values():
         if node["class_type"] == "EmptyLatentImage":
-            node["inputs"].update(width=64, height=64)
+            node["inputs"].update(width=size, height=size)
     folder.mkdir()
     (folder / "bench.json").write_text(json.dumps(graph))
     (folder / "bench.yaml").write_text(BENCH_PACK)
@@ -59,19 +60,26 @@ def bench_workflows(folder: Path) -> Path:
 
 
 @dataclass(frozen=True)
-class Figures:
+class Burst:
+    """What every burst measures (this one and the one through Discord in bench_throughput)."""
+
     backends: int
     jobs: int
     members: int
     gpu_seconds: float  # measured: the mean time a server spent on one prompt
     makespan: float
     busy: list[float]
-    latencies: list[float]
-    sound: bool
 
     @property
     def ideal(self) -> float:
+        """J·T/K: the burst K perfect GPUs would need."""
         return self.jobs * self.gpu_seconds / self.backends
+
+
+@dataclass(frozen=True)
+class Figures(Burst):
+    latencies: list[float]
+    sound: bool
 
     def line(self) -> str:
         gaps = sorted(self.latencies)

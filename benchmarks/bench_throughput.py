@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import math
 import os
 import signal
@@ -51,8 +50,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.bench_pool import BENCH_PACK
-from tests.conftest import WORKFLOWS
+from benchmarks.bench_pool import Burst, bench_workflows
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeInteraction
 from tests.fakes.discord_fixtures import installed_fake
@@ -72,18 +70,6 @@ finally:
     profiler.disable()
     profiler.dump_stats(sys.argv[1])
 """
-
-
-def bench_workflows(folder: Path, size: int) -> Path:
-    """The shipped SD 1.5 graph at `size` px (64 by default: the fakes' own work stays small)."""
-    graph = json.loads((WORKFLOWS / "sd15-txt2img.json").read_text())
-    for node in graph.values():
-        if node["class_type"] == "EmptyLatentImage":
-            node["inputs"].update(width=size, height=size)
-    folder.mkdir()
-    (folder / "bench.json").write_text(json.dumps(graph))
-    (folder / "bench.yaml").write_text(BENCH_PACK)
-    return folder
 
 
 def memory_of(pid: int) -> tuple[float, float]:
@@ -243,13 +229,7 @@ def delivered(it: FakeInteraction) -> bool:
 
 
 @dataclass(frozen=True)
-class Figures:
-    backends: int
-    jobs: int
-    members: int
-    gpu_seconds: float  # measured: the mean time a server spent on one prompt
-    makespan: float
-    busy: list[float]
+class Figures(Burst):
     lost: int
     duplicated: int
     peak_mb: float
@@ -261,7 +241,7 @@ class Figures:
     starved: tuple[int, float]  # gaps where the next prompt came after the last one ended
 
     def line(self) -> str:
-        ideal = self.jobs * self.gpu_seconds / self.backends
+        ideal = self.ideal
         against = f"{self.makespan / ideal:.3f} x J*T/K" if ideal > 0.05 else "(no GPU time)"
         return (
             f"K={self.backends} J={self.jobs} M={self.members} T={self.gpu_seconds:.3f}s  "
