@@ -1803,47 +1803,73 @@ class FakeDiscord:
 
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=1024 * MIB)
-        add = app.router.add_route
         api = API_PREFIX
-        add("GET", api + "/users/@me", self._get_me)
-        add("GET", api + "/users/{user_id}", self._get_user)
-        add("GET", api + "/oauth2/applications/@me", self._get_application)
-        add("GET", api + "/applications/@me", self._get_application)
-        add("GET", api + "/gateway", self._get_gateway)
-        add("GET", api + "/gateway/bot", self._get_gateway_bot)
+
+        def route(
+            path: str, **handlers: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> None:
+            """Routes each verb given (get=, put=, post=, ...) on `path` to its handler."""
+            for verb, handler in handlers.items():
+                app.router.add_route(verb.upper(), path, handler)
+
+        for path, handler in {
+            "/users/@me": self._get_me,
+            "/users/{user_id}": self._get_user,
+            "/oauth2/applications/@me": self._get_application,
+            "/applications/@me": self._get_application,
+            "/gateway": self._get_gateway,
+            "/gateway/bot": self._get_gateway_bot,
+        }.items():
+            route(api + path, get=handler)
         for base in (
             "/applications/{application_id}/commands",
             "/applications/{application_id}/guilds/{guild_id}/commands",
         ):
-            add("GET", api + base, self._list_commands)
-            add("PUT", api + base, self._put_commands)
-            add("POST", api + base, self._create_command)
-            add("GET", api + base + "/{command_id}", self._get_command)
-            add("PATCH", api + base + "/{command_id}", self._edit_command)
-            add("DELETE", api + base + "/{command_id}", self._delete_command)
-        add("POST", api + "/interactions/{interaction_id}/{token}/callback", self._callback)
-        add("POST", api + "/webhooks/{application_id}/{token}", self._execute_webhook)
-        webhook_message = api + "/webhooks/{application_id}/{token}/messages/{message_id}"
-        add("GET", webhook_message, self._get_webhook_message)
-        add("PATCH", webhook_message, self._edit_webhook_message)
-        add("DELETE", webhook_message, self._delete_webhook_message)
-        add("GET", api + "/channels/{channel_id}", self._get_channel)
-        add("GET", api + "/channels/{channel_id}/messages", self._list_messages)
-        add("POST", api + "/channels/{channel_id}/messages", self._create_channel_message)
-        channel_message = api + "/channels/{channel_id}/messages/{message_id}"
-        add("GET", channel_message, self._get_channel_message)
-        add("PATCH", channel_message, self._edit_channel_message)
-        add("DELETE", channel_message, self._delete_channel_message)
-        add("POST", api + "/channels/{channel_id}/typing", self._typing)
-        add("POST", api + "/channels/{channel_id}/threads", self._create_thread)
-        add("GET", api + "/guilds/{guild_id}", self._get_guild)
-        add("GET", api + "/guilds/{guild_id}/channels", self._get_guild_channels)
-        add("GET", api + "/guilds/{guild_id}/roles", self._get_guild_roles)
-        add("GET", api + "/guilds/{guild_id}/members", self._list_members)
-        add("GET", api + "/guilds/{guild_id}/members/{user_id}", self._get_member)
-        add("GET", "/cdn/attachments/{channel_id}/{attachment_id}/{filename}", self._cdn)
-        add("GET", "/gateway", self._gateway_socket)
-        add("GET", "/gateway/", self._gateway_socket)
+            route(
+                api + base,
+                get=self._list_commands,
+                put=self._put_commands,
+                post=self._create_command,
+            )
+            route(
+                api + base + "/{command_id}",
+                get=self._get_command,
+                patch=self._edit_command,
+                delete=self._delete_command,
+            )
+        route(api + "/interactions/{interaction_id}/{token}/callback", post=self._callback)
+        route(api + "/webhooks/{application_id}/{token}", post=self._execute_webhook)
+        route(
+            api + "/webhooks/{application_id}/{token}/messages/{message_id}",
+            get=self._get_webhook_message,
+            patch=self._edit_webhook_message,
+            delete=self._delete_webhook_message,
+        )
+        route(api + "/channels/{channel_id}", get=self._get_channel)
+        route(
+            api + "/channels/{channel_id}/messages",
+            get=self._list_messages,
+            post=self._create_channel_message,
+        )
+        route(
+            api + "/channels/{channel_id}/messages/{message_id}",
+            get=self._get_channel_message,
+            patch=self._edit_channel_message,
+            delete=self._delete_channel_message,
+        )
+        route(api + "/channels/{channel_id}/typing", post=self._typing)
+        route(api + "/channels/{channel_id}/threads", post=self._create_thread)
+        for path, handler in {
+            "": self._get_guild,
+            "/channels": self._get_guild_channels,
+            "/roles": self._get_guild_roles,
+            "/members": self._list_members,
+            "/members/{user_id}": self._get_member,
+        }.items():
+            route(api + "/guilds/{guild_id}" + path, get=handler)
+        route("/cdn/attachments/{channel_id}/{attachment_id}/{filename}", get=self._cdn)
+        route("/gateway", get=self._gateway_socket)
+        route("/gateway/", get=self._gateway_socket)
         return app
 
     @staticmethod
