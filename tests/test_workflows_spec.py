@@ -151,68 +151,32 @@ def test_param_rules_are_explained(param: dict[str, Any], message: str) -> None:
     assert message in found
 
 
-def test_choices_mapping_must_set_the_same_inputs() -> None:
-    data = {
-        "title": "t",
-        "params": {
-            "size": {
-                "type": "choice",
-                "node": "5",
-                "choices": {"square": {"width": 512, "height": 512}, "wide": {"width": 768}},
-            }
-        },
-    }
+def size_problem(**size: Any) -> str:
+    """The one problem of a spec whose only param, `size`, is a choice on node 5."""
+    (found,) = problems({"title": "t", "params": {"size": {"type": "choice", "node": "5", **size}}})
+    return found
 
-    (found,) = problems(data)
+
+def test_choices_mapping_must_set_the_same_inputs() -> None:
+    found = size_problem(choices={"square": {"width": 512, "height": 512}, "wide": {"width": 768}})
 
     assert "choice 'wide' sets width but the first choice sets height, width" in found
 
 
 def test_a_mapped_choice_names_its_inputs_in_choices() -> None:
-    data = {
-        "title": "t",
-        "params": {
-            "size": {
-                "type": "choice",
-                "node": "5",
-                "input": "width",
-                "choices": {"square": {"width": 512, "height": 512}},
-            }
-        },
-    }
-
-    (found,) = problems(data)
+    found = size_problem(input="width", choices={"square": {"width": 512, "height": 512}})
 
     assert "drop `input`/`inputs`" in found
 
 
 def test_a_choice_default_must_be_a_label() -> None:
-    data = {
-        "title": "t",
-        "params": {
-            "size": {
-                "type": "choice",
-                "node": "5",
-                "choices": {"square": {"width": 512}},
-                "default": "huge",
-            }
-        },
-    }
-
-    (found,) = problems(data)
+    found = size_problem(choices={"square": {"width": 512}}, default="huge")
 
     assert "default 'huge' is not one of the choices: square" in found
 
 
 def test_a_bad_value_deep_in_choices_is_named_by_label() -> None:
-    data = {
-        "title": "t",
-        "params": {
-            "size": {"type": "choice", "node": "5", "choices": {"square": {"width": [512]}}}
-        },
-    }
-
-    (found,) = problems(data)
+    found = size_problem(choices={"square": {"width": [512]}})
 
     assert found.startswith("workflows/txt2img.yaml: params.size.choices.square.width: ")
 
