@@ -35,9 +35,9 @@ from bot.jobs.runner import JobUpdate
 from bot.media import Kind
 from bot.media.fit import CannotFit
 from bot.tasks import spawn
+from cogs._autocomplete import allowed_workflows
 from cogs._common import (
     actor,
-    allowed_workflow_choices,
     bot_of,
     clip,
     ids,
@@ -194,11 +194,7 @@ class JamCog(
         )
         self._wake.set()
 
-    @start.autocomplete("workflow")
-    async def _workflows(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return allowed_workflow_choices(interaction, current)
+    start.autocomplete("workflow")(allowed_workflows)
 
     @app_commands.command(name="list", description="Jams of this server: running and recent")
     async def list_(self, interaction: discord.Interaction) -> None:

@@ -18,9 +18,9 @@ from bot.app import ComfyBot
 from bot.errors import InvalidValue, NotAllowed
 from bot.policy import LIMIT_KEYS
 from cogs import _packs
+from cogs._autocomplete import allowed_workflows
 from cogs._common import (
     actor,
-    allowed_workflow_choices,
     clip,
     ids,
     is_nsfw_channel,
@@ -277,11 +277,6 @@ class Catalog(
         self.bot = bot
         super().__init__()
 
-    async def _names(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return allowed_workflow_choices(interaction, current)
-
     @app_commands.command(name="list", description="Workflows this channel allows")
     async def list_(self, interaction: discord.Interaction) -> None:
         guild, channel = ids(interaction)
@@ -308,7 +303,7 @@ class Catalog(
         )
         await interaction.response.send_message(clip(text, 2000), ephemeral=True)
 
-    info.autocomplete("name")(_names)
+    info.autocomplete("name")(allowed_workflows)
 
     @app_commands.command(name="limits", description="The limits in force in this server")
     async def limits(self, interaction: discord.Interaction) -> None:
