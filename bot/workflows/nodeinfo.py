@@ -189,6 +189,13 @@ def node_def(object_info: ObjectInfo, class_type: str) -> Mapping[str, Any] | No
     return found if isinstance(found, Mapping) else None
 
 
+#: Each definition's inputs, parsed once: a job's graph reads the same few classes on every run.
+#: Keyed by the definition's identity and holding the definition, so the key can't be reused
+#: while it is cached; definitions are never changed in place (a new /object_info is new dicts).
+_PARSED: dict[int, tuple[Mapping[str, Any], tuple[InputDef, ...]]] = {}
+_PARSED_MAX = 4096
+
+
 def input_defs(object_info: ObjectInfo, class_type: str) -> list[InputDef]:
     """Return the required then optional inputs of a node class, in widget order.
 
@@ -197,6 +204,17 @@ def input_defs(object_info: ObjectInfo, class_type: str) -> list[InputDef]:
     definition = node_def(object_info, class_type)
     if definition is None:
         return []
+    cached = _PARSED.get(id(definition))
+    if cached is not None and cached[0] is definition:
+        return list(cached[1])
+    parsed = tuple(_parse_definition(definition))
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[id(definition)] = (definition, parsed)
+    return list(parsed)
+
+
+def _parse_definition(definition: Mapping[str, Any]) -> list[InputDef]:
     sections = definition.get("input")
     if not isinstance(sections, Mapping):
         return []
