@@ -443,6 +443,44 @@ def assert_same_frames(
     assert ids.frames(live, "live") == ids.frames(recorded, "recorded")
 
 
+async def closed_as_recorded(ids: Ids, rec: Transcript, *sockets: tuple[Socket, str]) -> None:
+    """Each socket, once it has as many frames as the client of that name recorded, is closed
+    and its frames are compared with the recorded ones."""
+    for socket, name in sockets:
+        await socket.wait_count(len(rec.frames(name)))
+        await socket.close()
+        assert_same_frames(ids, socket.frames, rec.frames(name))
+
+
+async def replayed_alone(
+    env: Env, name: str, temp_names: bool = False
+) -> tuple[FakeComfyUI, Socket]:
+    """Transcript `name` of one client, "A", replayed: each POST sent from its socket, each other
+    request's answer checked (the temporary file names paired first, if told), then the socket
+    closed and its frames compared with the recorded ones."""
+    rec = transcript(name)
+    fake = await env.fake()
+    socket = await env.socket(fake, rec.client_id("A"))
+    ids = Ids()
+    for event in rec.http():
+        if event["method"] == "POST":
+            await env.submit(fake, event, ids, socket)
+        else:
+            if temp_names:
+                ids.pair_temp_names(socket.frames, rec.frames("A"))
+            await env.check(fake, event, ids)
+    await socket.close()
+    assert_same_frames(ids, socket.frames, rec.frames("A"))
+    return fake, socket
+
+
+async def metadata_socket(env: Env, fake: FakeComfyUI, rec: Transcript) -> Socket:
+    """The recorded client "M", which asks for metadata: connected and told the feature flags."""
+    meta = await env.socket(fake, rec.client_id("M"), metadata=True)
+    await meta.wait_for(lambda f: is_message(f, "feature_flags"))
+    return meta
+
+
 def assert_same_prompt(
     ids: Ids,
     live: Socket,
@@ -468,18 +506,7 @@ def png(
 
 
 async def test_basic_save_matches_transcript_a(env: Env) -> None:
-    rec = transcript("a_basic_emptyimage_save")
-    fake = await env.fake()
-    socket = await env.socket(fake, rec.client_id("A"))
-    ids = Ids()
-    for event in rec.http():
-        if event["method"] == "POST":
-            await env.submit(fake, event, ids, socket)
-        else:
-            ids.pair_temp_names(socket.frames, rec.frames("A"))
-            await env.check(fake, event, ids)
-    await socket.close()
-    assert_same_frames(ids, socket.frames, rec.frames("A"))
+    fake, _ = await replayed_alone(env, "a_basic_emptyimage_save", temp_names=True)
     assert fake.output_files == [
         "research_a2_00001_.png",
         "research_a2_00002_.png",
@@ -565,17 +592,7 @@ async def test_missing_checkpoint_lists_the_installed_ones(env: Env) -> None:
 
 
 async def test_execution_errors_match_transcript_d(env: Env) -> None:
-    rec = transcript("d_execution_error")
-    fake = await env.fake()
-    socket = await env.socket(fake, rec.client_id("A"))
-    ids = Ids()
-    for event in rec.http():
-        if event["method"] == "POST":
-            await env.submit(fake, event, ids, socket)
-        else:
-            await env.check(fake, event, ids)
-    await socket.close()
-    assert_same_frames(ids, socket.frames, rec.frames("A"))
+    _, socket = await replayed_alone(env, "d_execution_error")
     error = next(f for f in socket.frames if is_message(f, "execution_error"))["json"]["data"]
     assert error["traceback"] and isinstance(error["traceback"][0], str)
     assert set(error["current_inputs"]) == {"image", "channel"}
@@ -723,8 +740,7 @@ async def test_progress_and_previews_match_transcript_g(env: Env) -> None:
     rec = transcript("g_progress_and_previews")
     fake = await env.fake()
     plain = await env.socket(fake, rec.client_id("P"))
-    meta = await env.socket(fake, rec.client_id("M"), metadata=True)
-    await meta.wait_for(lambda f: is_message(f, "feature_flags"))
+    meta = await metadata_socket(env, fake, rec)
     sockets = {rec.client_id("P"): plain, rec.client_id("M"): meta}
     ids = Ids()
     for event in rec.http():
@@ -734,10 +750,7 @@ async def test_progress_and_previews_match_transcript_g(env: Env) -> None:
             await fake.wait_until_idle()
         else:
             await env.check(fake, event, ids)
-    for socket, name in ((plain, "P"), (meta, "M")):
-        await socket.wait_count(len(rec.frames(name)))
-        await socket.close()
-        assert_same_frames(ids, socket.frames, rec.frames(name))
+    await closed_as_recorded(ids, rec, (plain, "P"), (meta, "M"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -954,17 +967,13 @@ async def test_txt2img_matches_transcript_l(env: Env) -> None:
 
     fake.previews = True
     await fake.restart()  # --preview-method latent2rgb
-    meta = await env.socket(fake, rec.client_id("M"), metadata=True)
-    await meta.wait_for(lambda f: is_message(f, "feature_flags"))
+    meta = await metadata_socket(env, fake, rec)
     plain = await env.socket(fake, rec.client_id("P"))
     sockets = {rec.client_id("M"): meta, rec.client_id("P"): plain}
     for event in rec.posts()[3:]:
         await env.submit(fake, event, ids, sockets[event["request_json"]["client_id"]])
         await fake.wait_until_idle()
-    for socket, name in ((meta, "M"), (plain, "P")):
-        await socket.wait_count(len(rec.frames(name)))
-        await socket.close()
-        assert_same_frames(ids, socket.frames, rec.frames(name))
+    await closed_as_recorded(ids, rec, (meta, "M"), (plain, "P"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -988,10 +997,7 @@ async def test_no_client_id_matches_transcript_n(env: Env) -> None:
     await env.submit(fake, posts[2], ids)
     await fake.wait_until_idle()
     z = await env.socket(fake, rec.client_id("Z"))
-    for socket, name in ((x, "X"), (y, "Y"), (z, "Z")):
-        await socket.wait_count(len(rec.frames(name)))
-        await socket.close()
-        assert_same_frames(ids, socket.frames, rec.frames(name))
+    await closed_as_recorded(ids, rec, (x, "X"), (y, "Y"), (z, "Z"))
     assert fake.history[interrupted]["status"]["status_str"] == "error"
     messages = fake.history[failed]["status"]["messages"]
     assert [event for event, _ in messages] == [
