@@ -173,6 +173,11 @@ def test_a_param_max_above_the_node_maximum_is_named(tmp_path: Path) -> None:
     )
 
 
+def on_ksampler(kind: str, name: str, **more: Any) -> dict[str, Any]:
+    """A param of type `kind` setting the KSampler's input `name`."""
+    return {"type": kind, "node": "KSampler", "input": name, **more}
+
+
 def checked(tmp_path: Path, edit_spec: Callable[[dict[str, Any]], object]) -> list[Problem]:
     """Load the edited pack without object_info (as when ComfyUI is down), then check it."""
     spec = shipped_yaml()
@@ -183,12 +188,7 @@ def checked(tmp_path: Path, edit_spec: Callable[[dict[str, Any]], object]) -> li
 
 def test_a_param_default_outside_the_node_range_is_named(tmp_path: Path) -> None:
     def edit(spec: dict[str, Any]) -> None:
-        spec["params"]["cfg"] = {
-            "type": "float",
-            "node": "KSampler",
-            "input": "cfg",
-            "default": 150,
-        }
+        spec["params"]["cfg"] = on_ksampler("float", "cfg", default=150)
 
     problem = only(checked(tmp_path, edit))
 
@@ -200,12 +200,7 @@ def test_a_default_outside_the_node_range_is_caught_at_load_with_object_info(
     tmp_path: Path,
 ) -> None:
     def edit(spec: dict[str, Any]) -> None:
-        spec["params"]["cfg"] = {
-            "type": "float",
-            "node": "KSampler",
-            "input": "cfg",
-            "default": 150,
-        }
+        spec["params"]["cfg"] = on_ksampler("float", "cfg", default=150)
 
     problem = only(broken_pack(tmp_path, edit_spec=edit))
 
@@ -263,12 +258,7 @@ def test_a_param_of_the_wrong_type_for_its_input_is_named(tmp_path: Path) -> Non
 
 def test_a_text_param_on_a_number_input_is_named(tmp_path: Path) -> None:
     def edit(spec: dict[str, Any]) -> None:
-        spec["params"]["steps"] = {
-            "type": "text",
-            "node": "KSampler",
-            "input": "steps",
-            "default": "20",
-        }
+        spec["params"]["steps"] = on_ksampler("text", "steps", default="20")
 
     problem = only(broken_pack(tmp_path, edit_spec=edit))
 
