@@ -52,6 +52,15 @@ async def wait_result(fake: FakeDiscord, it: FakeInteraction, timeout: float = 1
     return message
 
 
+async def stranger_click(
+    fake: FakeDiscord, message_id: int, custom_id: str, name: str = "stranger"
+) -> FakeInteraction:
+    """A click on a button by a new member, `name`, acknowledged."""
+    click = await fake.click(message_id, custom_id, user_id=fake.add_member(name))
+    await click.wait_ack()
+    return click
+
+
 async def wait_stored(bot: ComfyBot, timeout: float = 10.0) -> None:
     """Wait until the jobs whose results were posted are stored as finished: a result goes out
     a moment before its files and record are written (and jams, /queue, /history see them)."""

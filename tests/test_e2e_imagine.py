@@ -24,6 +24,7 @@ from tests.e2e import (
     find,
     has_files,
     output_images,
+    stranger_click,
     wait_result,
 )
 from tests.fakes import _comfy_nodes
@@ -196,9 +197,7 @@ async def test_cancel_while_queued_and_while_running(
         waiting = await queued.wait_original(lambda m: "Queued" in m.content)
         [queued_job] = bot.engine.recent(limit=1)
         # someone else may not cancel it
-        stranger = fake.add_member("eve")
-        refused = await fake.click(waiting.id, f"cc:cancel:{queued_job.id}", user_id=stranger)
-        await refused.wait_ack()
+        refused = await stranger_click(fake, waiting.id, f"cc:cancel:{queued_job.id}", "eve")
         assert refused.ephemeral
         assert "Only the member" in (await refused.wait_original()).content
         # its owner may

@@ -11,7 +11,7 @@ from PIL import Image
 
 from bot.settings import Settings
 from tests.conftest import WORKFLOWS, make_settings
-from tests.e2e import comfybot, field, output_images, prompt_text, wait_result
+from tests.e2e import comfybot, field, output_images, prompt_text, stranger_click, wait_result
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeMessage
 
@@ -166,9 +166,7 @@ async def test_info_answers_privately_with_every_value_and_a_line_to_paste(
         )
         result = await wait_result(fake, it)
         [job] = bot.engine.recent(limit=1)
-        stranger = fake.add_member("stranger")
-        click = await fake.click(result.id, f"cc:info:{job.id}", user_id=stranger)
-        await click.wait_ack()
+        click = await stranger_click(fake, result.id, f"cc:info:{job.id}")
         info = await click.wait_original()
         assert click.ephemeral
         workflow = bot.engine.workflows["sd15-txt2img"]
@@ -188,9 +186,7 @@ async def test_delete_is_refused_to_other_members_and_done_for_the_author(
         it = await fake.slash("imagine", {"prompt": "mine", "steps": 1})
         result = await wait_result(fake, it)
         [job] = bot.engine.recent(limit=1)
-        stranger = fake.add_member("stranger")
-        refused = await fake.click(result.id, f"cc:del:{job.id}", user_id=stranger)
-        await refused.wait_ack()
+        refused = await stranger_click(fake, result.id, f"cc:del:{job.id}")
         assert refused.ephemeral
         assert "Only the member" in (await refused.wait_original()).content
         assert not fake.message(result.id).deleted
