@@ -71,6 +71,16 @@ def shipped_copy(folder: Path) -> Path:
     return folder
 
 
+#: A pack's YAML line: the required prompt, on the shipped txt2img graph's "Positive" encoder.
+PROMPT_PARAM = "  prompt: {type: text, node: Positive, input: text, required: true}\n"
+
+
+def txt2img_pack(folder: Path, name: str, spec: str) -> None:
+    """Writes pack `name` in `folder`: the shipped txt2img graph with the YAML `spec`."""
+    shutil.copy(WORKFLOWS / "sd15-txt2img.json", folder / f"{name}.json")
+    (folder / f"{name}.yaml").write_text(spec)
+
+
 @pytest.fixture
 def settings(tmp_path: Path, comfy: FakeComfyUI) -> Settings:
     return make_settings(tmp_path, comfy.url)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import yaml
 
 from bot.__main__ import main
-from tests.conftest import WORKFLOWS, shipped_copy
+from tests.conftest import PROMPT_PARAM, WORKFLOWS, shipped_copy, txt2img_pack
 from tests.fakes.comfyui import FakeComfyUI
 from tests.process import ROOT
 from tests.test_workflows_graph import txt2img_ui_export
@@ -100,17 +99,19 @@ async def test_check_lists_every_problem_with_file_and_key(
 ) -> None:
     packs = tmp_path / "packs"
     packs.mkdir()
-    shutil.copy(WORKFLOWS / "sd15-txt2img.json", packs / "broken.json")
-    (packs / "broken.yaml").write_text(
+    txt2img_pack(
+        packs,
+        "broken",
         "title: Broken\nparams:\n"
-        "  prompt: {type: text, node: Positive, input: text, required: true}\n"
-        "  steps: {type: int, node: KSampler, input: steps, max: lots}\n"
+        + PROMPT_PARAM
+        + "  steps: {type: int, node: KSampler, input: steps, max: lots}\n",
     )
-    shutil.copy(WORKFLOWS / "sd15-txt2img.json", packs / "missing.json")
-    (packs / "missing.yaml").write_text(
+    txt2img_pack(
+        packs,
+        "missing",
         "title: Missing\nparams:\n"
-        "  prompt: {type: text, node: Positive, input: text, required: true}\n"
-        "  steps: {type: int, node: NoSuchNode, input: steps}\n"
+        + PROMPT_PARAM
+        + "  steps: {type: int, node: NoSuchNode, input: steps}\n",
     )
     comfy.checkpoints = ["only-this.safetensors"]
     code = await run_cli("--config", str(write_config(tmp_path, packs)), "check")

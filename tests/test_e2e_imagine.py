@@ -7,7 +7,6 @@ import io
 import itertools
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from PIL import Image
 from bot.jobs.results import image_size
 from bot.jobs.runner import JobUpdate
 from bot.settings import Settings
-from tests.conftest import WORKFLOWS, make_settings
+from tests.conftest import PROMPT_PARAM, make_settings, txt2img_pack
 from tests.e2e import (
     comfybot,
     contents,
@@ -245,13 +244,14 @@ async def test_oversized_output_is_fitted_under_the_upload_limit(
 ) -> None:
     packs = tmp_path / "packs"
     packs.mkdir()
-    shutil.copy(WORKFLOWS / "sd15-txt2img.json", packs / "big.json")
-    (packs / "big.yaml").write_text(
+    txt2img_pack(
+        packs,
+        "big",
         "title: Big\nparams:\n"
-        "  prompt: {type: text, node: Positive, input: text, required: true}\n"
-        "  width: {type: int, node: EmptyLatentImage, input: width, default: 2304, max: 4096}\n"
+        + PROMPT_PARAM
+        + "  width: {type: int, node: EmptyLatentImage, input: width, default: 2304, max: 4096}\n"
         "  height: {type: int, node: EmptyLatentImage, input: height, default: 2304, max: 4096}\n"
-        "  steps: {type: int, node: KSampler, input: steps, default: 1}\n"
+        "  steps: {type: int, node: KSampler, input: steps, default: 1}\n",
     )
 
     def noise(width: int, height: int, *seed: object) -> Image.Image:

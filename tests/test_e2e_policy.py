@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.settings import Settings
-from tests.conftest import WORKFLOWS, make_settings
+from tests.conftest import WORKFLOWS, make_settings, txt2img_pack
 from tests.e2e import answer, comfybot, wait_result
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import CommandUnavailable, FakeDiscord
@@ -23,8 +23,7 @@ def make_packs(tmp_path: Path, **extra: str) -> Path:
     for file in WORKFLOWS.glob("sd15-*"):
         shutil.copy(file, packs / file.name)
     for name, yaml in extra.items():
-        shutil.copy(WORKFLOWS / "sd15-txt2img.json", packs / f"{name}.json")
-        (packs / f"{name}.yaml").write_text(yaml)
+        txt2img_pack(packs, name, yaml)
     return packs
 
 
