@@ -52,6 +52,16 @@ async def wait_result(fake: FakeDiscord, it: FakeInteraction, timeout: float = 1
     return message
 
 
+async def held_imagine(
+    fake: FakeDiscord, comfy: FakeComfyUI, options: dict[str, Any]
+) -> FakeInteraction:
+    """An /imagine with these options whose job is running on ComfyUI, held at its first step."""
+    comfy.hold_steps()
+    it = await fake.slash("imagine", options)
+    await comfy.wait_until_held()
+    return it
+
+
 async def stranger_click(
     fake: FakeDiscord, message_id: int, custom_id: str, name: str = "stranger"
 ) -> FakeInteraction:

@@ -22,6 +22,7 @@ from tests.e2e import (
     field,
     find,
     has_files,
+    held_imagine,
     output_images,
     stranger_click,
     wait_result,
@@ -80,9 +81,7 @@ async def test_progress_shows_previews_and_queue_position(
     fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
     async with comfybot(fake, settings):
-        comfy.hold_steps()
-        first = await fake.slash("imagine", {"prompt": "one", "steps": 3})
-        await comfy.wait_until_held()
+        first = await held_imagine(fake, comfy, {"prompt": "one", "steps": 3})
         second = await fake.slash(
             "imagine", {"prompt": "two", "steps": 3}, user_id=fake.add_member("bob")
         )
@@ -187,9 +186,7 @@ async def test_cancel_while_queued_and_while_running(
     fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
     async with comfybot(fake, settings) as bot:
-        comfy.hold_steps()
-        running = await fake.slash("imagine", {"prompt": "one", "steps": 5})
-        await comfy.wait_until_held()
+        running = await held_imagine(fake, comfy, {"prompt": "one", "steps": 5})
         queued = await fake.slash(
             "imagine", {"prompt": "two", "steps": 5}, user_id=fake.add_member("bob")
         )
@@ -222,9 +219,7 @@ async def test_result_after_the_token_expired_goes_to_the_channel(
     async with installed_fake(token_lifetime=1.0) as fake:
         settings = make_settings(tmp_path, comfy.url)
         async with comfybot(fake, settings):
-            comfy.hold_steps()
-            it = await fake.slash("imagine", {"prompt": "slow", "steps": 2})
-            await comfy.wait_until_held()
+            it = await held_imagine(fake, comfy, {"prompt": "slow", "steps": 2})
             await asyncio.sleep(1.2)
             comfy.release_steps()
             await fake.wait_for(
@@ -303,9 +298,7 @@ async def test_bot_restarted_mid_job_delivers_the_result_once(
     fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
     async with comfybot(fake, settings):
-        comfy.hold_steps()
-        it = await fake.slash("imagine", {"prompt": "a slow fox", "steps": 3})
-        await comfy.wait_until_held()
+        it = await held_imagine(fake, comfy, {"prompt": "a slow fox", "steps": 3})
     comfy.release_steps()  # ComfyUI finishes while the bot is down
     await comfy.wait_until_idle()
 
