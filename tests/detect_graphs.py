@@ -19,6 +19,17 @@ KSAMPLING = {"steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "nor
 # carries the clip and the VAE.
 SAMPLED = {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0]}
 PIPED = {**SAMPLED, "clip": ["1", 1], "vae": ["1", 2]}
+# What the Efficiency and Easy-Use loaders take besides their checkpoint: no LoRA, how the
+# prompt is weighted, and the empty latent's size.
+NO_LORA = {"lora_name": "None", "lora_model_strength": 1.0, "lora_clip_strength": 1.0}
+WEIGHTING = {"token_normalization": "none", "weight_interpretation": "comfy"}
+# An Efficiency sampler that previews and decodes its result.
+DECODING = {"preview_method": "auto", "vae_decode": "true"}
+
+
+def latent_size(width: int, height: int) -> dict[str, int]:
+    """A loader's empty latent of this size, one at a time."""
+    return {"empty_latent_width": width, "empty_latent_height": height, "batch_size": 1}
 
 
 @cache
@@ -84,6 +95,22 @@ def with_latent(latent: dict[str, Any], **extra: dict[str, Any]) -> dict[str, An
 def basic_pipe() -> dict[str, Any]:
     """Impact's ToBasicPipe of the encoders' model, clip, VAE and conditioning."""
     return node("ToBasicPipe", **PIPED)
+
+
+def aspect_ratio(
+    ratio: str, class_type: str = "CR SDXL Aspect Ratio", side: int = 1024, **more: Any
+) -> dict[str, Any]:
+    """A Comfyroll aspect ratio node of this `class_type`, set to `ratio`, `side` square."""
+    return node(
+        class_type,
+        width=side,
+        height=side,
+        aspect_ratio=ratio,
+        swap_dimensions="Off",
+        upscale_factor=1.0,
+        **more,
+        batch_size=1,
+    )
 
 
 def custom_advanced(

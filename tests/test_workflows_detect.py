@@ -10,6 +10,7 @@ import pytest
 from bot.workflows import InvalidWorkflow, check_workflow
 from bot.workflows.detect import detect_params
 from bot.workflows.spec import ParamSpec
+from tests.detect_graphs import SAMPLED, custom_advanced, node
 from tests.test_workflows import installed_object_info, load_pack, object_info, shipped_graph
 
 
@@ -19,27 +20,16 @@ def targets(found: dict[str, ParamSpec]) -> dict[str, tuple[Any, str | None, str
 
 def custom_sampler_graph() -> dict[str, Any]:
     """A SamplerCustomAdvanced graph: noise, guider, sampler and sigmas come from other nodes."""
-
-    def node(class_type: str, **inputs: Any) -> dict[str, Any]:
-        return {"class_type": class_type, "inputs": inputs, "_meta": {"title": class_type}}
-
     return {
         "1": node("CheckpointLoaderSimple", ckpt_name="tiny-random.safetensors"),
         "2": node("CLIPTextEncode", text="a cat", clip=["1", 1]),
         "3": node("CLIPTextEncode", text="", clip=["1", 1]),
-        "4": node("CFGGuider", model=["1", 0], positive=["2", 0], negative=["3", 0], cfg=3.5),
+        "4": node("CFGGuider", **SAMPLED, cfg=3.5),
         "5": node("RandomNoise", noise_seed=7),
         "6": node("KSamplerSelect", sampler_name="euler"),
         "7": node("BasicScheduler", model=["1", 0], scheduler="simple", steps=12, denoise=1.0),
         "8": node("EmptySD3LatentImage", width=1024, height=768, batch_size=1),
-        "9": node(
-            "SamplerCustomAdvanced",
-            noise=["5", 0],
-            guider=["4", 0],
-            sampler=["6", 0],
-            sigmas=["7", 0],
-            latent_image=["8", 0],
-        ),
+        "9": custom_advanced("5", "4", "6", "7", latent=["8", 0]),
         "10": node("VAEDecode", samples=["9", 0], vae=["1", 2]),
         "11": node("SaveImage", images=["10", 0], filename_prefix="x"),
     }

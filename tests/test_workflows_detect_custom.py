@@ -11,7 +11,19 @@ from typing import Any
 
 import pytest
 
-from tests.detect_graphs import custom_advanced, decode_and_save, detected, encoders, ksampler, node
+from tests.detect_graphs import (
+    DECODING,
+    NO_LORA,
+    WEIGHTING,
+    aspect_ratio,
+    custom_advanced,
+    decode_and_save,
+    detected,
+    encoders,
+    ksampler,
+    latent_size,
+    node,
+)
 
 
 def _sd15(**sampler: Any) -> dict[str, Any]:
@@ -32,16 +44,11 @@ def test_efficiency_sampler_and_the_loader_holding_the_prompt() -> None:
             ckpt_name="tiny-sd15.safetensors",
             vae_name="Baked VAE",
             clip_skip=-1,
-            lora_name="None",
-            lora_model_strength=1.0,
-            lora_clip_strength=1.0,
+            **NO_LORA,
             positive="a castle on a hill",
             negative="blurry",
-            token_normalization="none",
-            weight_interpretation="comfy",
-            empty_latent_width=512,
-            empty_latent_height=768,
-            batch_size=1,
+            **WEIGHTING,
+            **latent_size(512, 768),
         ),
         "2": node(
             "KSampler (Efficient)",
@@ -56,8 +63,7 @@ def test_efficiency_sampler_and_the_loader_holding_the_prompt() -> None:
             sampler_name="euler",
             scheduler="normal",
             denoise=1.0,
-            preview_method="auto",
-            vae_decode="true",
+            **DECODING,
         ),
         "3": node("SaveImage", images=["2", 5], filename_prefix="x"),
     }
@@ -82,8 +88,7 @@ def test_a_custom_advanced_sampler_with_noise_seed() -> None:
         start_at_step=0,
         end_at_step=10000,
         return_with_leftover_noise="disable",
-        preview_method="auto",
-        vae_decode="true",
+        **DECODING,
     )
     graph = _sd15(class_type="KSampler Adv. (Efficient)", **inputs)
     graph["6"]["inputs"]["samples"] = ["5", 3]
@@ -148,15 +153,7 @@ def test_a_one_value_text_node_feeding_an_encoder_holds_the_prompt() -> None:
 def test_the_size_comes_from_a_custom_resolution_node() -> None:
     graph = _sd15(class_type="KSampler", **_ksampler_inputs())
     graph["4"]["inputs"].update(width=["30", 0], height=["30", 1])
-    graph["30"] = node(
-        "CR SDXL Aspect Ratio",
-        width=1024,
-        height=1024,
-        aspect_ratio="custom",
-        swap_dimensions="Off",
-        upscale_factor=1.0,
-        batch_size=1,
-    )
+    graph["30"] = aspect_ratio("custom")
 
     found = detected(graph)
 

@@ -13,6 +13,7 @@ import pytest
 
 from bot.workflows.detect import detect_params
 from tests.detect_graphs import (
+    aspect_ratio,
     decode_and_save,
     detected,
     encoders,
@@ -44,15 +45,7 @@ def test_rgthrees_dimensions_list_is_a_size_option_over_its_sizes() -> None:
 
 def test_a_comfyroll_aspect_ratio_picked_from_its_list_is_the_size() -> None:
     latent = node("EmptyLatentImage", width=["30", 0], height=["30", 1], batch_size=1)
-    ratio = node(
-        "CR SDXL Aspect Ratio",
-        width=1024,
-        height=1024,
-        aspect_ratio="3:4 portrait 896x1152",
-        swap_dimensions="Off",
-        upscale_factor=1.0,
-        batch_size=1,
-    )
+    ratio = aspect_ratio("3:4 portrait 896x1152")
 
     found = detect_params(with_latent(latent, **{"30": ratio}), info())
 
@@ -64,15 +57,8 @@ def test_a_comfyroll_aspect_ratio_picked_from_its_list_is_the_size() -> None:
 
 def test_a_comfyroll_aspect_ratio_as_the_latent_itself_is_the_size() -> None:
     graph = with_latent(
-        node(
-            "CR Aspect Ratio",
-            width=512,
-            height=512,
-            aspect_ratio="SD1.5 - 2:3 portrait 512x768",
-            swap_dimensions="Off",
-            upscale_factor=1.0,
-            prescale_factor=1.0,
-            batch_size=1,
+        aspect_ratio(
+            "SD1.5 - 2:3 portrait 512x768", "CR Aspect Ratio", side=512, prescale_factor=1.0
         )
     )
     graph["5"]["inputs"]["latent_image"] = ["4", 5]
