@@ -76,7 +76,9 @@ PROMPT_PARAM = "  prompt: {type: text, node: Positive, input: text, required: tr
 
 
 def txt2img_pack(folder: Path, name: str, spec: str) -> None:
-    """Writes pack `name` in `folder`: the shipped txt2img graph with the YAML `spec`."""
+    """Writes pack `name` in `folder` (made if need be): the shipped txt2img graph with the YAML
+    `spec`."""
+    folder.mkdir(exist_ok=True)
     shutil.copy(WORKFLOWS / "sd15-txt2img.json", folder / f"{name}.json")
     (folder / f"{name}.yaml").write_text(spec)
 

@@ -98,7 +98,6 @@ async def test_check_lists_every_problem_with_file_and_key(
     comfy: FakeComfyUI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     packs = tmp_path / "packs"
-    packs.mkdir()
     txt2img_pack(
         packs,
         "broken",

@@ -238,7 +238,6 @@ async def test_oversized_output_is_fitted_under_the_upload_limit(
     fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     packs = tmp_path / "packs"
-    packs.mkdir()
     txt2img_pack(
         packs,
         "big",

@@ -94,13 +94,13 @@ async def test_metrics_parse_and_move_as_jobs_run(settings: Settings) -> None:
 
 
 # the command line -------------------------------------------------------------------------------
+@pytest.mark.usefixtures("comfy_env")
 async def test_cli_keys_create_list_revoke_and_serve(
     comfy: FakeComfyUI,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("COMFYUI_URL", comfy.url)
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)
     config = write_config(tmp_path, extra="http:\n  enabled: true\n  port: 0\n")
     code = await run_cli("--config", str(config), "keys", "create", "site", "--limit-queued", "2")

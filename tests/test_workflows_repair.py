@@ -188,17 +188,16 @@ def test_inputs_a_param_sets_on_every_run_are_left_alone() -> None:
     assert "steps" not in {r.input for r in repairs}
 
 
+@pytest.mark.usefixtures("comfy_env")
 async def test_check_reports_the_repairs_of_a_pack_on_disk(
     comfy: FakeComfyUI,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     folder = tmp_path / "workflows"
     folder.mkdir()
     (folder / "turbo.json").write_text(json.dumps(turbo_graph()), encoding="utf-8")
     comfy.checkpoints = ["v1-5-pruned-emaonly.safetensors"]
-    monkeypatch.setenv("COMFYUI_URL", comfy.url)
     config = write_config(tmp_path, folder)
     config.write_text(
         config.read_text(encoding="utf-8").replace(
