@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.workflows import nodeinfo
-from bot.workflows import ui_export as ui
+import bot.workflows.nodeinfo as nodeinfo
+import bot.workflows.ui_export as ui
 from bot.workflows.nodeinfo import ObjectInfo
 from bot.workflows.ui_export import is_ui_format as is_ui_format  # re-exported
 from bot.workflows.ui_export import iter_ui_nodes as iter_ui_nodes  # re-exported

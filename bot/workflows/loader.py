@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import bot.workflows.nodeinfo as nodeinfo
 from bot.errors import InvalidValue, WorkflowError
-from bot.workflows import nodeinfo
 from bot.workflows.detect import detect_params
 from bot.workflows.graph import Graph, describe_node, is_link, load_graph, resolve_node
 from bot.workflows.model import Param, Workflow

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.workflows import nodeinfo
+import bot.workflows.nodeinfo as nodeinfo
 from bot.workflows.graph import Graph, describe_node, sort_key
 from bot.workflows.loader import RESERVED_COMMANDS, build_workflow
 from bot.workflows.model import Param, Workflow

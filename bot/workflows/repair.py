@@ -27,7 +27,7 @@ import random
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from bot.workflows import nodeinfo
+import bot.workflows.nodeinfo as nodeinfo
 from bot.workflows.graph import describe_node, is_link, sort_key
 from bot.workflows.nodeinfo import InputDef, ObjectInfo, is_number
 from bot.workflows.problems import Repair

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bot.workflows import nodeinfo
+import bot.workflows.nodeinfo as nodeinfo
 from bot.workflows.graph import advice_problems, describe_node, is_link, sort_key
 from bot.workflows.model import Param, Workflow
 from bot.workflows.nodeinfo import InputDef, ObjectInfo, is_number

@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.workflows import nodeinfo
-from bot.workflows import ui_export as ui
+import bot.workflows.nodeinfo as nodeinfo
+import bot.workflows.ui_export as ui
 from bot.workflows.nodeinfo import InputDef, ObjectInfo, is_number
 
 CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
