@@ -1,4 +1,5 @@
-"""Helpers for the HTTP API tests: the engine and the API served on a real socket."""
+"""Helpers for the HTTP API tests: the engine and the API served on a real socket, and small
+servers of the tests' own on loopback."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from bot.admission import Admission
 from bot.engine import Engine
@@ -79,3 +81,15 @@ async def read_events(
             event = line[6:].strip()
         elif line.startswith("data:"):
             data.append(line[5:].lstrip())
+
+
+@contextlib.asynccontextmanager
+async def loopback(app: web.Application) -> AsyncIterator[int]:
+    """`app` served on 127.0.0.1 at a free port, which it yields; stopped on exit."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()

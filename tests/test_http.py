@@ -19,7 +19,7 @@ from bot.jobs.model import JobState
 from bot.settings import Settings
 from tests.conftest import make_settings
 from tests.fakes.comfyui import FakeComfyUI
-from tests.http_helpers import Served, http_settings, read_events, served
+from tests.http_helpers import Served, http_settings, loopback, read_events, served
 
 
 @pytest.fixture
@@ -184,12 +184,7 @@ async def test_images_as_base64_and_as_url(srv: Served, comfy: FakeComfyUI) -> N
 
     image_server = web.Application()
     image_server.router.add_get("/red.png", serve_red)
-    runner = web.AppRunner(image_server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with loopback(image_server) as port:
         url = f"{srv.url}/v1/workflows/sd15-img2img/jobs?wait=30"
         for image in (
             "data:image/png;base64," + base64.b64encode(blue).decode(),
@@ -200,8 +195,6 @@ async def test_images_as_base64_and_as_url(srv: Served, comfy: FakeComfyUI) -> N
             async with srv.http.post(url, json=body, headers=srv.auth(key)) as r:
                 assert r.status == 200, await r.text()
                 assert (await r.json())["jobs"][0]["state"] == "done"
-    finally:
-        await runner.cleanup()
     assert uploaded_images(comfy) == [blue, blue, red]
 
 
@@ -326,20 +319,13 @@ async def test_webhook_is_signed_and_retried_after_a_500(srv: Served) -> None:
 
     receiver = web.Application()
     receiver.router.add_post("/hook", hook)
-    runner = web.AppRunner(receiver)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with loopback(receiver) as port:
         url = f"{srv.url}/v1/workflows/sd15-txt2img/jobs"
         body = {"prompt": "x", "steps": 2, "webhook": f"http://127.0.0.1:{port}/hook"}
         async with srv.http.post(url, json=body, headers=srv.auth(key)) as r:
             assert r.status == 202
             [job] = (await r.json())["jobs"]
         await asyncio.wait_for(got.wait(), 15)
-    finally:
-        await runner.cleanup()
     assert len(received) == 2
     payload, signature = received[1]
     assert verify(key.webhook_secret, payload, signature)
