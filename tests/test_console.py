@@ -60,6 +60,13 @@ async def sign_in(srv: Served, http: aiohttp.ClientSession, secret: str) -> aioh
         return r
 
 
+async def page_of(http: aiohttp.ClientSession, url: str, status: int = 200) -> str:
+    """The text of the page at `url`, which answers with `status`."""
+    async with http.get(url) as r:
+        assert r.status == status
+        return await r.text()
+
+
 async def csrf_of(srv: Served, http: aiohttp.ClientSession, path: str = "/workflows") -> str:
     async with http.get(f"{srv.url}{path}") as r:
         assert r.status == 200, await r.text()

@@ -13,7 +13,7 @@ from bot.engine import JobRequest
 from bot.jams import Jams
 from tests.fakes.comfyui import FakeComfyUI
 from tests.http_helpers import Served, served
-from tests.test_console import browser, console_settings, sign_in
+from tests.test_console import browser, console_settings, page_of, sign_in
 
 
 @pytest.fixture
@@ -62,12 +62,8 @@ async def test_a_member_sees_the_jams_and_a_gallery_with_votes(srv: Served) -> N
     member = srv.key("site")
     async with browser() as http:
         await sign_in(srv, http, member.secret)
-        async with http.get(f"{srv.url}/jams") as r:
-            assert r.status == 200
-            listing = await r.text()
-        async with http.get(f"{srv.url}/jams/{jam_id}") as r:
-            assert r.status == 200
-            page = await r.text()
+        listing = await page_of(http, f"{srv.url}/jams")
+        page = await page_of(http, f"{srv.url}/jams/{jam_id}")
         image = re.search(rf'src="(/jams/{jam_id}/entries/{second}/outputs/0)"', page)
         assert image is not None
         async with http.get(f"{srv.url}{image.group(1)}") as r:

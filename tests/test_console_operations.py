@@ -18,7 +18,7 @@ from bot.workflows import load_workflows
 from tests.conftest import WORKFLOWS, make_settings
 from tests.fakes.comfyui import FakeComfyUI
 from tests.http_helpers import Served, http_settings, served
-from tests.test_console import browser, console_settings, own_workflows, sign_in
+from tests.test_console import browser, console_settings, own_workflows, page_of, sign_in
 
 
 class Clock:
@@ -199,9 +199,7 @@ async def test_the_operations_page_draws_one_line_per_backend(two_gpus: Served) 
     srv.api.history.sample()
     async with browser() as http:
         await sign_in(srv, http, admin.secret)
-        async with http.get(f"{srv.url}/operations") as r:
-            assert r.status == 200
-            page = await r.text()
+        page = await page_of(http, f"{srv.url}/operations")
     busy = page[page.index('id="chart-busy"') : page.index("</svg>", page.index('id="chart-busy"'))]
     assert re.findall(r'class="series" data-series="([^"]+)"', busy) == ["gpu-b", "gpu-a"]
     assert 'data-backend="gpu-a"' in page and 'data-backend="gpu-b"' in page
@@ -214,9 +212,7 @@ async def test_a_member_is_refused_the_operations_page(two_gpus: Served) -> None
     member = two_gpus.key("site")
     async with browser() as http:
         await sign_in(two_gpus, http, member.secret)
-        async with http.get(f"{two_gpus.url}/operations") as r:
-            assert r.status == 403
-            page = await r.text()
+        page = await page_of(http, f"{two_gpus.url}/operations", 403)
         async with http.get(f"{two_gpus.url}/workflows") as r:
             assert 'href="/operations"' not in await r.text()
     assert "chart-busy" not in page and "gpu-a" not in page
