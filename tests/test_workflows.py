@@ -64,6 +64,11 @@ def shipped_yaml(name: str = "sd15-txt2img") -> dict[str, Any]:
     return data
 
 
+def titled(**params: Any) -> dict[str, Any]:
+    """A pack's YAML, as data: the title "t" and these params."""
+    return {"title": "t", "params": params}
+
+
 def write_pack(
     folder: Path,
     name: str,
@@ -194,13 +199,10 @@ def test_requiring_an_unknown_param_lists_the_options() -> None:
 
 
 def test_prompt_param_is_the_first_required_text_param(tmp_path: Path) -> None:
-    spec = {
-        "title": "t",
-        "params": {
-            "subject": {"type": "text", "node": "Positive", "input": "text", "required": True},
-            "negative": {"type": "text", "node": "Negative", "input": "text"},
-        },
-    }
+    spec = titled(
+        subject={"type": "text", "node": "Positive", "input": "text", "required": True},
+        negative={"type": "text", "node": "Negative", "input": "text"},
+    )
     workflow = load_pack(tmp_path, spec)
 
     assert workflow.prompt_param is not None
@@ -329,13 +331,10 @@ def test_a_command_cannot_shadow_comfycords_own(tmp_path: Path) -> None:
 
 
 def test_two_params_setting_one_input_is_a_problem(tmp_path: Path) -> None:
-    spec = {
-        "title": "t",
-        "params": {
-            "steps": {"type": "int", "node": "KSampler", "input": "steps"},
-            "quality": {"type": "int", "node": "3", "input": "steps"},
-        },
-    }
+    spec = titled(
+        steps={"type": "int", "node": "KSampler", "input": "steps"},
+        quality={"type": "int", "node": "3", "input": "steps"},
+    )
 
     with pytest.raises(InvalidWorkflow) as caught:
         load_pack(tmp_path, spec)
@@ -347,20 +346,17 @@ def test_two_params_setting_one_input_is_a_problem(tmp_path: Path) -> None:
 
 
 def test_a_param_cannot_overwrite_a_link(tmp_path: Path) -> None:
-    spec = {"title": "t", "params": {"clip": {"type": "text", "node": "Positive", "input": "clip"}}}
+    spec = titled(clip={"type": "text", "node": "Positive", "input": "clip"})
 
     with pytest.raises(InvalidWorkflow, match=r"params\.clip: input 'clip' of node 6 .* is linked"):
         load_pack(tmp_path, spec)
 
 
 def test_every_unresolvable_node_is_reported_at_once(tmp_path: Path) -> None:
-    spec = {
-        "title": "t",
-        "params": {
-            "prompt": {"type": "text", "node": "Postive", "input": "text", "required": True},
-            "negative": {"type": "text", "node": "CLIPTextEncode", "input": "text"},
-        },
-    }
+    spec = titled(
+        prompt={"type": "text", "node": "Postive", "input": "text", "required": True},
+        negative={"type": "text", "node": "CLIPTextEncode", "input": "text"},
+    )
 
     with pytest.raises(InvalidWorkflow) as caught:
         load_pack(tmp_path, spec)
@@ -374,10 +370,7 @@ def test_every_unresolvable_node_is_reported_at_once(tmp_path: Path) -> None:
 def test_a_graph_default_that_breaks_the_range_is_reported(tmp_path: Path) -> None:
     graph = shipped_graph()
     graph["3"]["inputs"]["steps"] = 80
-    spec = {
-        "title": "t",
-        "params": {"steps": {"type": "int", "node": "3", "input": "steps", "max": 50}},
-    }
+    spec = titled(steps={"type": "int", "node": "3", "input": "steps", "max": 50})
 
     with pytest.raises(InvalidWorkflow) as caught:
         load_pack(tmp_path, spec, graph)
@@ -389,14 +382,11 @@ def test_a_graph_default_that_breaks_the_range_is_reported(tmp_path: Path) -> No
 
 
 def test_defaults_come_from_the_graph_when_not_given(tmp_path: Path) -> None:
-    spec = {
-        "title": "t",
-        "params": {
-            "negative": {"type": "text", "node": "Negative", "input": "text"},
-            "cfg": {"type": "float", "node": "KSampler", "input": "cfg"},
-            "sampler": {"type": "enum", "node": "KSampler", "input": "sampler_name"},
-        },
-    }
+    spec = titled(
+        negative={"type": "text", "node": "Negative", "input": "text"},
+        cfg={"type": "float", "node": "KSampler", "input": "cfg"},
+        sampler={"type": "enum", "node": "KSampler", "input": "sampler_name"},
+    )
     workflow = load_pack(tmp_path, spec)
 
     assert workflow.require_param("negative").default == "blurry, low quality, watermark, text"
@@ -407,13 +397,10 @@ def test_defaults_come_from_the_graph_when_not_given(tmp_path: Path) -> None:
 
 def test_object_info_fills_enum_choices_and_number_ranges(tmp_path: Path) -> None:
     folder = tmp_path / "workflows"
-    spec = {
-        "title": "t",
-        "params": {
-            "steps": {"type": "int", "node": "KSampler", "input": "steps"},
-            "scheduler": {"type": "enum", "node": "KSampler", "input": "scheduler"},
-        },
-    }
+    spec = titled(
+        steps={"type": "int", "node": "KSampler", "input": "steps"},
+        scheduler={"type": "enum", "node": "KSampler", "input": "scheduler"},
+    )
     path = write_pack(folder, "pack", spec, shipped_graph())
 
     workflow = load_workflow(path, object_info())

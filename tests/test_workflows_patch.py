@@ -12,7 +12,7 @@ import pytest
 from bot.errors import InvalidValue
 from bot.workflows import Workflow, apply, coerce_values, load_workflow
 from bot.workflows.patch import RANDOM_SEED_LIMIT
-from tests.test_workflows import WORKFLOWS, load_pack, object_info, shipped_graph
+from tests.test_workflows import WORKFLOWS, load_pack, object_info, shipped_graph, titled
 
 
 @pytest.fixture(scope="module")
@@ -180,10 +180,7 @@ def test_enum_choices_come_from_object_info_when_the_yaml_lists_none(txt2img: Wo
 
 
 def test_a_size_must_be_a_multiple_of_its_step(tmp_path: Path) -> None:
-    spec = {
-        "title": "t",
-        "params": {"width": {"type": "int", "node": "5", "input": "width", "step": 8, "min": 64}},
-    }
+    spec = titled(width={"type": "int", "node": "5", "input": "width", "step": 8, "min": 64})
     workflow = load_pack(tmp_path, spec)
 
     error = invalid(workflow, {"width": 700})
@@ -192,10 +189,7 @@ def test_a_size_must_be_a_multiple_of_its_step(tmp_path: Path) -> None:
 
 
 def test_a_list_choice_writes_the_chosen_value(tmp_path: Path) -> None:
-    spec = {
-        "title": "t",
-        "params": {"steps": {"type": "choice", "node": "3", "input": "steps", "choices": [10, 30]}},
-    }
+    spec = titled(steps={"type": "choice", "node": "3", "input": "steps", "choices": [10, 30]})
     workflow = load_pack(tmp_path, spec)
 
     values = coerce_values(workflow, {"steps": "30"})
@@ -211,16 +205,13 @@ def test_inputs_and_targets_set_several_inputs(tmp_path: Path) -> None:
     graph = shipped_graph()
     graph["12"] = copy.deepcopy(graph["7"])
     graph["12"]["_meta"]["title"] = "Negative 2"
-    spec = {
-        "title": "t",
-        "params": {
-            "side": {"type": "int", "node": "5", "inputs": ["width", "height"]},
-            "negative": {
-                "type": "text",
-                "targets": [{"node": "Negative", "input": "text"}, {"node": "12", "input": "text"}],
-            },
+    spec = titled(
+        side={"type": "int", "node": "5", "inputs": ["width", "height"]},
+        negative={
+            "type": "text",
+            "targets": [{"node": "Negative", "input": "text"}, {"node": "12", "input": "text"}],
         },
-    }
+    )
     workflow = load_pack(tmp_path, spec, graph)
 
     patched = apply(workflow, coerce_values(workflow, {"side": 640, "negative": "rain"}))
@@ -233,19 +224,16 @@ def test_a_choice_mapping_can_target_several_nodes(tmp_path: Path) -> None:
     graph = shipped_graph()
     graph["12"] = copy.deepcopy(graph["5"])
     graph["12"]["_meta"]["title"] = "Second Latent"
-    spec = {
-        "title": "t",
-        "params": {
-            "size": {
-                "type": "choice",
-                "targets": [{"node": "5"}, {"node": "Second Latent"}],
-                "choices": {
-                    "small": {"width": 256, "height": 256},
-                    "big": {"width": 1024, "height": 1024},
-                },
-            }
-        },
-    }
+    spec = titled(
+        size={
+            "type": "choice",
+            "targets": [{"node": "5"}, {"node": "Second Latent"}],
+            "choices": {
+                "small": {"width": 256, "height": 256},
+                "big": {"width": 1024, "height": 1024},
+            },
+        }
+    )
     workflow = load_pack(tmp_path, spec, graph)
 
     patched = apply(workflow, {"size": "big"})
@@ -282,7 +270,7 @@ def test_bool_values_are_understood(tmp_path: Path, given: Any, expected: bool) 
     graph = shipped_graph()
     graph["3"]["class_type"] = "SamplerCustom"
     graph["3"]["inputs"]["add_noise"] = True
-    spec = {"title": "t", "params": {"noise": {"type": "bool", "node": "3", "input": "add_noise"}}}
+    spec = titled(noise={"type": "bool", "node": "3", "input": "add_noise"})
     workflow = load_pack(tmp_path, spec, graph)
 
     assert coerce_values(workflow, {"noise": given}) == {"noise": expected}
