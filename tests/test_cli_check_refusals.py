@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
 from tests.test_cli import run_cli, write_config
-from tests.test_workflows_graph import _link, txt2img_ui_export
+from tests.test_workflows_graph import _link, image_input, txt2img_ui_export, ui_node
 
 
 @pytest.mark.usefixtures("comfy_env")
@@ -28,13 +28,12 @@ async def test_check_names_every_missing_node_with_the_version_needed_and_the_on
         (61, "ImageResizeKJv2", {"cnr_id": "comfyui-kjnodes", "aux_id": "kijai/ComfyUI-KJNodes"}),
     ]:
         export["nodes"].append(
-            {
-                "id": node_id,
-                "type": kind,
-                "mode": 0,
-                "inputs": [{"name": "image", "type": "IMAGE", "link": node_id}],
-                "properties": properties,
-            }
+            ui_node(
+                node_id,
+                kind,
+                image_input(node_id),
+                properties=properties,
+            )
         )
         export["links"].append(_link(node_id, 8, 0, node_id, 0, "IMAGE"))
     (packs / "newer.json").write_text(json.dumps(export))

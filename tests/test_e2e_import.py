@@ -13,7 +13,7 @@ from tests.conftest import WORKFLOWS, make_settings, shipped_copy
 from tests.e2e import answer, comfybot, wait_result
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage
-from tests.test_workflows_graph import txt2img_ui_export
+from tests.test_workflows_graph import image_input, txt2img_ui_export, ui_node
 from tests.test_workflows_repair import turbo_graph
 
 REFUSAL = "Only moderators"
@@ -270,14 +270,7 @@ async def test_a_ui_save_with_an_unknown_class_names_it(
     fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path, packs: Path
 ) -> None:
     export = txt2img_ui_export()
-    export["nodes"].append(
-        {
-            "id": 20,
-            "type": "FancyUpscaler",
-            "mode": 0,
-            "inputs": [{"name": "image", "type": "IMAGE", "link": 30}],
-        }
-    )
+    export["nodes"].append(ui_node(20, "FancyUpscaler", image_input(30)))
     export["links"].append([30, 8, 0, 20, 0, "IMAGE"])
     upload = ("fancy.json", json.dumps(export).encode(), "application/json")
     before = files_of(packs)

@@ -15,7 +15,7 @@ from bot.workflows import InvalidWorkflow
 from tests.conftest import WORKFLOWS, make_settings, running_engine
 from tests.fakes.comfyui import FakeComfyUI
 from tests.recordings import OBJECT_INFO_CUSTOM
-from tests.test_workflows_graph import _link, txt2img_ui_export
+from tests.test_workflows_graph import _link, image_input, txt2img_ui_export, ui_node
 
 
 async def test_a_ui_format_graph_without_yaml_becomes_a_pack_when_the_engine_starts(
@@ -41,13 +41,12 @@ async def test_an_import_needing_a_newer_comfyui_says_which_one_runs(
 ) -> None:
     export = txt2img_ui_export()
     export["nodes"].append(
-        {
-            "id": 60,
-            "type": "SaveAudioMP3",
-            "mode": 0,
-            "inputs": [{"name": "image", "type": "IMAGE", "link": 60}],
-            "properties": {"cnr_id": "comfy-core", "ver": "0.3.66"},
-        }
+        ui_node(
+            60,
+            "SaveAudioMP3",
+            image_input(60),
+            properties={"cnr_id": "comfy-core", "ver": "0.3.66"},
+        )
     )
     export["links"].append(_link(60, 8, 0, 60, 0, "IMAGE"))
     settings = make_settings(tmp_path, comfy.url)

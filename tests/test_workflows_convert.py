@@ -13,7 +13,7 @@ from bot.workflows import InvalidWorkflow
 from bot.workflows.convert import convert_ui
 from bot.workflows.graph import load_graph, ui_to_api
 from tests.test_workflows import object_info
-from tests.test_workflows_graph import _link, txt2img_ui_export
+from tests.test_workflows_graph import _link, image_input, txt2img_ui_export, ui_node
 
 
 def _node(export: dict[str, Any], node_id: int) -> dict[str, Any]:
@@ -152,22 +152,22 @@ def test_a_widget_with_no_stored_value_gets_the_definitions_default() -> None:
 def test_a_bypassed_node_passes_the_input_at_the_same_index_when_its_type_fits() -> None:
     export = txt2img_ui_export()
     export["nodes"].append(
-        {
-            "id": 30,
-            "type": "ControlNetApplyAdvanced",
-            "mode": 4,
-            "inputs": [
+        ui_node(
+            30,
+            "ControlNetApplyAdvanced",
+            [
                 {"name": "positive", "type": "CONDITIONING", "link": 4},
                 {"name": "negative", "type": "CONDITIONING", "link": 6},
                 {"name": "control_net", "type": "CONTROL_NET", "link": None},
                 {"name": "image", "type": "IMAGE", "link": None},
             ],
-            "outputs": [
+            mode=4,
+            outputs=[
                 {"name": "positive", "type": "CONDITIONING", "links": [31]},
                 {"name": "negative", "type": "CONDITIONING", "links": [32]},
             ],
-            "widgets_values": [1, 0, 1],
-        }
+            widgets_values=[1, 0, 1],
+        )
     )
     sampler = _node(export, 3)
     sampler["inputs"][1]["link"] = 31
@@ -230,19 +230,18 @@ def test_kjnodes_set_and_get_nodes_are_followed() -> None:
 def test_widget_names_come_from_the_nodes_own_inputs_when_the_class_is_unknown() -> None:
     export = txt2img_ui_export()
     export["nodes"].append(
-        {
-            "id": 50,
-            "type": "FancyPromptNode",
-            "mode": 0,
-            "inputs": [
+        ui_node(
+            50,
+            "FancyPromptNode",
+            [
                 {"name": "clip", "type": "CLIP", "link": 50},
                 {"name": "text", "type": "STRING", "widget": {"name": "text"}, "link": None},
                 {"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": None},
                 {"name": "weight", "type": "FLOAT", "widget": {"name": "weight"}, "link": None},
             ],
-            "outputs": [{"name": "CONDITIONING", "type": "CONDITIONING", "links": []}],
-            "widgets_values": ["a red fox", 42, "randomize", 0.5],
-        }
+            outputs=[{"name": "CONDITIONING", "type": "CONDITIONING", "links": []}],
+            widgets_values=["a red fox", 42, "randomize", 0.5],
+        )
     )
     export["links"].append(_link(50, 4, 1, 50, 0, "CLIP"))
 
@@ -274,14 +273,13 @@ def _with_unknown_nodes() -> dict[str, Any]:
     ]
     for node_id, kind, properties in extra:
         export["nodes"].append(
-            {
-                "id": node_id,
-                "type": kind,
-                "mode": 0,
-                "inputs": [{"name": "image", "type": "IMAGE", "link": node_id}],
-                "outputs": [],
-                "properties": properties,
-            }
+            ui_node(
+                node_id,
+                kind,
+                image_input(node_id),
+                outputs=[],
+                properties=properties,
+            )
         )
         export["links"].append(_link(node_id, 8, 0, node_id, 0, "IMAGE"))
     return export

@@ -21,6 +21,19 @@ def _link(
     return [link_id, origin, slot, target, target_slot, kind]
 
 
+def image_input(link: int | None) -> list[dict[str, Any]]:
+    """A UI node's inputs: one image, fed by this link."""
+    return [{"name": "image", "type": "IMAGE", "link": link}]
+
+
+def ui_node(
+    node_id: int, kind: str, inputs: list[dict[str, Any]], mode: int = 0, **more: Any
+) -> dict[str, Any]:
+    """A node as the ComfyUI editor saves it: id, class, mode (0 runs, 4 is bypassed), inputs,
+    then whatever else it has."""
+    return {"id": node_id, "type": kind, "mode": mode, "inputs": inputs, **more}
+
+
 def txt2img_ui_export() -> dict[str, Any]:
     """The shipped txt2img graph as the ComfyUI editor saves it (UI format).
 
@@ -334,14 +347,7 @@ def test_a_muted_node_is_left_out_and_its_links_dropped() -> None:
 
 def test_an_unknown_node_class_is_named() -> None:
     export = copy.deepcopy(txt2img_ui_export())
-    export["nodes"].append(
-        {
-            "id": 20,
-            "type": "FancyUpscaler",
-            "mode": 0,
-            "inputs": [{"name": "image", "type": "IMAGE", "link": 30}],
-        }
-    )
+    export["nodes"].append(ui_node(20, "FancyUpscaler", image_input(30)))
     export["links"].append(_link(30, 8, 0, 20, 0, "IMAGE"))
 
     with pytest.raises(InvalidWorkflow) as caught:
