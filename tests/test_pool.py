@@ -13,11 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.engine import JobRequest
+from bot.engine import Engine, JobRequest
 from bot.errors import ConfigError, NoBackend
 from bot.jobs.model import JobState
 from bot.settings import Settings, load_settings
-from tests.conftest import WORKFLOWS, make_settings, running_engine
+from tests.conftest import WORKFLOWS, Recorder, make_settings, running_engine
 from tests.fakes.comfyui import FakeComfyUI
 from tests.test_cli import run_cli
 
@@ -55,6 +55,20 @@ async def fakes(**configs: dict[str, Any]) -> AsyncIterator[dict[str, FakeComfyU
     finally:
         for fake in started.values():
             await fake.stop()
+
+
+@contextlib.asynccontextmanager
+async def held_pair(
+    session: aiohttp.ClientSession, tmp_path: Path, prefetch: int, **overrides: Any
+) -> AsyncIterator[tuple[dict[str, FakeComfyUI], Engine, Recorder]]:
+    """Backends a and b, each holding its first step, and an engine over them that sends each
+    `prefetch` jobs ahead."""
+    async with fakes(a={}, b={}) as servers:
+        settings = pool_settings(tmp_path, servers, comfyui={"prefetch": prefetch}, **overrides)
+        for fake in servers.values():
+            fake.hold_steps()
+        async with running_engine(session, settings) as (eng, rec):
+            yield servers, eng, rec
 
 
 def pool_settings(
@@ -266,100 +280,82 @@ LOOSE = {"max_running_per_member": 10, "max_queued_per_member": 10}
 async def test_fairness_holds_across_backends(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    async with fakes(a={}, b={}) as servers:
-        settings = pool_settings(tmp_path, servers, comfyui={"prefetch": 0}, limits=LOOSE)
+    async with held_pair(session, tmp_path, 0, limits=LOOSE) as (servers, eng, rec):
+        greedy = [(await eng.submit(request(owner="greedy")))[0] for _ in range(4)]
+        await wait_for(lambda: all(f.running_prompt_id for f in servers.values()))
+        late = [(await eng.submit(request(owner=o)))[0] for o in ("late1", "late2")]
         for fake in servers.values():
-            fake.hold_steps()
-        async with running_engine(session, settings) as (eng, rec):
-            greedy = [(await eng.submit(request(owner="greedy")))[0] for _ in range(4)]
-            await wait_for(lambda: all(f.running_prompt_id for f in servers.values()))
-            late = [(await eng.submit(request(owner=o)))[0] for o in ("late1", "late2")]
-            for fake in servers.values():
-                fake.release_steps()
-            ids = [j.id for j in greedy + late]
-            await rec.finished(*ids, timeout=20)
-            order = [u.job.id for u in rec.updates if u.kind == "submitted"]
-            assert order == [greedy[0].id, greedy[1].id, late[0].id, late[1].id, *ids[2:4]]
-            assert {u.job.backend for u in rec.updates if u.kind == "finished"} == {"a", "b"}
+            fake.release_steps()
+        ids = [j.id for j in greedy + late]
+        await rec.finished(*ids, timeout=20)
+        order = [u.job.id for u in rec.updates if u.kind == "submitted"]
+        assert order == [greedy[0].id, greedy[1].id, late[0].id, late[1].id, *ids[2:4]]
+        assert {u.job.backend for u in rec.updates if u.kind == "finished"} == {"a", "b"}
 
 
 async def test_prefetch_takes_the_next_job_in_fair_order(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    async with fakes(a={}, b={}) as servers:
-        settings = pool_settings(tmp_path, servers, comfyui={"prefetch": 1}, limits=LOOSE)
+    async with held_pair(session, tmp_path, 1, limits=LOOSE) as (servers, eng, rec):
+        first = [(await eng.submit(request(owner="first")))[0] for _ in range(6)]
+        # two run and two wait in the ComfyUI queues, one behind each running job
+        await wait_for(lambda: all(f.running_prompt_id for f in servers.values()))
+        await wait_for(lambda: all(len(f.queue["queue_pending"]) == 1 for f in servers.values()))
+        assert [eng.position(j.id) for j in first] == [0, 0, 0, 0, 1, 2]
+        second = [(await eng.submit(request(owner="second")))[0] for _ in range(2)]
+        assert eng.position(second[0].id) == 1  # ahead of `first`'s waiting jobs
         for fake in servers.values():
-            fake.hold_steps()
-        async with running_engine(session, settings) as (eng, rec):
-            first = [(await eng.submit(request(owner="first")))[0] for _ in range(6)]
-            # two run and two wait in the ComfyUI queues, one behind each running job
-            await wait_for(lambda: all(f.running_prompt_id for f in servers.values()))
-            await wait_for(
-                lambda: all(len(f.queue["queue_pending"]) == 1 for f in servers.values())
-            )
-            assert [eng.position(j.id) for j in first] == [0, 0, 0, 0, 1, 2]
-            second = [(await eng.submit(request(owner="second")))[0] for _ in range(2)]
-            assert eng.position(second[0].id) == 1  # ahead of `first`'s waiting jobs
-            for fake in servers.values():
-                fake.release_steps()
-            everyone = first + second
-            await rec.finished(*(j.id for j in everyone), timeout=20)
-            order = [u.job.id for u in rec.updates if u.kind == "submitted"]
-            expected = [j.id for j in first[:4]] + [
-                second[0].id,
-                first[4].id,
-                second[1].id,
-                first[5].id,
-            ]
-            assert order == expected
-            assert all(len(rec.of(j.id, "finished")) == 1 for j in everyone)
+            fake.release_steps()
+        everyone = first + second
+        await rec.finished(*(j.id for j in everyone), timeout=20)
+        order = [u.job.id for u in rec.updates if u.kind == "submitted"]
+        expected = [j.id for j in first[:4]] + [
+            second[0].id,
+            first[4].id,
+            second[1].id,
+            first[5].id,
+        ]
+        assert order == expected
+        assert all(len(rec.of(j.id, "finished")) == 1 for j in everyone)
 
 
 # failover ------------------------------------------------------------------------------------
 async def test_a_backend_killed_mid_job_its_jobs_finish_elsewhere_once(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    async with fakes(a={}, b={}) as servers:
+    async with held_pair(session, tmp_path, 1) as (servers, eng, rec):
         a_fake, b_fake = servers["a"], servers["b"]
-        settings = pool_settings(tmp_path, servers, comfyui={"prefetch": 1})
-        for fake in servers.values():
-            fake.hold_steps()
-        async with running_engine(session, settings) as (eng, rec):
-            jobs = [(await eng.submit(request(owner=str(i))))[0] for i in range(4)]
-            await wait_for(lambda: all(f.running_prompt_id for f in servers.values()))
-            await wait_for(
-                lambda: all(len(f.queue["queue_pending"]) == 1 for f in servers.values())
-            )
-            on_a = {
-                j.id: eng.get_job(j.id).prompt_id for j in jobs if eng.get_job(j.id).backend == "a"
-            }  # type: ignore[union-attr]
-            assert len(on_a) == 2  # one running there, one queued behind it
-            await a_fake.go_offline()
-            # after the grace period they go to b, which finishes everything
-            b_fake.release_steps()
-            done = await rec.finished(*(j.id for j in jobs), timeout=20)
-            assert all(u.job.state is JobState.DONE for u in done), [u.job.error for u in done]
-            assert {u.job.backend for u in done} == {"b"}
-            assert all(len(rec.of(j.id, "finished")) == 1 for j in jobs)
-            assert len({u.job.prompt_id for u in done}) == 4
-            # a comes back, still holding both: they are withdrawn, never run to the end there
-            await a_fake.go_online()
-            old = set(on_a.values())
-            await wait_for(
-                lambda: a_fake.running_prompt_id is None and not a_fake.queue["queue_pending"]
-            )
-            a_fake.release_steps()
-            await a_fake.wait_until_idle()
-            finished_there = {
-                pid
-                for pid, entry in a_fake.history.items()
-                if entry["status"]["status_str"] == "success"
-            }
-            assert not (old & finished_there)
-            assert all(len(rec.of(j.id, "finished")) == 1 for j in jobs)
-            a = eng.pool.get("a")
-            assert a is not None
-            await wait_for(lambda: a.up)
+        jobs = [(await eng.submit(request(owner=str(i))))[0] for i in range(4)]
+        await wait_for(lambda: all(f.running_prompt_id for f in servers.values()))
+        await wait_for(lambda: all(len(f.queue["queue_pending"]) == 1 for f in servers.values()))
+        on_a = {j.id: eng.get_job(j.id).prompt_id for j in jobs if eng.get_job(j.id).backend == "a"}  # type: ignore[union-attr]
+        assert len(on_a) == 2  # one running there, one queued behind it
+        await a_fake.go_offline()
+        # after the grace period they go to b, which finishes everything
+        b_fake.release_steps()
+        done = await rec.finished(*(j.id for j in jobs), timeout=20)
+        assert all(u.job.state is JobState.DONE for u in done), [u.job.error for u in done]
+        assert {u.job.backend for u in done} == {"b"}
+        assert all(len(rec.of(j.id, "finished")) == 1 for j in jobs)
+        assert len({u.job.prompt_id for u in done}) == 4
+        # a comes back, still holding both: they are withdrawn, never run to the end there
+        await a_fake.go_online()
+        old = set(on_a.values())
+        await wait_for(
+            lambda: a_fake.running_prompt_id is None and not a_fake.queue["queue_pending"]
+        )
+        a_fake.release_steps()
+        await a_fake.wait_until_idle()
+        finished_there = {
+            pid
+            for pid, entry in a_fake.history.items()
+            if entry["status"]["status_str"] == "success"
+        }
+        assert not (old & finished_there)
+        assert all(len(rec.of(j.id, "finished")) == 1 for j in jobs)
+        a = eng.pool.get("a")
+        assert a is not None
+        await wait_for(lambda: a.up)
 
 
 async def test_a_short_outage_moves_nothing(session: aiohttp.ClientSession, tmp_path: Path) -> None:
@@ -437,29 +433,25 @@ async def test_cli_backends_prints_each_backend(
 async def test_a_job_prefetched_behind_a_busy_backend_moves_to_one_that_falls_idle(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    async with fakes(a={}, b={}) as servers:
+    async with held_pair(session, tmp_path, 1) as (servers, eng, rec):
         a_fake, b_fake = servers["a"], servers["b"]
-        settings = pool_settings(tmp_path, servers, comfyui={"prefetch": 1})
-        a_fake.hold_steps()
-        b_fake.hold_steps()
-        async with running_engine(session, settings) as (eng, rec):
-            jobs = [(await eng.submit(request(owner=str(i))))[0] for i in range(3)]
-            await wait_for(lambda: len(a_fake.queue["queue_pending"]) == 1)
-            await wait_for(lambda: b_fake.running_prompt_id is not None)
-            third = eng.get_job(jobs[2].id)
-            assert third is not None and third.backend == "a"  # queued behind the first
-            first_try = third.prompt_id
-            b_fake.release_steps()  # b finishes the second job and falls idle
-            [done] = await rec.finished(jobs[2].id, timeout=20)
-            assert done.job.state is JobState.DONE and done.job.backend == "b"
-            assert not a_fake.queue["queue_pending"] and first_try not in a_fake.history
-            a_fake.release_steps()
-            await rec.finished(*(j.id for j in jobs), timeout=20)
-            assert all(len(rec.of(j.id, "finished")) == 1 for j in jobs)
-            assert len(a_fake.busy) == 1 and len(b_fake.busy) == 2
-            [a_status, b_status] = eng.backends()
-            assert (a_status.jobs_done, b_status.jobs_done) == (1, 2)
-            assert a_status.busy_seconds > 0 and b_status.busy_seconds > 0
+        jobs = [(await eng.submit(request(owner=str(i))))[0] for i in range(3)]
+        await wait_for(lambda: len(a_fake.queue["queue_pending"]) == 1)
+        await wait_for(lambda: b_fake.running_prompt_id is not None)
+        third = eng.get_job(jobs[2].id)
+        assert third is not None and third.backend == "a"  # queued behind the first
+        first_try = third.prompt_id
+        b_fake.release_steps()  # b finishes the second job and falls idle
+        [done] = await rec.finished(jobs[2].id, timeout=20)
+        assert done.job.state is JobState.DONE and done.job.backend == "b"
+        assert not a_fake.queue["queue_pending"] and first_try not in a_fake.history
+        a_fake.release_steps()
+        await rec.finished(*(j.id for j in jobs), timeout=20)
+        assert all(len(rec.of(j.id, "finished")) == 1 for j in jobs)
+        assert len(a_fake.busy) == 1 and len(b_fake.busy) == 2
+        [a_status, b_status] = eng.backends()
+        assert (a_status.jobs_done, b_status.jobs_done) == (1, 2)
+        assert a_status.busy_seconds > 0 and b_status.busy_seconds > 0
 
 
 async def test_cli_check_reads_every_backend(
