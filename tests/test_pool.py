@@ -58,15 +58,22 @@ async def fakes(**configs: dict[str, Any]) -> AsyncIterator[dict[str, FakeComfyU
 
 
 @contextlib.asynccontextmanager
-async def held_pair(
-    session: aiohttp.ClientSession, tmp_path: Path, prefetch: int, **overrides: Any
+async def two_backends(
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    prefetch: int | None = None,
+    hold: bool = True,
+    **overrides: Any,
 ) -> AsyncIterator[tuple[dict[str, FakeComfyUI], Engine, Recorder]]:
-    """Backends a and b, each holding its first step, and an engine over them that sends each
-    `prefetch` jobs ahead."""
+    """Backends a and b, each holding its first step unless told, and an engine over them
+    (sending each `prefetch` jobs ahead, if given)."""
+    if prefetch is not None:
+        overrides["comfyui"] = {"prefetch": prefetch}
     async with fakes(a={}, b={}) as servers:
-        settings = pool_settings(tmp_path, servers, comfyui={"prefetch": prefetch}, **overrides)
-        for fake in servers.values():
-            fake.hold_steps()
+        settings = pool_settings(tmp_path, servers, **overrides)
+        if hold:
+            for fake in servers.values():
+                fake.hold_steps()
         async with running_engine(session, settings) as (eng, rec):
             yield servers, eng, rec
 
@@ -211,10 +218,7 @@ async def test_a_job_no_backend_can_run_is_refused_naming_what_is_missing(
 async def test_a_backend_that_turns_out_to_lack_a_model_passes_the_job_on(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    async with (
-        fakes(a={}, b={}) as servers,
-        running_engine(session, pool_settings(tmp_path, servers)) as (eng, rec),
-    ):
+    async with two_backends(session, tmp_path, hold=False) as (servers, eng, rec):
         servers["a"].checkpoints = ["other.safetensors"]  # unknown to the engine until it asks
         [job] = await eng.submit(request())
         [done] = await rec.finished(job.id, timeout=20)
@@ -232,10 +236,7 @@ async def test_a_backend_that_turns_out_to_lack_a_model_passes_the_job_on(
 async def test_capabilities_are_read_again_when_a_backend_reconnects(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    async with (
-        fakes(a={}, b={}) as servers,
-        running_engine(session, pool_settings(tmp_path, servers)) as (eng, _),
-    ):
+    async with two_backends(session, tmp_path, hold=False) as (servers, eng, _):
         b = eng.pool.get("b")
         assert b is not None and b.health is not None and b.health.version == "0.3.64"
         servers["b"].checkpoints = ["fresh.safetensors"]
@@ -280,7 +281,7 @@ LOOSE = {"max_running_per_member": 10, "max_queued_per_member": 10}
 async def test_fairness_holds_across_backends(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    async with held_pair(session, tmp_path, 0, limits=LOOSE) as (servers, eng, rec):
+    async with two_backends(session, tmp_path, 0, limits=LOOSE) as (servers, eng, rec):
         greedy = [(await eng.submit(request(owner="greedy")))[0] for _ in range(4)]
         await wait_for(lambda: all(f.running_prompt_id for f in servers.values()))
         late = [(await eng.submit(request(owner=o)))[0] for o in ("late1", "late2")]
@@ -296,7 +297,7 @@ async def test_fairness_holds_across_backends(
 async def test_prefetch_takes_the_next_job_in_fair_order(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    async with held_pair(session, tmp_path, 1, limits=LOOSE) as (servers, eng, rec):
+    async with two_backends(session, tmp_path, 1, limits=LOOSE) as (servers, eng, rec):
         first = [(await eng.submit(request(owner="first")))[0] for _ in range(6)]
         # two run and two wait in the ComfyUI queues, one behind each running job
         await wait_for(lambda: all(f.running_prompt_id for f in servers.values()))
@@ -323,7 +324,7 @@ async def test_prefetch_takes_the_next_job_in_fair_order(
 async def test_a_backend_killed_mid_job_its_jobs_finish_elsewhere_once(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    async with held_pair(session, tmp_path, 1) as (servers, eng, rec):
+    async with two_backends(session, tmp_path, 1) as (servers, eng, rec):
         a_fake, b_fake = servers["a"], servers["b"]
         jobs = [(await eng.submit(request(owner=str(i))))[0] for i in range(4)]
         await wait_for(lambda: all(f.running_prompt_id for f in servers.values()))
@@ -433,7 +434,7 @@ async def test_cli_backends_prints_each_backend(
 async def test_a_job_prefetched_behind_a_busy_backend_moves_to_one_that_falls_idle(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    async with held_pair(session, tmp_path, 1) as (servers, eng, rec):
+    async with two_backends(session, tmp_path, 1) as (servers, eng, rec):
         a_fake, b_fake = servers["a"], servers["b"]
         jobs = [(await eng.submit(request(owner=str(i))))[0] for i in range(3)]
         await wait_for(lambda: len(a_fake.queue["queue_pending"]) == 1)
