@@ -151,6 +151,22 @@ THREAD_TYPES = (10, 11, 12)
 # Application command option types.
 OPT_SUB_COMMAND, OPT_SUB_COMMAND_GROUP, OPT_STRING, OPT_INTEGER, OPT_BOOLEAN = 1, 2, 3, 4, 5
 OPT_USER, OPT_CHANNEL, OPT_ROLE, OPT_MENTIONABLE, OPT_NUMBER, OPT_ATTACHMENT = 6, 7, 8, 9, 10, 11
+# How sub-commands and their groups nest: the deepest each may be, what Discord says past that,
+# which option types it may not hold, and what Discord says of those.
+_NESTING: dict[int, tuple[int, str, Callable[[object], bool], str]] = {
+    OPT_SUB_COMMAND_GROUP: (
+        0,
+        "Sub-command groups can not be nested",
+        lambda kind: kind != OPT_SUB_COMMAND,
+        "Sub-command groups can only contain sub-commands",
+    ),
+    OPT_SUB_COMMAND: (
+        1,
+        "Sub-commands nested too deep",
+        lambda kind: kind in (OPT_SUB_COMMAND, OPT_SUB_COMMAND_GROUP),
+        "Sub-commands can not contain sub-commands",
+    ),
+}
 
 _COMPONENT_ACTION_ROW, _COMPONENT_BUTTON = 1, 2
 _COMPONENT_SELECTS = {3, 5, 6, 7, 8}
@@ -2377,35 +2393,14 @@ class FakeDiscord:
             if kind not in range(1, 12):
                 errors.add((*here, "type"), "BASE_TYPE_CHOICES", "Value must be one of {1..11}.")
                 continue
-            if kind == OPT_SUB_COMMAND_GROUP:
-                if depth > 0:
-                    errors.add(
-                        (*here, "type"),
-                        "APPLICATION_COMMAND_OPTION_TYPE_INVALID",
-                        "Sub-command groups can not be nested",
-                    )
+            if kind in _NESTING:
+                deepest, too_deep, refused, holds_refused = _NESTING[kind]
+                if depth > deepest:
+                    errors.add((*here, "type"), "APPLICATION_COMMAND_OPTION_TYPE_INVALID", too_deep)
                 inner = option.get("options") or []
-                if any(isinstance(o, dict) and o.get("type") != OPT_SUB_COMMAND for o in inner):
+                if any(isinstance(o, dict) and refused(o.get("type")) for o in inner):
                     errors.add(
-                        (*here, "options"),
-                        "APPLICATION_COMMAND_OPTION_TYPE_INVALID",
-                        "Sub-command groups can only contain sub-commands",
-                    )
-                self._validate_options(inner, (*here, "options"), depth + 1, errors)
-                continue
-            if kind == OPT_SUB_COMMAND:
-                if depth > 1:
-                    errors.add(
-                        (*here, "type"),
-                        "APPLICATION_COMMAND_OPTION_TYPE_INVALID",
-                        "Sub-commands nested too deep",
-                    )
-                inner = option.get("options") or []
-                if any(isinstance(o, dict) and o.get("type") in (1, 2) for o in inner):
-                    errors.add(
-                        (*here, "options"),
-                        "APPLICATION_COMMAND_OPTION_TYPE_INVALID",
-                        "Sub-commands can not contain sub-commands",
+                        (*here, "options"), "APPLICATION_COMMAND_OPTION_TYPE_INVALID", holds_refused
                     )
                 self._validate_options(inner, (*here, "options"), depth + 1, errors)
                 continue
