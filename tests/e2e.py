@@ -12,6 +12,7 @@ import discord
 
 from bot.app import ComfyBot
 from bot.engine import Engine
+from bot.jobs.model import Job
 from bot.settings import Settings
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage
@@ -50,6 +51,17 @@ async def wait_result(fake: FakeDiscord, it: FakeInteraction, timeout: float = 1
     message = await it.wait_original(lambda m: has_files(m) or "❌" in m.content, timeout=timeout)
     assert message is not None
     return message
+
+
+async def imagined(
+    fake: FakeDiscord, bot: ComfyBot, options: dict[str, Any], timeout: float = 15.0
+) -> tuple[FakeInteraction, FakeMessage, list[Job]]:
+    """An /imagine with these options, its result, and its jobs in the order of the group."""
+    it = await fake.slash("imagine", options)
+    result = await wait_result(fake, it, timeout=timeout)
+    count = int(options.get("count", 1))
+    jobs = sorted(bot.engine.recent(limit=count), key=lambda j: j.meta.get("index", 0))
+    return it, result, jobs
 
 
 async def held_imagine(

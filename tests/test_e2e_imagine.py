@@ -23,6 +23,7 @@ from tests.e2e import (
     find,
     has_files,
     held_imagine,
+    imagined,
     output_images,
     stranger_click,
     wait_result,
@@ -69,9 +70,7 @@ async def test_the_result_is_sent_from_memory_not_read_back_from_disk(
                 on_disk.append(any(Path(o.path).exists() for o in update.job.outputs))
 
         bot.engine.listen(look)
-        it = await fake.slash("imagine", {"prompt": "a cat", "steps": 1})
-        message = await wait_result(fake, it)
-        [job] = bot.engine.recent(limit=1)
+        _, message, [job] = await imagined(fake, bot, {"prompt": "a cat", "steps": 1})
         assert on_disk == [False]  # the files are written after the result went out
         assert [a.data for a in message.attachments] == output_images(comfy, job.prompt_id)
         assert "missing" not in message.content
@@ -170,9 +169,7 @@ async def test_reroll_after_a_bot_restart(
     fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
     async with comfybot(fake, settings) as bot:
-        it = await fake.slash("imagine", {"prompt": "a fox", "steps": 2, "seed": 5})
-        message = await wait_result(fake, it)
-        [job] = bot.engine.recent(limit=1)
+        _, message, [job] = await imagined(fake, bot, {"prompt": "a fox", "steps": 2, "seed": 5})
     async with comfybot(fake, settings) as bot:
         click = await fake.click(message.id, f"cc:reroll:{job.id}")
         result = await wait_result(fake, click)
@@ -254,9 +251,7 @@ async def test_oversized_output_is_fitted_under_the_upload_limit(
     monkeypatch.setattr(_comfy_nodes, "noise_image", noise)
     settings = make_settings(tmp_path, comfy.url, workflows={"dir": str(packs), "default": "big"})
     async with comfybot(fake, settings) as bot:
-        it = await fake.slash("imagine", {"prompt": "static"})
-        message = await wait_result(fake, it, timeout=60)
-        [job] = bot.engine.recent(limit=1)
+        _, message, [job] = await imagined(fake, bot, {"prompt": "static"}, timeout=60)
         [original] = output_images(comfy, job.prompt_id)
         assert len(original) > 14 * 1024 * 1024
         [attachment] = message.attachments

@@ -11,7 +11,15 @@ from PIL import Image
 
 from bot.settings import Settings
 from tests.conftest import WORKFLOWS, make_settings
-from tests.e2e import comfybot, field, output_images, prompt_text, stranger_click, wait_result
+from tests.e2e import (
+    comfybot,
+    field,
+    imagined,
+    output_images,
+    prompt_text,
+    stranger_click,
+    wait_result,
+)
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeMessage
 
@@ -51,9 +59,9 @@ async def test_upscale_button_feeds_exactly_that_image_and_credits_its_owner(
     fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
     async with comfybot(fake, settings) as bot:
-        it = await fake.slash("imagine", {"prompt": "a red fox", "steps": 2, "count": 2})
-        result = await wait_result(fake, it)
-        group = sorted(bot.engine.recent(limit=2), key=lambda j: j.meta["index"])
+        it, result, group = await imagined(
+            fake, bot, {"prompt": "a red fox", "steps": 2, "count": 2}
+        )
         second = group[1]
         custom_id = f"cc:fu:{second.id}:0:2:upscale"
         button = result.component(custom_id)
@@ -114,9 +122,7 @@ async def test_apps_menu_on_a_result_uses_the_jobs_own_file(
     fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
     async with comfybot(fake, settings) as bot:
-        it = await fake.slash("imagine", {"prompt": "a lighthouse", "steps": 2})
-        result = await wait_result(fake, it)
-        [original] = bot.engine.recent(limit=1)
+        _, result, [original] = await imagined(fake, bot, {"prompt": "a lighthouse", "steps": 2})
         other = fake.add_member("other")
         menu = await fake.message_command("Upscale", result.id, user_id=other)
         await wait_result(fake, menu)
@@ -183,9 +189,7 @@ async def test_delete_is_refused_to_other_members_and_done_for_the_author(
     fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
     async with comfybot(fake, settings) as bot:
-        it = await fake.slash("imagine", {"prompt": "mine", "steps": 1})
-        result = await wait_result(fake, it)
-        [job] = bot.engine.recent(limit=1)
+        it, result, [job] = await imagined(fake, bot, {"prompt": "mine", "steps": 1})
         refused = await stranger_click(fake, result.id, f"cc:del:{job.id}")
         assert refused.ephemeral
         assert "Only the member" in (await refused.wait_original()).content
@@ -254,9 +258,7 @@ async def test_apps_menu_on_several_images_asks_which_one_privately(
     fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
     async with comfybot(fake, settings) as bot:
-        it = await fake.slash("imagine", {"prompt": "two boats", "steps": 1, "count": 2})
-        result = await wait_result(fake, it)
-        jobs = sorted(bot.engine.recent(limit=2), key=lambda j: j.meta["index"])
+        _, result, jobs = await imagined(fake, bot, {"prompt": "two boats", "steps": 1, "count": 2})
         other = fake.add_member("other")
         menu = await fake.message_command("Upscale", result.id, user_id=other)
         await menu.wait_ack()
