@@ -73,6 +73,15 @@ async def start_jam(fake: FakeDiscord, theme: str, **options: Any) -> int:
     return int(thread["id"])
 
 
+async def jam_with_entry(
+    bot: ComfyBot, fake: FakeDiscord, theme: str, user: int, prompt: str
+) -> int:
+    """A moderator starts a jam on `theme` and `user` enters a result for `prompt`; its thread."""
+    thread_id = await start_jam(fake, theme)
+    await enter(bot, fake, thread_id, user, prompt)
+    return thread_id
+
+
 def vote_id(cog: JamCog, jam_id: str, owner: int) -> str:
     """The custom id of the vote button of `owner`'s entry."""
     [entry] = [e for e in cog.jams.entries(jam_id) if e.owner_id == str(owner)]
@@ -237,8 +246,7 @@ async def test_a_result_shown_as_the_jam_ends_is_in_the_gallery_however_late_it_
     settings = make_settings(tmp_path, comfy.url)
     ann, bob, cyd = (fake.add_member(n) for n in ("ann", "bob", "cyd"))
     async with comfybot(fake, settings) as bot:
-        thread_id = await start_jam(fake, "storms")
-        await enter(bot, fake, thread_id, ann, "a storm at sea")
+        thread_id = await jam_with_entry(bot, fake, "storms", ann, "a storm at sea")
         cog = jam_cog(bot)
         [jam] = cog.jams.active(str(fake.guild_id))
         gate = hold_storing(monkeypatch, bot, bob)
@@ -284,8 +292,7 @@ async def test_a_job_running_as_the_jam_ends_is_entered_under_the_gallery_when_r
 ) -> None:
     ann, bob = fake.add_member("ann"), fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
-        thread_id = await start_jam(fake, "rivers")
-        await enter(bot, fake, thread_id, ann, "a river at night")
+        thread_id = await jam_with_entry(bot, fake, "rivers", ann, "a river at night")
         cog = jam_cog(bot)
         [jam] = cog.jams.active(str(fake.guild_id))
         comfy.hold_steps()
@@ -320,8 +327,7 @@ async def test_a_job_made_after_the_jam_ended_is_not_entered_and_its_owner_is_to
 ) -> None:
     ann, bob = fake.add_member("ann"), fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
-        thread_id = await start_jam(fake, "hills")
-        await enter(bot, fake, thread_id, ann, "green hills")
+        thread_id = await jam_with_entry(bot, fake, "hills", ann, "green hills")
         await answer(fake, "jam end", user_id=fake.moderator_id, channel_id=thread_id)
         await enter(bot, fake, thread_id, bob, "hills in fog")  # during the vote
         [note] = await fake.wait_for(lambda: notes(fake, thread_id))
