@@ -110,7 +110,7 @@ class Engine(WorkflowPacks):
     ) -> None:
         self.settings = settings
         self.pool = pool or Pool.from_settings(session, settings.comfyui)
-        self.store = store or Store(settings.storage.path)
+        self.store = store or Store.open(settings.storage)
         self._init_workflows(workflows)
         self.queue = FairQueue()
         self._listeners: list[Listener] = []

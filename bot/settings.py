@@ -2,8 +2,8 @@
 
 Secrets come only from the environment (`DISCORD_TOKEN`, and header values written as
 `${NAME}` in `comfyui.backends[].headers`). `COMFYUI_URL` (one URL, or several separated by commas)
-replaces the ComfyUI backends of the file. Every problem is reported with the file and key it
-concerns, e.g.
+replaces the ComfyUI backends of the file, and `COMFYCORD_DATABASE_URL` (a `postgresql://` URL)
+its `storage.url`. Every problem is reported with the file and key it concerns, e.g.
 `config/comfycord.yaml: limits.max_queued_per_member: Input should be a valid integer`.
 """
 
@@ -111,9 +111,28 @@ class DiscordSettings(_Section):
     sync_on_start: bool = False
 
 
+#: How the URL of a PostgreSQL database starts (`storage.url`).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 class StorageSettings(_Section):
+    """Where jobs, settings and the audit log live, and where results are written.
+
+    `url` (a `postgresql://` URL; `COMFYCORD_DATABASE_URL` replaces the file's) puts the store on
+    PostgreSQL; without it the store is the SQLite file at `path`. The URL may hold a password: it
+    is left out of the settings' repr and never logged.
+    """
+
     path: Path = Path("data/comfycord.sqlite3")
+    url: str | None = Field(None, repr=False)
     outputs: Path = Path("data/outputs")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(POSTGRES_SCHEMES):
+            raise ValueError("must start with postgresql:// (unset it to use the SQLite file)")
+        return value
 
 
 class WorkflowSettings(_Section):
@@ -229,6 +248,9 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         data["comfyui"] = comfy
     elif isinstance(comfy, dict) and isinstance(comfy.get("backends"), list):
         data["comfyui"] = {**comfy, "backends": _expand_headers(path, comfy["backends"], env)}
+    if database_url := env.get("COMFYCORD_DATABASE_URL"):
+        storage = data.get("storage")
+        data["storage"] = {**(storage if isinstance(storage, dict) else {}), "url": database_url}
     token = env.get("DISCORD_TOKEN") or None
     try:
         settings = Settings.model_validate({**data, "discord_token": token})

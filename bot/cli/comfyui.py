@@ -125,8 +125,8 @@ async def show_backends(settings: Settings, out: TextIO | None = None) -> int:
 
     out = out or sys.stdout
     done: dict[str, int] = {}
-    if Path(settings.storage.path).exists():
-        store = Store(settings.storage.path)
+    if settings.storage.url or Path(settings.storage.path).exists():
+        store = Store.open(settings.storage)
         try:
             done = store.done_by_backend()
         finally:

@@ -18,7 +18,7 @@ def manage_keys(settings: Settings, args: argparse.Namespace, out: TextIO | None
     from bot.http.keys import KeyStore
 
     out = out or sys.stdout
-    store = Store(settings.storage.path)
+    store = Store.open(settings.storage)
     try:
         keys = KeyStore(store)
         if args.keys_command == "create":

@@ -1,6 +1,10 @@
-"""Durable storage in one SQLite file: jobs, per-server settings and the audit log.
+"""Durable storage: jobs, per-server settings and the audit log, in SQLite or PostgreSQL.
 
-Writes are small and synchronous (WAL mode), so a job is on disk before the call returns:
+One SQLite file is the default (`storage.path`); `storage.url` (or `COMFYCORD_DATABASE_URL`) names
+a PostgreSQL database instead (`bot.jobs.db` holds what differs; the schema is the numbered steps
+of `bot.jobs.migrations`, applied when the store opens). The API is the same on both.
+
+Writes are small and synchronous (WAL mode on SQLite), so a job is stored before the call returns:
 a crash right after `save()` loses nothing. `transaction()` groups writes that belong together
 (a request's jobs with where their reply lives; a delivery's marks), so a crash keeps all or none.
 
@@ -12,51 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.jobs.db import connect, is_postgres_url, redact
+from bot.jobs.migrations import migrate
 from bot.jobs.model import Job, JobState
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    owner_id TEXT NOT NULL,
-    guild_id TEXT,
-    channel_id TEXT,
-    group_id TEXT,
-    created_at REAL NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner_id, created_at);
-CREATE INDEX IF NOT EXISTS jobs_group ON jobs(group_id);
-CREATE TABLE IF NOT EXISTS kv (
-    scope TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (scope, key)
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    guild_id TEXT NOT NULL,
-    actor_id TEXT NOT NULL,
-    actor_name TEXT NOT NULL,
-    action TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_guild ON audit(guild_id, at);
-CREATE TABLE IF NOT EXISTS reply_tokens (
-    key TEXT PRIMARY KEY,
-    token TEXT NOT NULL,
-    expires_at REAL NOT NULL
-);
-"""
+from bot.settings import StorageSettings
 
 
 @dataclass(frozen=True)
@@ -70,17 +39,29 @@ class AuditEntry:
 
 
 class Store:
-    """The SQLite store. `":memory:"` gives a throwaway one (tests)."""
+    """The store on a SQLite file, or on PostgreSQL for a `postgresql://` URL.
 
-    def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+    `":memory:"` gives a throwaway SQLite one (tests). Opening it brings the schema to the
+    latest step.
+
+    Raises:
+        ConfigError: PostgreSQL cannot be reached, or the schema is newer than this comfycord.
+    """
+
+    def __init__(self, target: Path | str) -> None:
+        #: the SQLite path as given, or the URL without its password
+        self.path: Path | str = redact(str(target)) if is_postgres_url(target) else target
+        self._db = connect(target)
+        try:
+            migrate(self._db)
+        except BaseException:
+            self._db.close()
+            raise
+
+    @classmethod
+    def open(cls, storage: StorageSettings) -> Store:
+        """The store the settings name: `storage.url` when set, else the file `storage.path`."""
+        return cls(storage.url or storage.path)
 
     def close(self) -> None:
         self._db.close()
@@ -88,17 +69,9 @@ class Store:
     # transactions ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group writes: all of them reach the disk, or none (a crash in between loses none)."""
-        if self._db.in_transaction:
+        """Group writes: all of them are stored, or none (a crash in between loses none)."""
+        with self._db.transaction():
             yield
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     # reply tokens ---------------------------------------------------------------------------
     def keep_token(self, key: str, token: str, expires_at: float) -> None:
@@ -113,7 +86,7 @@ class Store:
     def token(self, key: str, now: float | None = None) -> str | None:
         """The reply's token while it is valid; expired ones are deleted, never returned."""
         self.forget_expired_tokens(now)
-        row = self._db.execute("SELECT token FROM reply_tokens WHERE key = ?", (key,)).fetchone()
+        row = self._db.execute("SELECT token FROM reply_tokens WHERE key = ?", (key,)).one()
         return str(row["token"]) if row else None
 
     def forget_token(self, key: str) -> None:
@@ -122,8 +95,8 @@ class Store:
     def forget_expired_tokens(self, now: float | None = None) -> int:
         """Delete every token past its expiry; how many were deleted."""
         now = time.time() if now is None else now
-        cursor = self._db.execute("DELETE FROM reply_tokens WHERE expires_at <= ?", (now,))
-        return int(cursor.rowcount)
+        result = self._db.execute("DELETE FROM reply_tokens WHERE expires_at <= ?", (now,))
+        return result.rowcount
 
     # jobs -----------------------------------------------------------------------------------
     def save(self, job: Job) -> None:
@@ -145,13 +118,13 @@ class Store:
         )
 
     def get(self, job_id: str) -> Job | None:
-        row = self._db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self._db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).one()
         return Job.from_dict(json.loads(row["data"])) if row else None
 
     def _query(self, where: str, params: Iterable[Any], limit: int | None = None) -> list[Job]:
         sql = f"SELECT data, created_at FROM jobs WHERE {where} ORDER BY created_at"
         if limit is not None:
-            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY created_at"
+            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) AS latest ORDER BY created_at"
         return [Job.from_dict(json.loads(r["data"])) for r in self._db.execute(sql, tuple(params))]
 
     def unfinished(self) -> list[Job]:
@@ -167,11 +140,12 @@ class Store:
 
     def done_by_backend(self) -> dict[str, int]:
         """How many jobs each ComfyUI backend (by name) has finished successfully."""
+        backend = self._db.dialect.json_text("data", "backend")
         rows = self._db.execute(
-            "SELECT json_extract(data, '$.backend') AS backend, COUNT(*) AS n FROM jobs"
-            " WHERE state = ? GROUP BY backend",
+            f"SELECT {backend} AS backend, COUNT(*) AS n FROM jobs WHERE state = ?"
+            f" GROUP BY {backend}",
             (JobState.DONE.value,),
-        ).fetchall()
+        )
         return {row["backend"]: row["n"] for row in rows if row["backend"]}
 
     def group(self, group_id: str) -> list[Job]:
@@ -190,17 +164,18 @@ class Store:
         return list(reversed(self._query(" AND ".join(clauses), params, limit=limit)))
 
     def last_created(self, owner_id: str, guild_id: str | None) -> float | None:
+        same = self._db.dialect.same
         row = self._db.execute(
-            "SELECT MAX(created_at) AS t FROM jobs WHERE owner_id = ? AND guild_id IS ?",
+            f"SELECT MAX(created_at) AS t FROM jobs WHERE owner_id = ? AND guild_id {same} ?",
             (owner_id, guild_id),
-        ).fetchone()
+        ).one()
         return float(row["t"]) if row and row["t"] is not None else None
 
     # settings -------------------------------------------------------------------------------
     def get_setting(self, scope: str, key: str, default: Any = None) -> Any:
         row = self._db.execute(
             "SELECT value FROM kv WHERE scope = ? AND key = ?", (scope, key)
-        ).fetchone()
+        ).one()
         return json.loads(row["value"]) if row else default
 
     def set_setting(self, scope: str, key: str, value: Any) -> None:
@@ -235,4 +210,4 @@ class Store:
             " WHERE guild_id = ? ORDER BY id DESC LIMIT ?",
             (guild_id, limit),
         )
-        return [AuditEntry(**dict(r)) for r in rows]
+        return [AuditEntry(**r) for r in rows]
