@@ -115,11 +115,23 @@ def started_cluster() -> Iterator[Cluster]:
         cluster.stop()
 
 
+_RUNNING = pytest.StashKey[Cluster]()
+
+
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[Cluster]:
-    """One PostgreSQL server for the whole test run, started when a test first needs it."""
-    with started_cluster() as cluster:
-        yield cluster
+def pg_cluster(request: pytest.FixtureRequest) -> Cluster:
+    """One PostgreSQL server for the whole test run, started when a test first needs it.
+
+    Kept in the run's stash, so that modules importing this fixture share one server; stopped
+    when the run ends.
+    """
+    if (running := request.config.stash.get(_RUNNING, None)) is not None:
+        return running
+    stack = contextlib.ExitStack()
+    cluster = stack.enter_context(started_cluster())
+    request.session.addfinalizer(stack.close)
+    request.config.stash[_RUNNING] = cluster
+    return cluster
 
 
 @pytest.fixture

@@ -197,6 +197,18 @@ def test_writes_outside_a_transaction_are_seen_by_another_connection(target: Pat
         second.close()
 
 
+def test_a_memory_store_is_sqlite_and_its_own(tmp_path: Path) -> None:
+    first, second = Store(":memory:"), Store(":memory:")
+    try:
+        first.save(job(1))
+        assert first.get("job1") is not None and second.get("job1") is None
+        assert first.path == ":memory:"
+    finally:
+        first.close()
+        second.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 # migrations --------------------------------------------------------------------------------------
 def test_a_fresh_database_is_migrated_to_the_latest_step(target: Path | str) -> None:
     Store(target).close()
