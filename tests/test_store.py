@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 
 from bot.engine import JobRequest
@@ -207,6 +208,27 @@ def test_a_memory_store_is_sqlite_and_its_own(tmp_path: Path) -> None:
         first.close()
         second.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lost_postgresql_connection_fails_one_call_then_connects_again(
+    pg_url: str,  # noqa: F811
+) -> None:
+    store = Store(pg_url)
+    try:
+        store.save(job(1))
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(psycopg.OperationalError):
+            store.get("job1")
+        assert store.get("job1") is not None
+        with store.transaction():
+            store.save(job(2))
+        assert len(store.recent()) == 2
+    finally:
+        store.close()
 
 
 # migrations --------------------------------------------------------------------------------------

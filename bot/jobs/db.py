@@ -14,6 +14,7 @@ A URL's password is never logged or shown: `redact()` gives the URL without it.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import sqlite3
@@ -108,21 +109,22 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
-class Database:
+class Database(abc.ABC):
     """One connection: SQLite or PostgreSQL (`connect()` picks), used the same way."""
 
     dialect: Dialect
 
+    @abc.abstractmethod
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         """Run one statement with `?` placeholders; autocommitted outside `transaction()`."""
-        raise NotImplementedError
 
     @property
+    @abc.abstractmethod
     def in_transaction(self) -> bool:
-        raise NotImplementedError
+        """Whether a transaction is open (statements then wait for its COMMIT)."""
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -175,7 +177,13 @@ def _pyformat(sql: str) -> str:
 
 
 class PostgresDatabase(Database):
-    """A PostgreSQL database through psycopg 3 (synchronous, autocommit, explicit BEGIN)."""
+    """A PostgreSQL database through psycopg 3 (synchronous, autocommit, explicit BEGIN).
+
+    A lost connection (the server restarted, the network was cut) fails the call that finds it
+    lost (psycopg's `OperationalError`); the next call connects again. Nothing is retried: a
+    write cut off may or may not have been applied, and only its caller knows whether it can be
+    repeated.
+    """
 
     dialect = POSTGRESQL
 
@@ -190,13 +198,20 @@ class PostgresDatabase(Database):
             raise ConfigError(
                 "storage.url: PostgreSQL needs psycopg: pip install 'comfycord[postgres]'"
             )
+        self._url = url
         try:
-            self._db = psycopg.connect(url, autocommit=True, row_factory=dict_row)
+            self._db = self._connect()
         except psycopg.Error as exc:
             raise ConfigError(f"storage.url: cannot connect to {redact(url)}: {exc}") from None
         log.info("store on PostgreSQL at %s", redact(url))
 
+    def _connect(self) -> psycopg.Connection[Row]:
+        return psycopg.connect(self._url, autocommit=True, row_factory=dict_row)
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        if self._db.broken:
+            log.warning("store: the connection to PostgreSQL was lost; connecting again")
+            self._db = self._connect()
         cursor = self._db.execute(_pyformat(sql), tuple(params))
         rows = cursor.fetchall() if cursor.description is not None else []
         return Result(rows, cursor.rowcount)
@@ -204,7 +219,7 @@ class PostgresDatabase(Database):
     @property
     def in_transaction(self) -> bool:
         idle = psycopg.pq.TransactionStatus.IDLE
-        return self._db.info.transaction_status != idle
+        return not self._db.broken and self._db.info.transaction_status != idle
 
     def close(self) -> None:
         self._db.close()
