@@ -115,6 +115,12 @@ class DiscordSettings(_Section):
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
+def _postgres_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(POSTGRES_SCHEMES):
+        raise ValueError("must start with postgresql:// (unset it to use the SQLite file)")
+    return value
+
+
 class StorageSettings(_Section):
     """Where jobs, settings and the audit log live, and where results are written.
 
@@ -127,12 +133,7 @@ class StorageSettings(_Section):
     url: str | None = Field(None, repr=False)
     outputs: Path = Path("data/outputs")
 
-    @field_validator("url")
-    @classmethod
-    def _postgres_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(POSTGRES_SCHEMES):
-            raise ValueError("must start with postgresql:// (unset it to use the SQLite file)")
-        return value
+    _check_url = field_validator("url")(_postgres_url)
 
 
 class WorkflowSettings(_Section):
