@@ -30,6 +30,7 @@ from bot.comfy.client import ComfyClient
 from bot.comfy.pool import Backend, BackendStatus, Pool
 from bot.engine_workflows import WorkflowPacks
 from bot.errors import InvalidValue, LimitReached, NoBackend, NotAllowed, NotFound
+from bot.intake import Intake
 from bot.job_request import ImageInput, JobOptions, JobRequest, seeds_around
 from bot.jobs.dispatch import Needs
 from bot.jobs.model import Job, JobState, new_job_id
@@ -113,6 +114,8 @@ class Engine(WorkflowPacks):
         self.store = store or Store.open(settings.storage)
         self._init_workflows(workflows)
         self.queue = FairQueue()
+        # a burst of requests is worked on a few at a time, so the runner never waits on it
+        self.intake = Intake()
         self._listeners: list[Listener] = []
         self._durations: deque[float] = deque(maxlen=50)  # seconds on ComfyUI of recent jobs
         # seconds on the GPU (start to result) of recent jobs, per workflow

@@ -31,6 +31,7 @@ from bot.delivery import (
     start_edit_due,
     waiting_allowance,
 )
+from bot.intake import NETWORK_HOLD, Turn
 from bot.jobs.model import Job, JobState
 from bot.jobs.progress import JobUpdate
 from bot.jobs.scheduler import band_of
@@ -73,8 +74,11 @@ class Replies:
         if self._unlisten:
             self._unlisten()
 
-    async def start(self, interaction: discord.Interaction, jobs: list[Job]) -> None:
+    async def start(
+        self, interaction: discord.Interaction, jobs: list[Job], *, turn: Turn | None = None
+    ) -> None:
         """Store the jobs with their reply, acknowledge (if not yet), show the first state.
+        A request's `turn` of the engine's intake is kept for a quick acknowledgement only.
 
         The jobs and where their reply lives (channel, server, the interaction token and its
         expiry) are written in one transaction before the acknowledgement: a crash at any moment
@@ -106,6 +110,8 @@ class Replies:
             )
         shown = False
         message_id: int | None = None
+        if turn is not None:
+            turn.release_within(NETWORK_HOLD)
         try:
             if not interaction.response.is_done():
                 view = discord.ui.View(timeout=None)

@@ -20,6 +20,7 @@ from bot.admission import ImageOffer
 from bot.app import ComfyBot, send_error
 from bot.engine import ImageInput
 from bot.errors import NotAllowed, NotFound, UserError
+from bot.intake import Turn
 from bot.jobs.model import Job
 from bot.workflows import Param, Workflow
 from cogs._commands import Option, build_command, imagine_options, param_option
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 # `count` offered by Discord goes up to the largest limit a server may set (limits.max_count is
 # at most 10); the limit in force in the server is checked on each request.
 MAX_COUNT = 10
+
+
+#: Seconds a command may wait for its turn in a burst (Discord wants an answer within 3).
+TURN_WAIT = 1.0
 
 
 class Imagine(commands.Cog):
@@ -185,6 +190,19 @@ class Imagine(commands.Cog):
     async def _request(
         self, interaction: discord.Interaction, workflow_name: str | None, values: dict[str, Any]
     ) -> None:
+        # a burst is worked on a few commands at a time (see bot.intake), none of them waiting
+        # for its turn so long that its acknowledgement could be late
+        deadline = interaction.created_at.timestamp() + TURN_WAIT
+        async with self.bot.engine.intake.turn(deadline) as turn:
+            await self._request_in(turn, interaction, workflow_name, values)
+
+    async def _request_in(
+        self,
+        turn: Turn,
+        interaction: discord.Interaction,
+        workflow_name: str | None,
+        values: dict[str, Any],
+    ) -> None:
         count = values.pop("count", None)
         given = {k: v for k, v in values.items() if v is not None}
         attachments = {k: v for k, v in given.items() if isinstance(v, discord.Attachment)}
@@ -195,6 +213,7 @@ class Imagine(commands.Cog):
         )
         images: dict[str, ImageInput] = {}
         if attachments:
+            turn.release()  # the files come from Discord's CDN: no turn held meanwhile
             await interaction.response.defer(thinking=True)
             images = {
                 key: ImageInput(attachment.filename, await attachment.read())
@@ -208,7 +227,7 @@ class Imagine(commands.Cog):
             # the public reply already exists: it says what went wrong instead of thinking forever
             await interaction.edit_original_response(content=f"❌ {clip(exc.message, 1900)}")
             return
-        await self._replies.start(interaction, jobs)
+        await self._replies.start(interaction, jobs, turn=turn)
 
     async def show(self, interaction: discord.Interaction, jobs: list[Job]) -> None:
         """Show new jobs in this interaction's reply: progress, then their result."""
