@@ -1,5 +1,5 @@
 """The corpus of public workflows in `tests/corpus/`, imported the way a moderator's upload is,
-for `tests/test_import_corpus.py` and `benchmarks/bench_import.py`.
+for `tests/workflows/test_import_corpus.py` and `benchmarks/bench_import.py`.
 
 Each file is imported with `prepare_import` against the recorded `/object_info` of ComfyUI 0.3.64
 plus the recorded custom node packs, and compared with `tests/corpus/labels.yaml`: the fields a

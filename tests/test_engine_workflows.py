@@ -15,7 +15,7 @@ from bot.workflows import InvalidWorkflow
 from tests.conftest import WORKFLOWS, make_settings, running_engine
 from tests.fakes.comfyui import FakeComfyUI
 from tests.recordings import OBJECT_INFO_CUSTOM
-from tests.test_workflows_graph import _link, image_input, txt2img_ui_export, ui_node
+from tests.workflows.test_graph import _link, image_input, txt2img_ui_export, ui_node
 
 
 async def test_a_ui_format_graph_without_yaml_becomes_a_pack_when_the_engine_starts(

@@ -26,11 +26,11 @@ SOURCES = {"committed": COMMITTED} | ({"originals": SHARED} if SHARED.is_dir() e
 
 #: The test modules that read the recordings (the replay server, the fake ComfyUI, events, rules).
 RECORDING_TESTS = (
-    "tests/test_fake_comfyui.py",
-    "tests/test_comfy_client.py",
-    "tests/test_comfy_events.py",
-    "tests/test_comfy_rejection.py",
-    "tests/test_workflows.py",
+    "tests/fakes/test_comfyui.py",
+    "tests/comfy/test_client.py",
+    "tests/comfy/test_events.py",
+    "tests/comfy/test_rejection.py",
+    "tests/workflows/test_workflows.py",
 )
 
 PLACEHOLDER = re.compile(r'  File "frame_(\d+)\.py", line \1, in step_\1\n    step_\1\(\)\n\Z')
