@@ -24,27 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.comfy.events import (
-    Event,
-    Executed,
-    Executing,
-    ExecutionCached,
-    ExecutionError,
-    ExecutionInterrupted,
-    ExecutionStart,
-    ExecutionSuccess,
-    FeatureFlags,
-    ImageRef,
-    Preview,
-    Progress,
-    ProgressState,
-    ResultStatus,
-    Status,
-    Text,
-    Unknown,
-    parse_binary,
-    parse_message,
-)
+from bot.comfy import events
 from bot.comfy.listeners import notify
 from bot.comfy.routes import ClientConfig, ComfyRoutes, describe
 from bot.comfy.tracker import PromptTracker, history_verdict
@@ -94,7 +74,7 @@ class ComfySocket(ComfyRoutes, ABC):
         """A ``status`` broadcast; ``moved``: ComfyUI's queue length changed."""
 
     @abstractmethod
-    def _outcome(self, tracker: PromptTracker | None, status: ResultStatus) -> None:
+    def _outcome(self, tracker: PromptTracker | None, status: events.ResultStatus) -> None:
         """ComfyUI said how a run ended (its history may not be written yet); None: not ours."""
 
     @abstractmethod
@@ -215,9 +195,9 @@ class ComfySocket(ComfyRoutes, ABC):
         while True:
             msg = await ws.receive()
             if msg.type is aiohttp.WSMsgType.TEXT:
-                event = parse_message(msg.data)
+                event = events.parse_message(msg.data)
             elif msg.type is aiohttp.WSMsgType.BINARY:
-                event = parse_binary(msg.data)
+                event = events.parse_binary(msg.data)
             elif msg.type in (
                 aiohttp.WSMsgType.CLOSE,
                 aiohttp.WSMsgType.CLOSING,
@@ -240,23 +220,23 @@ class ComfySocket(ComfyRoutes, ABC):
 
     # --- demultiplexing -----------------------------------------------------------------------
 
-    def _dispatch(self, event: Event) -> None:
+    def _dispatch(self, event: events.Event) -> None:
         match event:
-            case Status():
+            case events.Status():
                 remaining = event.queue_remaining
                 changed = remaining is not None and remaining != self._queue_remaining
                 if remaining is not None:
                     self._queue_remaining = remaining
                 self._on_queue_status(changed)
-            case ExecutionStart(prompt_id=pid):
+            case events.ExecutionStart(prompt_id=pid):
                 self._running_prompt = pid
                 tracker = self._route(pid, event)
                 if tracker is not None:
                     tracker.started = True
                     tracker.started_on = self._client_id
-            case Executing(prompt_id=None):
+            case events.Executing(prompt_id=None):
                 log.debug("executing without prompt id: %r", event)
-            case Executing(prompt_id=str(pid), node=None):
+            case events.Executing(prompt_id=str(pid), node=None):
                 if self._running_prompt == pid:
                     self._running_prompt = None
                 tracker = self._route(pid, event)
@@ -265,54 +245,54 @@ class ComfySocket(ComfyRoutes, ABC):
                         self._resolve(tracker, "success")
                     else:
                         self._start_finalize(tracker)
-            case Executing(prompt_id=str(pid)):
+            case events.Executing(prompt_id=str(pid)):
                 self._running_prompt = pid
                 tracker = self._route(pid, event)
                 if tracker is not None:
                     tracker.started = True
-            case ExecutionCached(prompt_id=pid):
+            case events.ExecutionCached(prompt_id=pid):
                 tracker = self._route(pid, event)
                 if tracker is not None:
                     tracker.cached_nodes = event.nodes
-            case Executed(prompt_id=pid):
+            case events.Executed(prompt_id=pid):
                 tracker = self._route(pid, event)
                 if tracker is not None and event.images:
                     old = tracker.ws_outputs.get(event.node, ())
                     merged = old + tuple(r for r in event.images if r not in old)
                     tracker.ws_outputs[event.node] = merged
-            case ExecutionSuccess(prompt_id=pid):
+            case events.ExecutionSuccess(prompt_id=pid):
                 self._outcome(self._route(pid, event), "success")
-            case ExecutionError(prompt_id=pid):
+            case events.ExecutionError(prompt_id=pid):
                 tracker = self._route(pid, event)
                 if tracker is not None:
                     tracker.error = event
                 self._outcome(tracker, "error")
-            case ExecutionInterrupted(prompt_id=pid):
+            case events.ExecutionInterrupted(prompt_id=pid):
                 self._outcome(self._route(pid, event), "interrupted")
-            case Progress(prompt_id=str(pid)) | ProgressState(prompt_id=pid):
+            case events.Progress(prompt_id=str(pid)) | events.ProgressState(prompt_id=pid):
                 self._route(pid, event)
-            case Progress(prompt_id=None) if self._running_prompt is not None:
+            case events.Progress(prompt_id=None) if self._running_prompt is not None:
                 running = self._running_prompt
-                self._route(running, Progress(running, event.node, event.value, event.max))
-            case FeatureFlags():
+                self._route(running, events.Progress(running, event.node, event.value, event.max))
+            case events.FeatureFlags():
                 self._server_features = event.flags
                 self._features_on = self._client_id
-            case Preview(prompt_id=pid):
+            case events.Preview(prompt_id=pid):
                 target = pid or self._running_prompt
                 if target is not None:
                     if pid is None:
-                        event = Preview(target, event.node_id, event.mime, event.data)
+                        event = events.Preview(target, event.node_id, event.mime, event.data)
                     self._route(target, event)
-            case Text():
+            case events.Text():
                 if self._running_prompt is not None:
-                    text = Text(event.node_id, event.text, self._running_prompt)
+                    text = events.Text(event.node_id, event.text, self._running_prompt)
                     self._route(self._running_prompt, text)
-            case Unknown():
+            case events.Unknown():
                 log.debug("ignored websocket message %r", event)
             case _:
                 pass
 
-    def _route(self, prompt_id: str, event: Event) -> PromptTracker | None:
+    def _route(self, prompt_id: str, event: events.Event) -> PromptTracker | None:
         tracker = self._trackers.get(prompt_id)
         if tracker is None or tracker.done:
             return None
@@ -349,10 +329,10 @@ class ComfySocket(ComfyRoutes, ABC):
     def _resolve(
         self,
         tracker: PromptTracker,
-        status: ResultStatus,
+        status: events.ResultStatus,
         *,
-        outputs: Mapping[str, tuple[ImageRef, ...]] | None = None,
-        error: ExecutionError | None = None,
+        outputs: Mapping[str, tuple[events.ImageRef, ...]] | None = None,
+        error: events.ExecutionError | None = None,
         cached: tuple[str, ...] | None = None,
         log_level: int = logging.INFO,
     ) -> None:
