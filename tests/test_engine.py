@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -20,6 +22,13 @@ from tests.conftest import Recorder, make_settings, running_engine, spy_success
 from tests.fakes.comfyui import FakeComfyUI
 
 EngineFx = tuple[Engine, Recorder]
+
+
+def engine_with(
+    session: aiohttp.ClientSession, tmp_path: Path, comfy: FakeComfyUI, **overrides: Any
+) -> AbstractAsyncContextManager[EngineFx]:
+    """A running engine on the fake ComfyUI, with these sections of the settings changed."""
+    return running_engine(session, make_settings(tmp_path, comfy.url, **overrides))
 
 
 def request(prompt: str = "a lighthouse at dusk", owner: str = "1", **values: object) -> JobRequest:
@@ -178,8 +187,9 @@ async def test_invalid_values_are_refused_before_queueing(engine: EngineFx) -> N
 async def test_missing_checkpoint_fails_with_a_plain_message(
     session: aiohttp.ClientSession, tmp_path: Path, comfy: FakeComfyUI
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url, comfyui={"substitute_missing_models": False})
-    async with running_engine(session, settings) as (eng, rec):
+    async with engine_with(
+        session, tmp_path, comfy, comfyui={"substitute_missing_models": False}
+    ) as (eng, rec):
         comfy.checkpoints = ["other.safetensors"]
         [job] = await eng.submit(request(steps=2))
         [done] = await rec.finished(job.id)
@@ -233,8 +243,7 @@ async def test_cancel_while_waiting_in_our_queue(engine: EngineFx, comfy: FakeCo
 async def test_cancel_while_pending_on_comfyui(
     session: aiohttp.ClientSession, tmp_path: Path, comfy: FakeComfyUI
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url, comfyui={"max_in_flight": 2})
-    async with running_engine(session, settings) as (eng, rec):
+    async with engine_with(session, tmp_path, comfy, comfyui={"max_in_flight": 2}) as (eng, rec):
         comfy.pause()
         [a] = await eng.submit(request(owner="1", steps=2))
         [b] = await eng.submit(request(owner="2", steps=2))
@@ -363,8 +372,10 @@ async def test_per_member_limit_refuses_the_excess(engine: EngineFx, comfy: Fake
 async def test_fair_order_across_members(
     session: aiohttp.ClientSession, tmp_path: Path, comfy: FakeComfyUI
 ) -> None:
-    settings = make_settings(tmp_path, comfy.url, limits={"max_queued_per_member": 30})
-    async with running_engine(session, settings) as (eng, rec):
+    async with engine_with(session, tmp_path, comfy, limits={"max_queued_per_member": 30}) as (
+        eng,
+        rec,
+    ):
         comfy.hold_steps()
         a_jobs = [(await eng.submit(request(owner="A", steps=1)))[0] for _ in range(20)]
         await comfy.wait_until_held()
