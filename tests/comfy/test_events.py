@@ -8,43 +8,25 @@ from typing import Any
 
 import pytest
 
-from bot.comfy.events import (
-    Executed,
-    Executing,
-    ExecutionCached,
-    ExecutionError,
-    ExecutionInterrupted,
-    ExecutionStart,
-    ExecutionSuccess,
-    FeatureFlags,
-    ImageRef,
-    Preview,
-    Progress,
-    ProgressState,
-    Status,
-    Text,
-    Unknown,
-    parse_binary,
-    parse_message,
-    parse_payload,
-)
+from bot.comfy import events
+from bot.comfy.events import parse_binary, parse_message, parse_payload
 from bot.errors import ExecutionFailed
 from tests.replay import all_transcripts, frame_bytes, load_examples
 
 KNOWN = {
-    "status": Status,
-    "execution_start": ExecutionStart,
-    "execution_cached": ExecutionCached,
-    "executing": Executing,
-    "progress": Progress,
-    "progress_state": ProgressState,
-    "executed": Executed,
-    "execution_success": ExecutionSuccess,
-    "execution_error": ExecutionError,
-    "execution_interrupted": ExecutionInterrupted,
-    "feature_flags": FeatureFlags,
+    "status": events.Status,
+    "execution_start": events.ExecutionStart,
+    "execution_cached": events.ExecutionCached,
+    "executing": events.Executing,
+    "progress": events.Progress,
+    "progress_state": events.ProgressState,
+    "executed": events.Executed,
+    "execution_success": events.ExecutionSuccess,
+    "execution_error": events.ExecutionError,
+    "execution_interrupted": events.ExecutionInterrupted,
+    "feature_flags": events.FeatureFlags,
 }
-BINARY = {1: Preview, 3: Text, 4: Preview}
+BINARY = {1: events.Preview, 3: events.Text, 4: events.Preview}
 
 
 def _recorded_frames() -> list[tuple[str, dict[str, Any]]]:
@@ -74,7 +56,7 @@ def test_every_transcript_frame_parses_without_unknown() -> None:
         if event["kind"] == "ws_recv":
             parsed = parse_message(json.dumps(event["json"]))
             assert isinstance(parsed, KNOWN[event["json"]["type"]]), where
-            assert not isinstance(parsed, Unknown), where
+            assert not isinstance(parsed, events.Unknown), where
         else:
             parsed = parse_binary(frame_bytes(event))
             assert isinstance(parsed, BINARY[event["event_type"]]), where
@@ -83,28 +65,28 @@ def test_every_transcript_frame_parses_without_unknown() -> None:
 def test_recorded_fields_are_kept() -> None:
     examples = load_examples()
     status = parse_message(json.dumps(examples["status"]["message"]))
-    assert status == Status(queue_remaining=0, sid="fbf0f84d717c481cbd1c5f414ef2970d")
+    assert status == events.Status(queue_remaining=0, sid="fbf0f84d717c481cbd1c5f414ef2970d")
     executed = parse_message(json.dumps(examples["executed"]["message"]))
-    assert executed == Executed(
+    assert executed == events.Executed(
         prompt_id="7a66375c-69bf-4f1d-80a3-398ff24b1b34",
         node="2",
-        images=(ImageRef("research_a_00001_.png", "", "output"),),
+        images=(events.ImageRef("research_a_00001_.png", "", "output"),),
     )
     done = parse_message(json.dumps(examples["executing(node=null)"]["message"]))
-    assert done == Executing(prompt_id="7a66375c-69bf-4f1d-80a3-398ff24b1b34", node=None)
+    assert done == events.Executing(prompt_id="7a66375c-69bf-4f1d-80a3-398ff24b1b34", node=None)
     no_pid = parse_message(json.dumps(examples["executing(reconnect, no prompt_id)"]["message"]))
-    assert no_pid == Executing(prompt_id=None, node="2")
+    assert no_pid == events.Executing(prompt_id=None, node="2")
     progress = parse_message(json.dumps(examples["progress"]["message"]))
-    assert isinstance(progress, Progress)
+    assert isinstance(progress, events.Progress)
     assert (progress.node, progress.value, progress.max) == ("2", 1, 3)
     state = parse_message(json.dumps(examples["progress_state"]["message"]))
-    assert isinstance(state, ProgressState)
+    assert isinstance(state, events.ProgressState)
     assert state.nodes["1"].state == "running"
 
 
 def test_execution_error_keeps_node_info_and_trims_the_rest() -> None:
     event = parse_message(json.dumps(load_examples()["execution_error"]["message"]))
-    assert isinstance(event, ExecutionError)
+    assert isinstance(event, events.ExecutionError)
     assert (event.node_id, event.node_type, event.exception_type) == (
         "2",
         "ImageToMask",
@@ -121,7 +103,7 @@ def test_execution_error_keeps_node_info_and_trims_the_rest() -> None:
 
 def test_interrupted_names_the_node() -> None:
     event = parse_message(json.dumps(load_examples()["execution_interrupted"]["message"]))
-    assert event == ExecutionInterrupted(
+    assert event == events.ExecutionInterrupted(
         "282b22ce-91b7-4435-8c0d-d2c6effc5bfa", "2", "ResearchSlowProgress"
     )
 
@@ -129,18 +111,18 @@ def test_interrupted_names_the_node() -> None:
 def test_binary_preview_type_1_jpeg_and_png() -> None:
     examples = load_examples()
     jpeg = parse_binary(frame_bytes(examples["binary type 1 image_type 1"]["frame"]))
-    assert isinstance(jpeg, Preview)
+    assert isinstance(jpeg, events.Preview)
     assert (jpeg.prompt_id, jpeg.node_id, jpeg.mime) == (None, None, "image/jpeg")
     assert jpeg.data.startswith(b"\xff\xd8\xff") and len(jpeg.data) == 4727
     png = parse_binary(frame_bytes(examples["binary type 1 image_type 2"]["frame"]))
-    assert isinstance(png, Preview)
+    assert isinstance(png, events.Preview)
     assert png.mime == "image/png" and png.data.startswith(b"\x89PNG") and len(png.data) == 127
 
 
 def test_binary_preview_type_4_carries_prompt_and_node() -> None:
     frame = load_examples()["binary type 4"]["frame"]
     event = parse_binary(frame_bytes(frame))
-    assert isinstance(event, Preview)
+    assert isinstance(event, events.Preview)
     assert event.prompt_id == "db5a7f11-a00b-42ec-baa2-0985e347380f"
     assert event.node_id == "2"
     assert event.mime == "image/jpeg"
@@ -149,17 +131,17 @@ def test_binary_preview_type_4_carries_prompt_and_node() -> None:
 
 def test_binary_text_type_3() -> None:
     event = parse_binary(frame_bytes(load_examples()["binary type 3"]["frame"]))
-    assert event == Text(node_id="2", text="width: 32, height: 16\n batch size: 1")
+    assert event == events.Text(node_id="2", text="width: 32, height: 16\n batch size: 1")
 
 
 def test_unknown_and_extra_fields() -> None:
-    assert parse_message('{"type": "brand_new", "data": {"x": 1}}') == Unknown(
+    assert parse_message('{"type": "brand_new", "data": {"x": 1}}') == events.Unknown(
         "brand_new", {"x": 1}
     )
     event = parse_message(
         '{"type": "execution_start", "data": {"prompt_id": "p", "new_field": [1, 2]}, "extra": 1}'
     )
-    assert event == ExecutionStart("p")
+    assert event == events.ExecutionStart("p")
 
 
 @pytest.mark.parametrize(
@@ -178,21 +160,21 @@ def test_unknown_and_extra_fields() -> None:
     ],
 )
 def test_malformed_messages_become_unknown(text: str) -> None:
-    assert isinstance(parse_message(text), Unknown)
+    assert isinstance(parse_message(text), events.Unknown)
 
 
 def test_lenient_where_harmless() -> None:
     executed = parse_payload(
         {"type": "executed", "data": {"prompt_id": "p", "node": 9, "output": {"images": [{}]}}}
     )
-    assert executed == Executed("p", "9", ())
+    assert executed == events.Executed("p", "9", ())
     cached = parse_payload({"type": "execution_cached", "data": {"prompt_id": "p"}})
-    assert cached == ExecutionCached("p", ())
+    assert cached == events.ExecutionCached("p", ())
     state = parse_payload(
         {"type": "progress_state", "data": {"prompt_id": "p", "nodes": {"1": {"value": "x"}}}}
     )
-    assert state == ProgressState("p", {})
-    assert parse_payload({"type": "status", "data": {}}) == Status(None, None)
+    assert state == events.ProgressState("p", {})
+    assert parse_payload({"type": "status", "data": {}}) == events.Status(None, None)
 
 
 @pytest.mark.parametrize(
@@ -210,16 +192,18 @@ def test_lenient_where_harmless() -> None:
     ],
 )
 def test_malformed_binary_becomes_unknown(frame: bytes) -> None:
-    assert isinstance(parse_binary(frame), Unknown)
+    assert isinstance(parse_binary(frame), events.Unknown)
 
 
 def test_image_ref_query_for_view() -> None:
-    ref = ImageRef("a b&c.png", "sub/dir", "temp")
+    ref = events.ImageRef("a b&c.png", "sub/dir", "temp")
     assert ref.query == "filename=a+b%26c.png&subfolder=sub%2Fdir&type=temp"
-    assert ImageRef.from_json({"filename": "x.png"}) == ImageRef("x.png", "", "output")
-    assert ImageRef.from_json({"subfolder": ""}) is None
+    assert events.ImageRef.from_json({"filename": "x.png"}) == events.ImageRef(
+        "x.png", "", "output"
+    )
+    assert events.ImageRef.from_json({"subfolder": ""}) is None
 
 
 def test_preview_repr_hides_bytes() -> None:
-    preview = Preview("p", "2", "image/jpeg", b"\xff" * 5000)
+    preview = events.Preview("p", "2", "image/jpeg", b"\xff" * 5000)
     assert "5000 bytes" in repr(preview) and "\\xff" not in repr(preview)
