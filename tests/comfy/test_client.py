@@ -74,6 +74,27 @@ async def run(client: ComfyClient, script: PromptScript) -> tuple[str, PromptRes
     return prompt_id, result, events
 
 
+async def run_recorded(
+    name: str, id_prefix: str, client: str = "A"
+) -> tuple[str, PromptResult, list[Event]]:
+    """Runs the prompt recorded in transcript `name` against its replay."""
+    script = prompt_script(name, id_prefix, client=client)
+    async with replay(script) as (_, comfy):
+        return await run(comfy, script)
+
+
+@asynccontextmanager
+async def restarted_client(server: ReplayServer) -> AsyncIterator[ComfyClient]:
+    """A second client of the same server, as after the bot restarted; closed on exit."""
+    async with aiohttp.ClientSession() as session:
+        restarted = ComfyClient(session, server.url, reconnect_max_delay=0.2)
+        await restarted.start()
+        try:
+            yield restarted
+        finally:
+            await restarted.close()
+
+
 def refs(*names: str, kind: str = "output") -> tuple[ImageRef, ...]:
     return tuple(ImageRef(name, "", kind) for name in names)
 
@@ -144,9 +165,7 @@ async def test_fully_cached_run_reports_cached_nodes_and_same_files() -> None:
 
 
 async def test_previews_with_metadata_and_progress() -> None:
-    script = prompt_script("g_progress_and_previews", "db5a7f11", client="M")
-    async with replay(script) as (_, client):
-        prompt_id, result, events = await run(client, script)
+    prompt_id, result, events = await run_recorded("g_progress_and_previews", "db5a7f11", "M")
     previews = of_type(events, Preview)
     assert len(previews) == 4
     for preview in previews:
@@ -158,9 +177,7 @@ async def test_previews_with_metadata_and_progress() -> None:
 
 
 async def test_type_1_previews_go_to_the_prompt_running_on_our_socket() -> None:
-    script = prompt_script("g_progress_and_previews", "7133339d", client="P")
-    async with replay(script) as (_, client):
-        prompt_id, result, events = await run(client, script)
+    prompt_id, result, events = await run_recorded("g_progress_and_previews", "7133339d", "P")
     previews = of_type(events, Preview)
     assert len(previews) == 4
     assert {(p.prompt_id, p.node_id, p.mime) for p in previews} == {(prompt_id, None, "image/jpeg")}
@@ -376,15 +393,10 @@ async def test_resumed_prompt_is_settled_from_history() -> None:
     script = prompt_script("a_basic_emptyimage_save", "7a66375c")
     async with replay(script) as (server, client):
         prompt_id, first, _ = await run(client, script)
-        async with aiohttp.ClientSession() as session:
-            restarted = ComfyClient(session, server.url, reconnect_max_delay=0.2)
-            await restarted.start()
-            try:
-                tracker = restarted.track(prompt_id, resume=True)
-                async with asyncio.timeout(TIMEOUT):
-                    again = await tracker.result()
-            finally:
-                await restarted.close()
+        async with restarted_client(server) as restarted:
+            tracker = restarted.track(prompt_id, resume=True)
+            async with asyncio.timeout(TIMEOUT):
+                again = await tracker.result()
     assert again == first
 
 
@@ -392,18 +404,13 @@ async def test_explicit_reconcile_settles_a_tracked_prompt_at_once() -> None:
     script = prompt_script("a_basic_emptyimage_save", "7a66375c")
     async with replay(script) as (server, client):
         prompt_id, first, _ = await run(client, script)
-        async with aiohttp.ClientSession() as session:
-            restarted = ComfyClient(session, server.url, reconnect_max_delay=0.2)
-            await restarted.start()
-            try:
-                done = restarted.track(prompt_id)
-                gone = restarted.track("forgotten-by-comfyui")
-                await restarted.reconcile(prompt_id)
-                await restarted.reconcile("forgotten-by-comfyui")
-                assert await done.result() == first
-                assert (await gone.result()).status == "lost"
-            finally:
-                await restarted.close()
+        async with restarted_client(server) as restarted:
+            done = restarted.track(prompt_id)
+            gone = restarted.track("forgotten-by-comfyui")
+            await restarted.reconcile(prompt_id)
+            await restarted.reconcile("forgotten-by-comfyui")
+            assert await done.result() == first
+            assert (await gone.result()).status == "lost"
 
 
 async def test_dead_socket_is_detected_by_heartbeat() -> None:
