@@ -127,7 +127,7 @@ def output_image(job: Job, index: int) -> ImageInput:
 def admit_followup(
     admission: Admission, requester: Requester, followup: Followup, source: Source
 ) -> Admitted:
-    """Check a follow-up of `source`'s image like any request; queue it with `submit_followup`.
+    """Check a follow-up of `source`'s image like any request; build it with `prepare_followup`.
 
     Raises:
         NotFound, NotAllowed, InvalidValue: as `Admission.admit` (e.g. the follow-up workflow is
@@ -168,11 +168,16 @@ def admit_followup(
     return replace(admitted, request=replace(admitted.request, remix_of=remix_of))
 
 
-async def submit_followup(
+def prepare_followup(
     admission: Admission, admitted: Admitted, followup: Followup, source: Source
 ) -> list[Job]:
-    """Queue an admitted follow-up with its image."""
-    return await admission.submit(admitted, {followup.param: source.image})
+    """The jobs of an admitted follow-up with its image, built but not stored: the way in stores
+    and queues them once, with where their answer goes (`Engine.enqueue`).
+
+    Raises:
+        UserError: what the engine refuses now (limits can change between admit and prepare).
+    """
+    return admission.prepare(admitted, {followup.param: source.image})
 
 
 __all__ = [
@@ -182,5 +187,5 @@ __all__ = [
     "followups",
     "offered",
     "output_image",
-    "submit_followup",
+    "prepare_followup",
 ]

@@ -31,7 +31,7 @@ from bot.followups import (
     admit_followup,
     followups,
     output_image,
-    submit_followup,
+    prepare_followup,
 )
 from bot.jobs.model import Job
 from bot.media.uploads import check_declared
@@ -269,7 +269,7 @@ class Results(commands.Cog):
     ) -> None:
         admission = self.bot.admission
         admitted = admit_followup(admission, requester_of(interaction), followup, source)
-        jobs = await submit_followup(admission, admitted, followup, source)
+        jobs = prepare_followup(admission, admitted, followup, source)
         await self.imagine.show(interaction, jobs)
 
     # edit -----------------------------------------------------------------------------------
@@ -289,7 +289,7 @@ class Results(commands.Cog):
             original = remix.original(self.engine, job_id)
             admission = self.bot.admission
             admitted = remix.edit(admission, requester_of(interaction), original, edited)
-            jobs = await admission.submit(admitted)
+            jobs = admission.prepare(admitted)
             await self.imagine.show(interaction, jobs)
         except UserError as exc:
             await send_error(interaction, exc.message)
