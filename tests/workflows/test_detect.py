@@ -23,6 +23,29 @@ def targets(found: dict[str, ParamSpec]) -> dict[str, tuple[Any, str | None, str
     return {name: (spec.node, spec.input, spec.type) for name, spec in found.items()}
 
 
+def sampling_targets(
+    text: tuple[str, str], latent: str, sampler: str, **elsewhere: tuple[str, str]
+) -> dict[str, tuple[Any, str | None, str]]:
+    """The (node, input, type) of each field of a text-to-image graph: the prompt and negative in
+    the `text` encoders, the size in `latent`, the rest in `sampler` unless `elsewhere` says."""
+    places = {
+        "seed": (sampler, "seed"),
+        "steps": (sampler, "steps"),
+        "cfg": (sampler, "cfg"),
+        "sampler": (sampler, "sampler_name"),
+        "scheduler": (sampler, "scheduler"),
+        **elsewhere,
+    }
+    kinds = {"seed": "seed", "steps": "int", "cfg": "float", "sampler": "enum", "scheduler": "enum"}
+    return {
+        "prompt": (text[0], "text", "text"),
+        "negative": (text[1], "text", "text"),
+        "width": (latent, "width", "int"),
+        "height": (latent, "height", "int"),
+        **{name: (*places[name], kind) for name, kind in kinds.items()},
+    }
+
+
 def custom_sampler_graph() -> dict[str, Any]:
     """A SamplerCustomAdvanced graph: noise, guider, sampler and sigmas come from other nodes."""
     return {
@@ -43,17 +66,7 @@ def custom_sampler_graph() -> dict[str, Any]:
 def test_the_shipped_txt2img_graph_gives_the_params_a_person_would_pick() -> None:
     found = detect_params(shipped_graph("sd15-txt2img"))
 
-    assert targets(found) == {
-        "prompt": ("6", "text", "text"),
-        "negative": ("7", "text", "text"),
-        "seed": ("3", "seed", "seed"),
-        "steps": ("3", "steps", "int"),
-        "cfg": ("3", "cfg", "float"),
-        "width": ("5", "width", "int"),
-        "height": ("5", "height", "int"),
-        "sampler": ("3", "sampler_name", "enum"),
-        "scheduler": ("3", "scheduler", "enum"),
-    }
+    assert targets(found) == sampling_targets(text=("6", "7"), latent="5", sampler="3")
     assert found["prompt"].required
     assert (found["steps"].min, found["steps"].max, found["steps"].default) == (1, 150, 20)
     assert (found["width"].min, found["width"].max, found["width"].step) == (64, 2048, 8)
@@ -92,17 +105,15 @@ def test_detected_params_of_the_shipped_graphs_check_clean(tmp_path: Path) -> No
 def test_a_custom_sampler_is_followed_through_guider_noise_and_sigmas() -> None:
     found = detect_params(custom_sampler_graph())
 
-    assert targets(found) == {
-        "prompt": ("2", "text", "text"),
-        "negative": ("3", "text", "text"),
-        "seed": ("5", "noise_seed", "seed"),
-        "steps": ("7", "steps", "int"),
-        "cfg": ("4", "cfg", "float"),
-        "width": ("8", "width", "int"),
-        "height": ("8", "height", "int"),
-        "sampler": ("6", "sampler_name", "enum"),
-        "scheduler": ("7", "scheduler", "enum"),
-    }
+    assert targets(found) == sampling_targets(
+        text=("2", "3"),
+        latent="8",
+        sampler="6",
+        seed=("5", "noise_seed"),
+        steps=("7", "steps"),
+        cfg=("4", "cfg"),
+        scheduler=("7", "scheduler"),
+    )
 
 
 @pytest.mark.parametrize("info", [None, "object_info"])
