@@ -42,6 +42,13 @@ def pack(name: str, title: str, *, nsfw: bool = False) -> str:
     return PLAIN_PACK.format(name=name, title=title, nsfw=str(nsfw).lower())
 
 
+@pytest.fixture
+def alt_settings(tmp_path: Path, comfy: FakeComfyUI) -> Settings:
+    """Settings whose workflows are the shipped packs and `alt`, titled "Alternative"."""
+    packs = make_packs(tmp_path, alt=pack("alt", "Alternative"))
+    return make_settings(tmp_path, comfy.url, workflows={"dir": str(packs)})
+
+
 async def offered(fake: FakeDiscord, *, channel_id: int | None = None) -> set[str]:
     choices = await fake.autocomplete("imagine", {"prompt": "x"}, "workflow", channel_id=channel_id)
     return {c["value"] for c in choices}
@@ -167,14 +174,10 @@ async def test_channel_setting_overrides_the_server_setting(
         assert (await wait_result(fake, it)).attachments
 
 
-async def test_default_changes_what_imagine_uses(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
-) -> None:
-    packs = make_packs(tmp_path, alt=pack("alt", "Alternative"))
-    settings = make_settings(tmp_path, comfy.url, workflows={"dir": str(packs)})
+async def test_default_changes_what_imagine_uses(fake: FakeDiscord, alt_settings: Settings) -> None:
     mod = fake.moderator_id
     art = fake.add_channel("art")
-    async with comfybot(fake, settings) as bot:
+    async with comfybot(fake, alt_settings) as bot:
         _, message = await answer(
             fake, "workflows default", {"name": "alt", "channel": art}, user_id=mod
         )
@@ -189,21 +192,17 @@ async def test_default_changes_what_imagine_uses(
         assert "**alt** — Alternative · **default**" in listing.content
 
 
-async def test_policy_survives_a_bot_restart(
-    fake: FakeDiscord, comfy: FakeComfyUI, tmp_path: Path
-) -> None:
-    packs = make_packs(tmp_path, alt=pack("alt", "Alternative"))
-    settings = make_settings(tmp_path, comfy.url, workflows={"dir": str(packs)})
+async def test_policy_survives_a_bot_restart(fake: FakeDiscord, alt_settings: Settings) -> None:
     mod = fake.moderator_id
     helpers = fake.add_role("Helpers")
     helper = fake.add_member("helper", roles=[helpers])
     fake.set_command_permission("workflows", helpers, allow=True)  # Server Settings → Integrations
-    async with comfybot(fake, settings):
+    async with comfybot(fake, alt_settings):
         await answer(fake, "workflows disable", {"name": "sd15-img2img"}, user_id=mod)
         await answer(fake, "workflows default", {"name": "alt"}, user_id=mod)
         await answer(fake, "workflows moderators add", {"role": helpers}, user_id=mod)
         await answer(fake, "workflows limits cap", {"param": "steps", "maximum": 3}, user_id=mod)
-    async with comfybot(fake, settings) as bot:
+    async with comfybot(fake, alt_settings) as bot:
         assert await offered(fake) == {"alt", "sd15-txt2img"}
         _, capped = await answer(fake, "imagine", {"prompt": "x", "steps": 4})
         assert "`steps`" in capped.content and "3" in capped.content
