@@ -54,7 +54,7 @@ from benchmarks.bench_pool import Burst, bench_workflows
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeInteraction
 from tests.fakes.discord_fixtures import installed_fake
-from tests.process import ROOT
+from tests.process import bot_env
 
 PROFILED = """
 import cProfile, signal, sys
@@ -130,15 +130,7 @@ class Bot:
         return self.proc.pid
 
     async def start(self) -> None:
-        env = {
-            **os.environ,
-            "DISCORD_TOKEN": self.fake.bot_token,
-            "COMFYCORD_CONFIG": str(self.config),
-            "COMFYCORD_DISCORD_API": self.fake.api_base,
-            "COMFYCORD_DISCORD_GATEWAY": self.fake.gateway_url,
-            "PYTHONPATH": str(ROOT),
-        }
-        env.pop("COMFYUI_URL", None)
+        env = bot_env(self.fake, self.config)
         if self.profile is None:
             argv = [sys.executable, "-m", "bot", "run"]
         else:

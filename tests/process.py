@@ -24,6 +24,23 @@ from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def bot_env(fake: FakeDiscord, config: Path) -> dict[str, str]:
+    """The bot process's environment: this one's, pointed at ``fake`` and at ``config``.
+
+    A ``COMFYUI_URL`` of the caller's is dropped, so the config file names the backends.
+    """
+    env = {
+        **os.environ,
+        "DISCORD_TOKEN": fake.bot_token,
+        "COMFYCORD_CONFIG": str(config),
+        "COMFYCORD_DISCORD_API": fake.api_base,
+        "COMFYCORD_DISCORD_GATEWAY": fake.gateway_url,
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("COMFYUI_URL", None)
+    return env
+
+
 class BotProcess:
     """One `comfycord run` process at a time, sharing its settings and store across restarts."""
 
@@ -59,15 +76,7 @@ class BotProcess:
         assert self.proc is None or self.proc.returncode is not None
         self.runs += 1
         identified = self.fake.identify_count
-        env = {
-            **os.environ,
-            "DISCORD_TOKEN": self.fake.bot_token,
-            "COMFYCORD_CONFIG": str(self.config),
-            "COMFYCORD_DISCORD_API": self.fake.api_base,
-            "COMFYCORD_DISCORD_GATEWAY": self.fake.gateway_url,
-            "PYTHONPATH": str(ROOT),
-        }
-        env.pop("COMFYUI_URL", None)
+        env = bot_env(self.fake, self.config)
         with open(self.folder / f"bot-{self.runs}.log", "wb") as out:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bot", "run", cwd=self.folder, env=env, stdout=out, stderr=out
