@@ -9,6 +9,7 @@ setting for W, else allowed. Workflows marked
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +28,11 @@ LIMIT_KEYS = (
     "moderators_exempt",
     "moderators_first",
 )
+
+#: Seconds a server's limits are used as read before the store is asked again (a change made
+#: here applies at once; one made by another process within this long).
+LIMITS_FRESH = 1.0
+LIMITS_CACHED = 4096  # servers whose limits are kept at once
 
 
 def _g(guild_id: str) -> str:
@@ -50,6 +56,8 @@ class Policy:
         self.settings = settings
         self._workflows = workflows
         self._parent_of: Callable[[str], str | None] = lambda channel_id: None
+        # a server's limits as last read, and when: the runner asks for them on every dispatch
+        self._limits: dict[str, tuple[float, LimitSettings]] = {}
 
     def set_parent_lookup(self, parent_of: Callable[[str], str | None]) -> None:
         """How to find a thread's channel: a thread without a setting of its own follows it."""
@@ -191,10 +199,21 @@ class Policy:
 
     # limits ---------------------------------------------------------------------------------
     def limits(self, guild_id: str | None) -> LimitSettings:
+        """The server's limits: the settings' with its moderators' overrides. Read again from
+        the store at most every `LIMITS_FRESH` seconds (at once after this policy changes them);
+        the runner asks for them each time it hands out a job."""
         if guild_id is None:
             return self.settings.limits
+        now = time.monotonic()
+        cached = self._limits.get(guild_id)
+        if cached is not None and now - cached[0] < LIMITS_FRESH:
+            return cached[1]
         overrides = self.store.get_setting(_g(guild_id), "limits", {})
-        return self.settings.limits.model_copy(update=overrides)
+        limits = self.settings.limits.model_copy(update=overrides)
+        if len(self._limits) >= LIMITS_CACHED:
+            self._limits.clear()
+        self._limits[guild_id] = (now, limits)
+        return limits
 
     def set_limit(self, guild_id: str, key: str, value: Any, actor: tuple[str, str]) -> None:
         """Override one of the settings' `limits` in this server.
@@ -214,6 +233,7 @@ class Policy:
         overrides = dict(self.store.get_setting(_g(guild_id), "limits", {}))
         overrides[key] = getattr(checked, key)
         self.store.set_setting(_g(guild_id), "limits", overrides)
+        self._limits.pop(guild_id, None)
         self._audit(guild_id, actor, "limit", f"{key} = {overrides[key]}")
 
     def caps(self, guild_id: str | None) -> dict[str, dict[str, Any]]:

@@ -220,3 +220,18 @@ def test_a_thread_follows_its_channel_unless_it_has_its_own_setting(policy: Poli
     policy.set_enabled(GUILD, thread, "sd15-img2img", True, MOD)  # the thread's own wins
     assert allowed(policy, thread) == ["sd15-img2img", "sd15-txt2img"]
     assert allowed(policy, ART) == ["sd15-txt2img"]
+
+
+def test_limits_are_read_once_a_second_and_a_change_here_applies_at_once(
+    policy: Policy, store: Store, workflows: dict[str, Workflow], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("bot.policy.time.monotonic", lambda: clock[0])
+    assert policy.limits(GUILD).max_queued_per_member == 5
+    policy.set_limit(GUILD, "max_queued_per_member", "20", MOD)
+    assert policy.limits(GUILD).max_queued_per_member == 20  # this policy's change: at once
+    other = Policy(store, Settings(), lambda: workflows)  # as another process would
+    other.set_limit(GUILD, "max_queued_per_member", "7", MOD)
+    assert policy.limits(GUILD).max_queued_per_member == 20  # as read within the second
+    clock[0] += 1.5
+    assert policy.limits(GUILD).max_queued_per_member == 7
