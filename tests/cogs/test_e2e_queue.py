@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable
 from pathlib import Path
+
+import pytest
 
 from bot.settings import Settings
 from tests.conftest import make_settings
@@ -23,12 +26,27 @@ async def imagine(
     return it
 
 
+@pytest.fixture
+def bob(fake: FakeDiscord) -> int:
+    """Another member of the guild than the one the commands come from."""
+    return fake.add_member("bob")
+
+
 async def held(fake: FakeDiscord, comfy: FakeComfyUI, prompt: str) -> FakeInteraction:
     """An /imagine whose job is running on ComfyUI, held at its first step."""
     comfy.hold_steps()
     it = await imagine(fake, prompt)
     await comfy.wait_until_held()
     return it
+
+
+async def release_and_wait(
+    fake: FakeDiscord, comfy: FakeComfyUI, interactions: Iterable[FakeInteraction]
+) -> None:
+    """Lets the held jobs run and waits for each interaction's result."""
+    comfy.release_steps()
+    for it in interactions:
+        await wait_result(fake, it)
 
 
 POSITION = re.compile(r"position (#\d+)")  # not a node's "(#9)" in a running line
@@ -126,9 +144,7 @@ async def test_per_member_limit_refuses_the_excess_with_a_clear_message(
         await answer(fake, "cancel")
         again = await imagine(fake, "room again")
         assert not again.ephemeral
-        comfy.release_steps()
-        for it in accepted:
-            await wait_result(fake, it)
+        await release_and_wait(fake, comfy, accepted)
 
 
 async def test_moderators_are_exempt_unless_the_server_says_otherwise(
@@ -146,9 +162,7 @@ async def test_moderators_are_exempt_unless_the_server_says_otherwise(
         it, refused = await answer(fake, "imagine", {"prompt": "m5"}, user_id=mod)
         assert it.ephemeral and "limit is 1 waiting" in refused.content
         assert len(bot.engine.recent()) == 4
-        comfy.release_steps()
-        for it in jobs:
-            await wait_result(fake, it)
+        await release_and_wait(fake, comfy, jobs)
 
 
 async def test_moderators_go_first_when_the_server_says_so(
@@ -165,9 +179,7 @@ async def test_moderators_go_first_when_the_server_says_so(
         moderator = await imagine(fake, "moderator", mod)
         await moderator.wait_original(queued_at(1))
         await waiting.wait_original(queued_at(2))
-        comfy.release_steps()
-        for it in (first, waiting, moderator):
-            await wait_result(fake, it)
+        await release_and_wait(fake, comfy, [first, waiting, moderator])
         assert order_received(comfy) == ["first", "moderator", "waiting"]
 
 
@@ -287,9 +299,8 @@ async def test_the_result_is_not_delayed_by_a_pending_position_edit(
 
 # /queue, /cancel, /history ------------------------------------------------------------------------
 async def test_queue_lists_jobs_in_order_and_highlights_ones_own(
-    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings, bob: int
 ) -> None:
-    bob = fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
         _, empty = await answer(fake, "queue")
         assert "empty" in empty.content
@@ -309,15 +320,12 @@ async def test_queue_lists_jobs_in_order_and_highlights_ones_own(
         assert "← you" not in lines[1] and not lines[1].startswith("**")
         _, as_bob = await answer(fake, "queue", user_id=bob)
         assert "← you" in as_bob.content.splitlines()[1]
-        comfy.release_steps()
-        for it in (mine, theirs, mine2):
-            await wait_result(fake, it)
+        await release_and_wait(fake, comfy, [mine, theirs, mine2])
 
 
 async def test_cancel_own_job_but_not_others_and_moderators_cancel_any(
-    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings, bob: int
 ) -> None:
-    bob = fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
         running = await held(fake, comfy, "running")
         bobs = await imagine(fake, "bob's", bob)
@@ -359,9 +367,8 @@ async def test_cancel_a_whole_group_by_the_id_its_reply_shows(
 
 
 async def test_history_lists_recent_jobs_with_links_to_their_results(
-    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings, bob: int
 ) -> None:
-    bob = fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
         mine = await wait_result(fake, await imagine(fake, "mine"))
         theirs = await wait_result(fake, await imagine(fake, "theirs", bob))
