@@ -111,6 +111,18 @@ async def vote(fake: FakeDiscord, gallery: FakeMessage, custom_id: str, user: in
     return (await click.wait_original()).content
 
 
+@pytest.fixture
+def ann(fake: FakeDiscord) -> int:
+    """A member who enters jams."""
+    return fake.add_member("ann")
+
+
+@pytest.fixture
+def bob(fake: FakeDiscord, ann: int) -> int:
+    """A second member who enters jams, made after `ann`."""
+    return fake.add_member("bob")
+
+
 async def test_a_jam_runs_from_start_to_winners_through_a_restart(
     fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
 ) -> None:
@@ -177,9 +189,8 @@ async def test_a_jam_runs_from_start_to_winners_through_a_restart(
 
 
 async def test_a_jam_moves_on_by_itself_when_its_time_is_up(
-    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings, ann: int, bob: int
 ) -> None:
-    ann, bob = fake.add_member("ann"), fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
         await answer(
             fake,
@@ -288,9 +299,8 @@ async def test_a_result_shown_as_the_jam_ends_is_in_the_gallery_however_late_it_
 
 
 async def test_a_job_running_as_the_jam_ends_is_entered_under_the_gallery_when_ready(
-    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings, ann: int, bob: int
 ) -> None:
-    ann, bob = fake.add_member("ann"), fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
         thread_id = await jam_with_entry(bot, fake, "rivers", ann, "a river at night")
         cog = jam_cog(bot)
@@ -323,9 +333,8 @@ async def test_a_job_running_as_the_jam_ends_is_entered_under_the_gallery_when_r
 
 
 async def test_a_job_made_after_the_jam_ended_is_not_entered_and_its_owner_is_told(
-    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings
+    fake: FakeDiscord, comfy: FakeComfyUI, settings: Settings, ann: int, bob: int
 ) -> None:
-    ann, bob = fake.add_member("ann"), fake.add_member("bob")
     async with comfybot(fake, settings) as bot:
         thread_id = await jam_with_entry(bot, fake, "hills", ann, "green hills")
         await answer(fake, "jam end", user_id=fake.moderator_id, channel_id=thread_id)
