@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 
 from bot.engine import Engine, JobRequest
 from bot.errors import ConfigError, NoBackend
-from bot.jobs.model import JobState
+from bot.jobs.model import Job, JobState
 from bot.settings import Settings, load_settings
 from tests.cli.test_cli import run_cli
 from tests.conftest import WORKFLOWS, Recorder, make_settings, running_engine
@@ -119,6 +119,15 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+async def submit_until_running(
+    eng: Engine, servers: dict[str, FakeComfyUI], owners: Iterable[str]
+) -> list[Job]:
+    """A job of each owner, submitted in order, and a wait until every backend runs one."""
+    jobs = [(await eng.submit(request(owner=owner)))[0] for owner in owners]
+    await wait_for(lambda: all(f.running_prompt_id for f in servers.values()))
+    return jobs
 
 
 # settings ------------------------------------------------------------------------------------
@@ -282,8 +291,7 @@ async def test_fairness_holds_across_backends(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     async with two_backends(session, tmp_path, 0, limits=LOOSE) as (servers, eng, rec):
-        greedy = [(await eng.submit(request(owner="greedy")))[0] for _ in range(4)]
-        await wait_for(lambda: all(f.running_prompt_id for f in servers.values()))
+        greedy = await submit_until_running(eng, servers, ["greedy"] * 4)
         late = [(await eng.submit(request(owner=o)))[0] for o in ("late1", "late2")]
         for fake in servers.values():
             fake.release_steps()
@@ -298,9 +306,8 @@ async def test_prefetch_takes_the_next_job_in_fair_order(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     async with two_backends(session, tmp_path, 1, limits=LOOSE) as (servers, eng, rec):
-        first = [(await eng.submit(request(owner="first")))[0] for _ in range(6)]
         # two run and two wait in the ComfyUI queues, one behind each running job
-        await wait_for(lambda: all(f.running_prompt_id for f in servers.values()))
+        first = await submit_until_running(eng, servers, ["first"] * 6)
         await wait_for(lambda: all(len(f.queue["queue_pending"]) == 1 for f in servers.values()))
         assert [eng.position(j.id) for j in first] == [0, 0, 0, 0, 1, 2]
         second = [(await eng.submit(request(owner="second")))[0] for _ in range(2)]
@@ -326,8 +333,7 @@ async def test_a_backend_killed_mid_job_its_jobs_finish_elsewhere_once(
 ) -> None:
     async with two_backends(session, tmp_path, 1) as (servers, eng, rec):
         a_fake, b_fake = servers["a"], servers["b"]
-        jobs = [(await eng.submit(request(owner=str(i))))[0] for i in range(4)]
-        await wait_for(lambda: all(f.running_prompt_id for f in servers.values()))
+        jobs = await submit_until_running(eng, servers, map(str, range(4)))
         await wait_for(lambda: all(len(f.queue["queue_pending"]) == 1 for f in servers.values()))
         on_a = {j.id: eng.get_job(j.id).prompt_id for j in jobs if eng.get_job(j.id).backend == "a"}  # type: ignore[union-attr]
         assert len(on_a) == 2  # one running there, one queued behind it
