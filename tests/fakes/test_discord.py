@@ -20,6 +20,7 @@ from tests.fakes.discord import (
     CommandUnavailable,
     FakeDiscord,
     FakeDiscordError,
+    FakeInteraction,
     InteractionTimeout,
 )
 from tests.fakes.discord_fixtures import installed_fake, running_bot
@@ -307,6 +308,14 @@ async def bot(fake: FakeDiscord, record: dict[str, Any]) -> AsyncIterator[comman
 async def wait_key(fake: FakeDiscord, record: dict[str, Any], key: str) -> Any:
     await fake.wait_for(lambda: key in record, timeout=5.0)
     return record[key]
+
+
+async def slash_and_wait(
+    fake: FakeDiscord, record: dict[str, Any], command: str, options: dict[str, Any]
+) -> tuple[FakeInteraction, Any]:
+    """Runs a slash command and waits for what the bot's handler of it recorded."""
+    it = await fake.slash(command, options)
+    return it, await wait_key(fake, record, command)
 
 
 def raw_session(fake: FakeDiscord) -> aiohttp.ClientSession:
@@ -620,8 +629,7 @@ async def test_first_response_after_the_ack_timeout_is_unknown_interaction(
     fake: FakeDiscord, bot: commands.Bot, record: dict[str, Any]
 ) -> None:
     fake.ack_timeout = 0.2
-    it = await fake.slash("slow", {"delay": 0.35})
-    exc = await wait_key(fake, record, "slow")
+    it, exc = await slash_and_wait(fake, record, "slow", {"delay": 0.35})
     assert isinstance(exc, discord.NotFound) and exc.code == 10062
     assert it.failed and it.original is None
     [error] = fake.errors
@@ -633,8 +641,7 @@ async def test_expired_token_is_401_then_bot_token_delivery_works(
     fake: FakeDiscord, bot: commands.Bot, record: dict[str, Any]
 ) -> None:
     fake.token_lifetime = 0.2
-    it = await fake.slash("expire", {"delay": 0.3})
-    exc = await wait_key(fake, record, "expire")
+    it, exc = await slash_and_wait(fake, record, "expire", {"delay": 0.3})
     assert isinstance(exc, discord.HTTPException)
     assert (exc.status, exc.code) == (401, 50027)
     await fake.wait_for(lambda: len(fake.messages_in(fake.channel_id)) == 2)
