@@ -1828,6 +1828,12 @@ class FakeDiscord:
             for verb, handler in handlers.items():
                 app.router.add_route(verb.upper(), path, handler)
 
+        def read_edit_delete(path: str, name: str) -> None:
+            """Routes GET, PATCH and DELETE on `path` to `_get_<name>`, `_edit_<name>` and
+            `_delete_<name>`."""
+            for verb, action in {"get": "get", "patch": "edit", "delete": "delete"}.items():
+                app.router.add_route(verb.upper(), path, getattr(self, f"_{action}_{name}"))
+
         for path, handler in {
             "/users/@me": self._get_me,
             "/users/{user_id}": self._get_user,
@@ -1847,19 +1853,11 @@ class FakeDiscord:
                 put=self._put_commands,
                 post=self._create_command,
             )
-            route(
-                api + base + "/{command_id}",
-                get=self._get_command,
-                patch=self._edit_command,
-                delete=self._delete_command,
-            )
+            read_edit_delete(api + base + "/{command_id}", "command")
         route(api + "/interactions/{interaction_id}/{token}/callback", post=self._callback)
         route(api + "/webhooks/{application_id}/{token}", post=self._execute_webhook)
-        route(
-            api + "/webhooks/{application_id}/{token}/messages/{message_id}",
-            get=self._get_webhook_message,
-            patch=self._edit_webhook_message,
-            delete=self._delete_webhook_message,
+        read_edit_delete(
+            api + "/webhooks/{application_id}/{token}/messages/{message_id}", "webhook_message"
         )
         route(api + "/channels/{channel_id}", get=self._get_channel)
         route(
@@ -1867,12 +1865,7 @@ class FakeDiscord:
             get=self._list_messages,
             post=self._create_channel_message,
         )
-        route(
-            api + "/channels/{channel_id}/messages/{message_id}",
-            get=self._get_channel_message,
-            patch=self._edit_channel_message,
-            delete=self._delete_channel_message,
-        )
+        read_edit_delete(api + "/channels/{channel_id}/messages/{message_id}", "channel_message")
         route(api + "/channels/{channel_id}/typing", post=self._typing)
         route(api + "/channels/{channel_id}/threads", post=self._create_thread)
         for path, handler in {
