@@ -17,7 +17,7 @@ from bot.comfy import client as client_module
 from bot.comfy.client import ComfyClient
 from bot.workflows import nodemap
 from bot.workflows.convert import MissingClass
-from bot.workflows.nodemap import Hint, NodeMap, PackRef, advise
+from bot.workflows.nodemap import Hint, NodeMap, PackAdvice, PackHint, PackRef, advise
 from tests.fakes.comfyui import FakeComfyUI
 from tests.recordings import OBJECT_INFO, OBJECT_INFO_CUSTOM
 
@@ -60,6 +60,24 @@ def small_map() -> NodeMap:
 
 
 # --- the bundled map --------------------------------------------------------------------------
+
+
+def advise_hinted(
+    class_type: str,
+    node: str,
+    info: dict[str, Any],
+    node_map: NodeMap,
+    hint: PackHint,
+    comfyui_version: str | None = None,
+) -> list[PackAdvice]:
+    """The advice for one missing class in node `node`, given the export's hint about it."""
+    return advise(
+        {class_type: [f"{node} ({class_type})"]},
+        info,
+        node_map,
+        hints={class_type: hint},
+        comfyui_version=comfyui_version,
+    )
 
 
 def test_the_bundled_map_is_comfyui_managers_file_with_its_version() -> None:
@@ -281,12 +299,7 @@ def test_a_removed_class_named_by_the_export_says_to_update_the_installed_pack(
     # IPAdapterApply was removed from ComfyUI_IPAdapter_plus in its v2: no map lists it.
     assert NodeMap.bundled().packs_for("IPAdapterApply") == ()
     hint = MissingClass("IPAdapterApply", ("5",), pack="comfyui_ipadapter_plus", version="1.0.0")
-    advice = advise(
-        {"IPAdapterApply": ["5 (IPAdapterApply)"]},
-        custom_info,
-        NodeMap.bundled(),
-        hints={"IPAdapterApply": hint},
-    )
+    advice = advise_hinted("IPAdapterApply", "5", custom_info, NodeMap.bundled(), hint)
     assert advice[0].action == "update_pack"
     assert advice[0].pack is not None and advice[0].pack.repository == IPADAPTER
     assert "saved with version 1.0.0" in advice[0].message
@@ -302,24 +315,15 @@ def test_a_core_class_says_to_update_comfyui(core_info: dict[str, Any]) -> None:
 
 
 def test_a_comfy_core_hint_says_which_comfyui_version(core_info: dict[str, Any]) -> None:
-    advice = advise(
-        {"FancyNewCoreNode": ["3 (FancyNewCoreNode)"]},
-        core_info,
-        NodeMap.bundled(),
-        hints={"FancyNewCoreNode": Hint(pack="comfy-core", version="0.3.60")},
-    )
+    hint = Hint(pack="comfy-core", version="0.3.60")
+    advice = advise_hinted("FancyNewCoreNode", "3", core_info, NodeMap.bundled(), hint)
     assert advice[0].action == "update_comfyui"
     assert "update ComfyUI to 0.3.60 or newer" in advice[0].message
 
 
 def test_a_core_class_missing_from_a_newer_comfyui_says_so(core_info: dict[str, Any]) -> None:
-    advice = advise(
-        {"OldCoreNode": ["3 (OldCoreNode)"]},
-        core_info,
-        NodeMap.bundled(),
-        hints={"OldCoreNode": Hint(pack="comfy-core", version="0.3.9")},
-        comfyui_version="0.3.10",
-    )
+    hint = Hint(pack="comfy-core", version="0.3.9")
+    advice = advise_hinted("OldCoreNode", "3", core_info, NodeMap.bundled(), hint, "0.3.10")
     assert advice[0].action == "update_comfyui"
     assert "saved with ComfyUI 0.3.9" in advice[0].message
     assert "update ComfyUI" not in advice[0].message
@@ -336,12 +340,8 @@ def test_a_class_in_no_map_is_unknown_and_says_where_to_search(
 
 def test_the_exports_cnr_id_wins_over_the_map(core_info: dict[str, Any]) -> None:
     # The map gives "Shared" to Pack A; the export says Pack B made the node.
-    advice = advise(
-        {"Shared": ["1 (Shared)"]},
-        core_info,
-        small_map(),
-        hints={"Shared": Hint(pack="pack-b", version="2.1")},
-    )
+    hint = Hint(pack="pack-b", version="2.1")
+    advice = advise_hinted("Shared", "1", core_info, small_map(), hint)
     assert advice[0].pack is not None and advice[0].pack.title == "Pack B"
     assert advice[0].version == "2.1"
     assert "install it (version 2.1 or newer)" in advice[0].message
@@ -350,12 +350,8 @@ def test_the_exports_cnr_id_wins_over_the_map(core_info: dict[str, Any]) -> None
 def test_a_hint_for_a_pack_the_map_lacks_names_it_from_the_export(
     core_info: dict[str, Any],
 ) -> None:
-    advice = advise(
-        {"Mystery": ["1 (Mystery)"]},
-        core_info,
-        NodeMap.bundled(),
-        hints={"Mystery": Hint(pack="mystery-pack", repository="someone/Mystery-Pack")},
-    )
+    hint = Hint(pack="mystery-pack", repository="someone/Mystery-Pack")
+    advice = advise_hinted("Mystery", "1", core_info, NodeMap.bundled(), hint)
     assert advice[0].action == "install"
     assert advice[0].pack == PackRef(
         "mystery-pack", "https://github.com/someone/Mystery-Pack", "mystery-pack"
