@@ -12,7 +12,7 @@ import pytest
 from bot.errors import WorkflowError
 from bot.workflows import InvalidWorkflow
 from bot.workflows.graph import is_link, is_ui_format, load_graph, resolve_node, ui_to_api
-from tests.workflows.test_workflows import WORKFLOWS, object_info, shipped_graph
+from tests.workflows.test_workflows import WORKFLOWS, in_workflows, object_info, shipped_graph
 
 
 def _link(
@@ -285,9 +285,7 @@ def test_numeric_link_sources_are_normalised_to_strings(tmp_path: Path) -> None:
 
 
 def test_invalid_json_names_the_file_and_line(tmp_path: Path) -> None:
-    path = tmp_path / "workflows" / "g.json"
-    path.parent.mkdir()
-    path.write_text('{\n  "3": {,\n}', encoding="utf-8")
+    path = in_workflows(tmp_path, "g.json", '{\n  "3": {,\n}')
 
     with pytest.raises(InvalidWorkflow) as caught:
         load_graph(path)
@@ -298,9 +296,7 @@ def test_invalid_json_names_the_file_and_line(tmp_path: Path) -> None:
 def test_a_node_without_class_type_is_named(tmp_path: Path) -> None:
     graph = shipped_graph()
     del graph["5"]["class_type"]
-    path = tmp_path / "workflows" / "g.json"
-    path.parent.mkdir()
-    path.write_text(json.dumps(graph), encoding="utf-8")
+    path = in_workflows(tmp_path, "g.json", json.dumps(graph))
 
     with pytest.raises(InvalidWorkflow, match=r"workflows/g\.json: node 5: is not a node"):
         load_graph(path)

@@ -9,6 +9,7 @@ import pytest
 
 from bot.workflows import InvalidWorkflow
 from bot.workflows.spec import WorkflowSpec, load_spec, parse_spec
+from tests.workflows.test_workflows import in_workflows
 
 SOURCE = "workflows/txt2img.yaml"
 
@@ -201,9 +202,7 @@ def test_a_yaml_file_that_is_not_a_mapping_is_explained() -> None:
 
 
 def test_a_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
-    path = tmp_path / "workflows" / "txt2img.yaml"
-    path.parent.mkdir()
-    path.write_text("title: t\nparams:\n  steps: {type: int\n", encoding="utf-8")
+    path = in_workflows(tmp_path, "txt2img.yaml", "title: t\nparams:\n  steps: {type: int\n")
 
     with pytest.raises(InvalidWorkflow) as caught:
         load_spec(path)

@@ -64,6 +64,14 @@ def shipped_yaml(name: str = "sd15-txt2img") -> dict[str, Any]:
     return data
 
 
+def in_workflows(tmp_path: Path, name: str, text: str) -> Path:
+    """A file `name` holding `text` in a folder "workflows" under `tmp_path`."""
+    path = tmp_path / "workflows" / name
+    path.parent.mkdir()
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def titled(**params: Any) -> dict[str, Any]:
     """A pack's YAML, as data: the title "t" and these params."""
     return {"title": "t", "params": params}
