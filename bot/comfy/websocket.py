@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.comfy import events
+import bot.comfy.events as events
 from bot.comfy.listeners import notify
 from bot.comfy.routes import ClientConfig, ComfyRoutes, describe
 from bot.comfy.tracker import PromptTracker, history_verdict
