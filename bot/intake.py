@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 
 #: Requests worked on at once: enough that the next one is always ready when one waits on the
 #: network, few enough that the runner's steps never queue behind many of theirs.
-AT_ONCE = 16
+AT_ONCE = 8
 #: How long a turn is kept while its request waits on the network.
 NETWORK_HOLD = 0.02
 
