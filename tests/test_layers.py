@@ -16,8 +16,9 @@ from tests.conftest import ROOT
 PACKAGES = ("bot", "cogs")
 MAX_LINES = 600
 #: Where a function may import: the command line loads what each command needs (`serve` never
-#: loads discord.py), and the bot loads the HTTP API only when it is enabled.
-LAZY_IMPORTS = {"bot.__main__", "bot.app"}
+#: loads discord.py), the bot loads the HTTP API only when it is enabled, and the store loads
+#: the PostgreSQL driver only when its settings name a PostgreSQL database.
+LAZY_IMPORTS = {"bot.__main__", "bot.app", "bot.jobs.db"}
 LAZY_PACKAGES = ("bot.cli.",)
 
 

@@ -22,17 +22,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bot.errors import ConfigError
 from bot.settings import POSTGRES_SCHEMES
 
-try:  # the `postgres` extra: comfycord runs on SQLite without it
+if TYPE_CHECKING:
     import psycopg
-    from psycopg.rows import dict_row
-except ImportError:  # pragma: no cover - exercised only where the extra is missing
-    psycopg = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +184,13 @@ class PostgresDatabase(Database):
             ConfigError: psycopg is not installed, or the database cannot be reached (the message
                 names the URL without its password).
         """
-        if psycopg is None:
+        try:  # the `postgres` extra, loaded only here: a bot on SQLite never needs its 12 MB
+            import psycopg
+        except ImportError:
             raise ConfigError(
                 "storage.url: PostgreSQL needs psycopg: pip install 'comfycord[postgres]'"
-            )
+            ) from None
+        self._psycopg = psycopg
         self._url = url
         try:
             self._db = self._connect()
@@ -199,7 +199,9 @@ class PostgresDatabase(Database):
         log.info("store on PostgreSQL at %s", redact(url))
 
     def _connect(self) -> psycopg.Connection[Row]:
-        return psycopg.connect(self._url, autocommit=True, row_factory=dict_row)
+        return self._psycopg.connect(
+            self._url, autocommit=True, row_factory=self._psycopg.rows.dict_row
+        )
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         if self._db.broken:
@@ -211,7 +213,7 @@ class PostgresDatabase(Database):
 
     @property
     def in_transaction(self) -> bool:
-        idle = psycopg.pq.TransactionStatus.IDLE
+        idle = self._psycopg.pq.TransactionStatus.IDLE
         return not self._db.broken and self._db.info.transaction_status != idle
 
     def close(self) -> None:
