@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 #: network, few enough that the runner's steps never queue behind many of theirs.
 AT_ONCE = 8
 #: How long a turn is kept while its request waits on the network.
-NETWORK_HOLD = 0.02
+NETWORK_HOLD = 0.005
 
 
 class Turn:
