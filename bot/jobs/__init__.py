@@ -1,1 +1,2 @@
-"""Jobs: what members asked for, durable in SQLite, ordered fairly, driven on ComfyUI."""
+"""Jobs: what members asked for, durable in SQLite (or PostgreSQL), ordered fairly, driven on
+ComfyUI."""
