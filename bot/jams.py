@@ -7,16 +7,15 @@ to `max_entries` per member, of the jam's workflow when it has one), of whatever
 moment a result is shown counts, not the moment its files are stored; and a job made before the
 close that runs or finishes after it is still an entry while the vote is open (a late entry,
 shown under the gallery). While the jam is voting, each member has one vote, never for their own
-entry, and may change it until the vote closes. Everything is kept in SQLite (in the bot's
-database file), so a jam survives a restart; the Discord side (`cogs/jam.py`) opens the thread,
-posts the gallery (and each entry not shown in it yet) and announces the winners. No discord
-import here.
+entry, and may change it until the vote closes. Everything is kept in the bot's database (its
+SQLite file, or PostgreSQL), so a jam survives a restart; the Discord side (`cogs/jam.py`) opens
+the thread, posts the gallery (and each entry not shown in it yet) and announces the winners. No
+discord import here.
 """
 
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,51 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import InvalidValue, NotAllowed, NotFound
+from bot.jobs.db import Row, connect
+from bot.jobs.migrations import migrate
 from bot.jobs.model import Job, JobState
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jams (
-    id TEXT PRIMARY KEY,
-    guild_id TEXT NOT NULL,
-    channel_id TEXT NOT NULL,
-    thread_id TEXT NOT NULL,
-    theme TEXT NOT NULL,
-    workflow TEXT,
-    max_entries INTEGER NOT NULL,
-    ends_at REAL NOT NULL,
-    vote_seconds REAL NOT NULL,
-    vote_ends_at REAL,
-    state TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    closed_at REAL
-);
-CREATE INDEX IF NOT EXISTS jams_thread ON jams(thread_id);
-CREATE TABLE IF NOT EXISTS jam_entries (
-    jam_id TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    owner_id TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    prompt TEXT NOT NULL,
-    workflow TEXT NOT NULL,
-    added_at REAL NOT NULL,
-    posted INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (jam_id, job_id)
-);
-CREATE TABLE IF NOT EXISTS jam_votes (
-    jam_id TEXT NOT NULL,
-    voter_id TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (jam_id, voter_id)
-);
-"""
-
-#: Columns added since the first version, made on an older database file when it is opened.
-_ADDED = (
-    ("jams", "closed_at", "REAL"),
-    ("jam_entries", "posted", "INTEGER NOT NULL DEFAULT 0"),
-)
+from bot.settings import StorageSettings
 
 MAX_MINUTES = 7 * 24 * 60
 MAX_ENTRIES = 10
@@ -139,26 +97,27 @@ class Standing:
     rank: int
 
 
-def _open(path: Path | str) -> sqlite3.Connection:
-    """The SQLite file of the jams (made, and its tables brought up to date, as needed)."""
-    if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA busy_timeout=5000")
-    db.executescript(_SCHEMA)
-    for table, column, kind in _ADDED:
-        have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    return db
-
-
 class Jams:
-    """The jams of every server, in SQLite (`":memory:"` for a throwaway book)."""
+    """The jams of every server, in the bot's database: the SQLite file at `target` (`":memory:"`
+    for a throwaway book) or a PostgreSQL URL, its tables made by the store's migrations."""
 
-    def __init__(self, path: Path | str) -> None:
-        self._db = _open(path)
+    def __init__(self, target: Path | str) -> None:
+        self._db = connect(target)
+        try:
+            migrate(self._db)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _number(self, sql: str, params: tuple[Any, ...]) -> int:
+        """The number `n` a one-row query gives."""
+        row = self._db.execute(sql, params).one()
+        return int(row["n"]) if row is not None else 0
+
+    @classmethod
+    def open(cls, storage: StorageSettings) -> Jams:
+        """The jams of the database the settings name, as `Store.open`."""
+        return cls(storage.url or storage.path)
 
     def close(self) -> None:
         self._db.close()
@@ -235,7 +194,7 @@ class Jams:
         Raises:
             NotFound: there is none.
         """
-        row = self._db.execute("SELECT * FROM jams WHERE id = ?", (jam_id,)).fetchone()
+        row = self._db.execute("SELECT * FROM jams WHERE id = ?", (jam_id,)).one()
         if row is None:
             raise NotFound(f"There is no jam `{jam_id}`.")
         return _jam(row)
@@ -245,7 +204,7 @@ class Jams:
         row = self._db.execute(
             "SELECT * FROM jams WHERE thread_id = ? AND state != ? ORDER BY created_at DESC",
             (thread_id, JamState.CLOSED.value),
-        ).fetchone()
+        ).one()
         return _jam(row) if row else None
 
     def active(self, guild_id: str | None = None) -> list[Jam]:
@@ -323,7 +282,7 @@ class Jams:
             return None
         known = self._db.execute(
             "SELECT 1 FROM jam_entries WHERE jam_id = ? AND job_id = ?", (jam.id, job.id)
-        ).fetchone()
+        ).one()
         if known:
             return None
         made_in_time = job.created_at <= jam.entries_close
@@ -341,10 +300,10 @@ class Jams:
                 f"the jam “{jam.theme}” takes results made with `{jam.workflow}`; job `{job.id}` "
                 f"used `{job.workflow}` and is not entered"
             )
-        mine = self._db.execute(
+        mine = self._number(
             "SELECT COUNT(*) AS n FROM jam_entries WHERE jam_id = ? AND owner_id = ?",
             (jam.id, job.owner_id),
-        ).fetchone()["n"]
+        )
         if mine >= jam.max_entries:
             return (
                 f"you already have {mine} entr{'y' if mine == 1 else 'ies'} in the jam "
@@ -352,9 +311,9 @@ class Jams:
             )
         now = time.time() if now is None else now
         number = (
-            self._db.execute(
+            self._number(
                 "SELECT COALESCE(MAX(number), 0) AS n FROM jam_entries WHERE jam_id = ?", (jam.id,)
-            ).fetchone()["n"]
+            )
             + 1
         )
         entry = Entry(jam.id, job.id, job.owner_id, number, prompt, job.workflow, now)
@@ -368,7 +327,7 @@ class Jams:
     def _latest_in(self, thread_id: str) -> Jam | None:
         row = self._db.execute(
             "SELECT * FROM jams WHERE thread_id = ? ORDER BY created_at DESC LIMIT 1", (thread_id,)
-        ).fetchone()
+        ).one()
         return _jam(row) if row else None
 
     def entries(self, jam_id: str) -> list[Entry]:
@@ -388,15 +347,17 @@ class Jams:
         """The entry a job is (in the latest jam it was entered in), if any."""
         row = self._db.execute(
             "SELECT * FROM jam_entries WHERE job_id = ? ORDER BY added_at DESC LIMIT 1", (job_id,)
-        ).fetchone()
+        ).one()
         return _entry(row) if row else None
 
     def mark_posted(self, jam_id: str, job_ids: list[str]) -> None:
         """Record that these entries are shown with their vote buttons."""
-        self._db.executemany(
-            "UPDATE jam_entries SET posted = 1 WHERE jam_id = ? AND job_id = ?",
-            [(jam_id, job_id) for job_id in job_ids],
-        )
+        with self._db.transaction():
+            for job_id in job_ids:
+                self._db.execute(
+                    "UPDATE jam_entries SET posted = 1 WHERE jam_id = ? AND job_id = ?",
+                    (jam_id, job_id),
+                )
 
     # votes ------------------------------------------------------------------------------------
     def vote(self, jam_id: str, voter_id: str, job_id: str, now: float | None = None) -> Entry:
@@ -413,7 +374,7 @@ class Jams:
             raise NotAllowed("The vote is closed.")
         row = self._db.execute(
             "SELECT * FROM jam_entries WHERE jam_id = ? AND job_id = ?", (jam_id, job_id)
-        ).fetchone()
+        ).one()
         if row is None:
             raise NotFound("That is not an entry of this jam.")
         entry = _entry(row)
@@ -431,7 +392,7 @@ class Jams:
         """The job id `voter_id` voted for, if any."""
         row = self._db.execute(
             "SELECT job_id FROM jam_votes WHERE jam_id = ? AND voter_id = ?", (jam_id, voter_id)
-        ).fetchone()
+        ).one()
         return str(row["job_id"]) if row else None
 
     def standings(self, jam_id: str) -> list[Standing]:
@@ -453,13 +414,13 @@ class Jams:
         return standings
 
 
-def _jam(row: sqlite3.Row) -> Jam:
+def _jam(row: Row) -> Jam:
     data = dict(row)
     data["state"] = JamState(data["state"])
     return Jam(**data)
 
 
-def _entry(row: sqlite3.Row) -> Entry:
+def _entry(row: Row) -> Entry:
     data = dict(row)
     data["posted"] = bool(data["posted"])
     return Entry(**data)

@@ -21,6 +21,9 @@ from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord_fixtures import installed_fake
 from tests.media_packs import extra_nodes
 
+#: A throwaway PostgreSQL server and a fixture for each database a store's tests run on
+pytest_plugins = ["tests.pg"]
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
 

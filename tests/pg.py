@@ -138,3 +138,16 @@ def pg_cluster(request: pytest.FixtureRequest) -> Cluster:
 def pg_url(pg_cluster: Cluster) -> str:
     """The URL of a fresh, empty database for this test."""
     return pg_cluster.new_database()
+
+
+#: The databases a store's tests run on.
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a store lives: a SQLite file, or the URL of a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "db.sqlite3"
+    url: str = request.getfixturevalue("pg_url")
+    return url

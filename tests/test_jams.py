@@ -34,8 +34,9 @@ def finished(
 
 
 @pytest.fixture
-def jams(tmp_path: Path) -> Jams:
-    book = Jams(tmp_path / "db.sqlite3")
+def jams(target: Path | str) -> Jams:
+    """A book of jams on each database: a SQLite file, and a fresh PostgreSQL database."""
+    book = Jams(target)
     yield book  # type: ignore[misc]
     book.close()
 

@@ -69,7 +69,7 @@ class HttpApi:
     def jams(self) -> Jams:
         """The jams of every server (the bot's book, in the same database file), opened when
         first asked for."""
-        return Jams(self.settings.storage.path)
+        return Jams.open(self.settings.storage)
 
     # urls -------------------------------------------------------------------------------------
     def base_url(self, request: web.Request | None) -> str:

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from bot.errors import ConfigError
 from bot.jobs.db import Database
 
 log = logging.getLogger(__name__)
 
-#: The schema, step by step: STEPS[0] is step 1. Each step is a tuple of statements.
-STEPS: tuple[tuple[str, ...], ...] = (
+#: One change of a step: a statement, or a function for what SQL alone can't say on both.
+Change = str | Callable[[Database], None]
+
+#: The schema, step by step: STEPS[0] is step 1. Each step is a tuple of changes.
+STEPS: tuple[tuple[Change, ...], ...] = (
     (
         """CREATE TABLE IF NOT EXISTS jobs (
             id TEXT PRIMARY KEY,
@@ -58,6 +62,46 @@ STEPS: tuple[tuple[str, ...], ...] = (
             expires_at {real} NOT NULL
         )""",
     ),
+    (  # 2: the jams, until then in their own tables of the SQLite file only, made by the jams
+        """CREATE TABLE IF NOT EXISTS jams (
+            id TEXT PRIMARY KEY,
+            guild_id TEXT NOT NULL,
+            channel_id TEXT NOT NULL,
+            thread_id TEXT NOT NULL,
+            theme TEXT NOT NULL,
+            workflow TEXT,
+            max_entries INTEGER NOT NULL,
+            ends_at {real} NOT NULL,
+            vote_seconds {real} NOT NULL,
+            vote_ends_at {real},
+            state TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            closed_at {real}
+        )""",
+        "CREATE INDEX IF NOT EXISTS jams_thread ON jams(thread_id)",
+        """CREATE TABLE IF NOT EXISTS jam_entries (
+            jam_id TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            owner_id TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            prompt TEXT NOT NULL,
+            workflow TEXT NOT NULL,
+            added_at {real} NOT NULL,
+            posted INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (jam_id, job_id)
+        )""",
+        """CREATE TABLE IF NOT EXISTS jam_votes (
+            jam_id TEXT NOT NULL,
+            voter_id TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            at {real} NOT NULL,
+            PRIMARY KEY (jam_id, voter_id)
+        )""",
+        # a file whose jams' tables came from their first version lacks these
+        lambda db: _add_column(db, "jams", "closed_at", "{real}"),
+        lambda db: _add_column(db, "jam_entries", "posted", "INTEGER NOT NULL DEFAULT 0"),
+    ),
 )
 
 #: The step the code expects the database at.
@@ -71,6 +115,17 @@ _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
 
 def _sql(statement: str, db: Database) -> str:
     return statement.format(serial_key=db.dialect.serial_key, real=db.dialect.real)
+
+
+def _add_column(db: Database, table: str, column: str, kind: str) -> None:
+    """Add a column unless the table has it (PostgreSQL says so in SQL, SQLite does not)."""
+    kind = _sql(kind, db)
+    if db.dialect.name == "postgresql":
+        db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        return
+    have = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+    if column not in have:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def version(db: Database) -> int:
@@ -97,8 +152,11 @@ def migrate(db: Database) -> int:
                 f"versions up to {LATEST}: upgrade comfycord"
             )
         for number in range(current + 1, LATEST + 1):
-            for statement in STEPS[number - 1]:
-                db.execute(_sql(statement, db))
+            for change in STEPS[number - 1]:
+                if callable(change):
+                    change(db)
+                else:
+                    db.execute(_sql(change, db))
             db.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                 (number, time.time()),

@@ -25,9 +25,6 @@ from bot.jobs.store import Store
 from bot.settings import load_settings
 from tests.conftest import make_settings, running_engine
 from tests.fakes.comfyui import FakeComfyUI
-from tests.pg import pg_cluster, pg_url  # noqa: F401
-
-BACKENDS = ["sqlite", "postgresql"]
 
 #: The schema of a SQLite file from before versioned migrations (no schema_version table).
 PRE_MIGRATION_SCHEMA = """
@@ -44,15 +41,6 @@ CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, guild_id TEXT NOT NULL
 CREATE INDEX audit_guild ON audit(guild_id, at);
 CREATE TABLE reply_tokens (key TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL);
 """
-
-
-@pytest.fixture(params=BACKENDS)
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
-    """Where a store lives: a SQLite file, or the URL of a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return tmp_path / "db.sqlite3"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 @pytest.fixture
@@ -211,7 +199,7 @@ def test_a_memory_store_is_sqlite_and_its_own(tmp_path: Path) -> None:
 
 
 def test_a_lost_postgresql_connection_fails_one_call_then_connects_again(
-    pg_url: str,  # noqa: F811
+    pg_url: str,
 ) -> None:
     store = Store(pg_url)
     try:
@@ -236,10 +224,10 @@ def test_a_fresh_database_is_migrated_to_the_latest_step(target: Path | str) -> 
     Store(target).close()
     db = connect(target)
     try:
-        assert migrations.version(db) == migrations.LATEST == 1
-        assert migrations.migrate(db) == 1  # a second start applies nothing
-        rows = db.execute("SELECT version FROM schema_version").rows
-        assert rows == [{"version": 1}]
+        assert migrations.version(db) == migrations.LATEST == 2
+        assert migrations.migrate(db) == 2  # a second start applies nothing
+        rows = db.execute("SELECT version FROM schema_version ORDER BY version").rows
+        assert rows == [{"version": 1}, {"version": 2}]
     finally:
         db.close()
 
@@ -269,7 +257,7 @@ def test_a_sqlite_file_from_before_migrations_is_step_1_and_keeps_its_data(tmp_p
     old.close()
     store = Store(path)
     try:
-        assert migrations.version(store._db) == 1
+        assert migrations.version(store._db) == migrations.LATEST  # step 1 taken, then 2
         old_job = store.get("old1")
         assert old_job is not None and old_job.state is JobState.DONE
         assert store.get_setting("guild:g", "limits") == {"max": 2}
@@ -317,7 +305,7 @@ def test_an_unreachable_database_is_a_config_error_without_the_password(tmp_path
 async def test_an_engine_on_postgresql_keeps_its_finished_job_across_a_restart(
     tmp_path: Path,
     comfy: FakeComfyUI,
-    pg_url: str,  # noqa: F811
+    pg_url: str,
 ) -> None:
     settings = make_settings(tmp_path, comfy.url, storage={"url": pg_url})
     request = JobRequest("sd15-txt2img", {"prompt": "a lighthouse", "steps": 2}, owner_id="1")
