@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import InvalidValue, NotAllowed, NotFound
-from bot.jobs.db import Row, connect
-from bot.jobs.migrations import migrate
+from bot.jobs.db import Row
+from bot.jobs.migrations import opened
 from bot.jobs.model import Job, JobState
 from bot.settings import StorageSettings
 
@@ -102,12 +102,7 @@ class Jams:
     for a throwaway book) or a PostgreSQL URL, its tables made by the store's migrations."""
 
     def __init__(self, target: Path | str) -> None:
-        self._db = connect(target)
-        try:
-            migrate(self._db)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = opened(target)
 
     def _number(self, sql: str, params: tuple[Any, ...]) -> int:
         """The number `n` a one-row query gives."""

@@ -100,7 +100,7 @@ class JamCog(
 
     def __init__(self, bot: ComfyBot) -> None:
         self.bot = bot
-        self.jams = Jams(bot.settings.storage.path)
+        self.jams = Jams.open(bot.settings.storage)
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._clock: asyncio.Task[None] | None = None

@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from bot.errors import ConfigError
-from bot.jobs.db import Database
+from bot.jobs.db import Database, connect
 
 log = logging.getLogger(__name__)
 
@@ -163,3 +164,19 @@ def migrate(db: Database) -> int:
             )
             log.info("store schema: applied step %d", number)
     return LATEST
+
+
+def opened(target: Path | str) -> Database:
+    """A connection to the database at `target` (a SQLite path or a PostgreSQL URL), its schema
+    brought up to date; closed again when that fails.
+
+    Raises:
+        ConfigError: the database can't be reached, or is newer than this comfycord.
+    """
+    db = connect(target)
+    try:
+        migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return db

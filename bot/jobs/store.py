@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.jobs.db import connect, is_postgres_url, redact
-from bot.jobs.migrations import migrate
+from bot.jobs.db import is_postgres_url, redact
+from bot.jobs.migrations import opened
 from bot.jobs.model import Job, JobState
 from bot.settings import StorageSettings
 
@@ -51,12 +51,7 @@ class Store:
     def __init__(self, target: Path | str) -> None:
         #: the SQLite path as given, or the URL without its password
         self.path: Path | str = redact(str(target)) if is_postgres_url(target) else target
-        self._db = connect(target)
-        try:
-            migrate(self._db)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = opened(target)
 
     @classmethod
     def open(cls, storage: StorageSettings) -> Store:
