@@ -9,8 +9,8 @@ setting for W, else allowed. Workflows marked
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Mapping
+from time import monotonic
 from typing import Any
 
 from pydantic import ValidationError
@@ -204,7 +204,7 @@ class Policy:
         the runner asks for them each time it hands out a job."""
         if guild_id is None:
             return self.settings.limits
-        now = time.monotonic()
+        now = monotonic()
         cached = self._limits.get(guild_id)
         if cached is not None and now - cached[0] < LIMITS_FRESH:
             return cached[1]

@@ -226,7 +226,7 @@ def test_limits_are_read_once_a_second_and_a_change_here_applies_at_once(
     policy: Policy, store: Store, workflows: dict[str, Workflow], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = [1000.0]
-    monkeypatch.setattr("bot.policy.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("bot.policy.monotonic", lambda: clock[0])
     assert policy.limits(GUILD).max_queued_per_member == 5
     policy.set_limit(GUILD, "max_queued_per_member", "20", MOD)
     assert policy.limits(GUILD).max_queued_per_member == 20  # this policy's change: at once
