@@ -139,8 +139,13 @@ class Runner:
             job = self._held.save(job.evolve(state=JobState.QUEUED))
         self.queue.add(job)
         self.emit(JobUpdate(job, "queued", position=self.queue.position(job.id)))
+        if self._loop_task is None:
+            self._held.wake.set()  # handed out once the runner starts
+        else:
+            # handed out at once: a wake-up of the dispatch loop would wait behind all the loop
+            # holds (in a burst, every command's next step), and a GPU with it
+            self._dispatch()
         self._announce_positions()
-        self._held.wake.set()
         return job
 
     def replace(self, job: Job) -> None:
