@@ -26,21 +26,24 @@ from typing import Any, Unpack
 
 import aiohttp
 
+from bot.backend_prompt import paths_for_uploads, substitute_models
 from bot.comfy.client import ComfyClient
 from bot.comfy.pool import Backend, BackendStatus, Pool
 from bot.engine_workflows import WorkflowPacks
 from bot.errors import InvalidValue, LimitReached, NoBackend, NotAllowed, NotFound
 from bot.intake import Intake
 from bot.job_request import ImageInput, JobOptions, JobRequest, seeds_around
+from bot.jobs.db import is_postgres_url
 from bot.jobs.dispatch import Needs
 from bot.jobs.model import Job, JobState, new_job_id
 from bot.jobs.runner import JobUpdate, Runner
 from bot.jobs.scheduler import FairQueue
-from bot.jobs.store import Store
+from bot.jobs.store import ProcessInfo, Store
 from bot.media import MediaType
 from bot.media.uploads import check_file
 from bot.settings import LimitSettings, Settings
-from bot.workflows import Workflow, nodeinfo
+from bot.sharing import QueueView, Sharing
+from bot.workflows import Workflow
 from bot.workflows.patch import apply, coerce_values
 from bot.workflows.repair import repair_graph
 
@@ -63,34 +66,6 @@ def _freeze_startup_objects() -> None:
         gc.freeze()
 
 
-def _paths_for_uploads(
-    workflow: Workflow,
-    prompt: dict[str, Any],
-    object_info: Mapping[str, Any],
-    uploaded: Mapping[str, str],
-) -> None:
-    """Give a path loader the path of an uploaded file, not only its name.
-
-    A loader that takes a path as text (`VHS_LoadVideoPath`, WAS `Image Load`) opens it from
-    ComfyUI's working folder, while an upload's name is relative to the input folder; such a
-    loader is only an option when the graph's path lies in the input folder (`input/clip.mp4`),
-    so the upload goes in that same folder: `input/comfycord/…`.
-    """
-    for name in uploaded:
-        param = workflow.param(name)
-        if param is None:
-            continue
-        for node_id, input_name in param.targets:
-            node = prompt.get(node_id)
-            original = workflow.graph.get(node_id, {}).get("inputs", {}).get(input_name)
-            if node is None or not isinstance(original, str):
-                continue
-            definition = nodeinfo.input_def(object_info, str(node["class_type"]), input_name)
-            folder = original.replace("\\", "/").rpartition("/")[0]
-            if definition is not None and definition.type == "STRING" and folder:
-                node["inputs"][input_name] = f"{folder}/{node['inputs'][input_name]}"
-
-
 @dataclass(frozen=True)
 class QueueEntry:
     job: Job
@@ -108,7 +83,11 @@ class Engine(WorkflowPacks):
         pool: Pool | None = None,
         store: Store | None = None,
         workflows: Mapping[str, Workflow] | None = None,
+        role: str = "bot",
+        detail: str = "",
     ) -> None:
+        """`role` says what this process is (`bot`, `api`, `cli`) to the others sharing its
+        store, when `storage.url` names a PostgreSQL database (see `bot.sharing`)."""
         self.settings = settings
         self.pool = pool or Pool.from_settings(session, settings.comfyui)
         self.store = store or Store.open(settings.storage)
@@ -137,6 +116,35 @@ class Engine(WorkflowPacks):
         )
         self._limits_for: Callable[[Job], LimitSettings] = lambda job: settings.limits
         self._started = False
+        url = settings.storage.url
+        self.sharing = (
+            Sharing(
+                url,
+                self.store,
+                self.runner,
+                role=role,
+                detail=detail,
+                emit_here=self._emit_here,
+                cancel_here=self._cancel_here,
+                update_meta_here=lambda job_id, meta: self._update_meta_here(job_id, meta),
+            )
+            if url and is_postgres_url(url)
+            else None
+        )
+
+    @property
+    def holds_jobs(self) -> bool:
+        """Whether this process runs the jobs: always, unless it shares its store with others
+        and one of them holds the jobs now (`bot.sharing`)."""
+        return self.sharing is None or self.sharing.leading
+
+    def processes(self) -> list[ProcessInfo]:
+        """The processes sharing the store (none when it is not shared)."""
+        return self.sharing.processes() if self.sharing is not None else []
+
+    def _view(self) -> QueueView | None:
+        """The queue as the store has it, when another process holds the jobs."""
+        return None if self.sharing is None or self.sharing.leading else self.sharing.view()
 
     @property
     def client(self) -> ComfyClient:
@@ -162,11 +170,16 @@ class Engine(WorkflowPacks):
         if not self.workflows:
             self.reload_workflows()
         self.pool.object_info()  # merged now rather than on the first request
-        await self.runner.start()
+        if self.sharing is not None:
+            await self.sharing.start()  # the runner starts once this process holds the jobs
+        else:
+            await self.runner.start()
         self._started = True
         _freeze_startup_objects()
 
     async def stop(self) -> None:
+        if self.sharing is not None:
+            await self.sharing.stop()
         await self.runner.stop()
         await self.pool.close()
         self._started = False
@@ -181,6 +194,11 @@ class Engine(WorkflowPacks):
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _emit(self, update: JobUpdate) -> None:
+        self._emit_here(update)
+        if self.sharing is not None:
+            self.sharing.relay(update)
+
+    def _emit_here(self, update: JobUpdate) -> None:
         job = update.job
         if update.kind == "started":
             self._run_since.setdefault(job.id, time.monotonic())
@@ -296,7 +314,16 @@ class Engine(WorkflowPacks):
                 stored.append(job)
             if reply is not None and token and token_expires is not None:
                 self.store.keep_token(str(reply["key"]), token, token_expires)
+        if not self.holds_jobs:
+            if reply is None:  # a reply is handed over once it is acknowledged
+                self.hand_over([job.id for job in stored])
+            return stored
         return [self.runner.enqueue(job, saved=True) for job in stored]
+
+    def hand_over(self, job_ids: Sequence[str]) -> None:
+        """Give stored jobs to the process that holds the jobs (when it is another one)."""
+        if self.sharing is not None and not self.sharing.leading:
+            self.sharing.hand_over(job_ids)
 
     def check_limits(self, request: JobRequest, *, count: int = 1, exempt: bool = False) -> None:
         """Whether the member may queue `count` more jobs now (`submit` checks this too).
@@ -321,8 +348,11 @@ class Engine(WorkflowPacks):
 
     def _check_limits(self, request: JobRequest, limits: LimitSettings, count: int) -> None:
         owner = request.owner_id
-        waiting = self.queue.waiting_of(owner)
-        running = self.runner.running_count(owner)
+        view = self._view()
+        if view is not None:
+            waiting, running = view.queue.waiting_of(owner), view.running_of(owner)
+        else:
+            waiting, running = self.queue.waiting_of(owner), self.runner.running_count(owner)
         if waiting + running + count > limits.max_queued_per_member + limits.max_running_per_member:
             raise LimitReached(
                 f"You already have {waiting + running} job(s) queued or running; the limit is "
@@ -372,47 +402,17 @@ class Engine(WorkflowPacks):
             values[param] = await backend.client.upload_image(data, Path(path).name)
         prompt = apply(workflow, values)
         if backend.object_info is not None:
-            _paths_for_uploads(workflow, prompt, backend.object_info, job.meta.get("inputs", {}))
+            paths_for_uploads(workflow, prompt, backend.object_info, job.meta.get("inputs", {}))
             set_by_params = {target for p in workflow.params for target in p.targets}
             prompt, repairs = repair_graph(prompt, backend.object_info, keep=set_by_params)
             for repair in repairs:
                 log.info("job %s on %s: %s", job.id, backend.name, repair)
         if self.settings.comfyui.substitute_missing_models:
-            notes = self._substitute_models(workflow, prompt, backend)
+            where = "ComfyUI" if len(self.pool) == 1 else backend.name
+            notes = substitute_models(workflow, prompt, backend.object_info, where)
             if notes:
                 self.update_meta(job.id, notes=notes)
         return prompt
-
-    def _substitute_models(
-        self, workflow: Workflow, prompt: dict[str, Any], backend: Backend
-    ) -> list[str]:
-        """Swap a model the pack names but this backend lacks for the first one it has.
-
-        Only inputs no parameter sets are touched: a member's explicit choice is never changed.
-        """
-        info = backend.object_info
-        if info is None:
-            return []  # submit will say what is wrong
-        set_by_params = {target for p in workflow.params for target in p.targets}
-        where = "ComfyUI" if len(self.pool) == 1 else backend.name
-        notes = []
-        for node_id, node in prompt.items():
-            class_type = node.get("class_type", "")
-            for name, value in list(node.get("inputs", {}).items()):
-                if (node_id, name) in set_by_params or not isinstance(value, str):
-                    continue
-                spec = nodeinfo.input_def(info, class_type, name)
-                kind = nodeinfo.model_kind(class_type, spec, value) if spec else None
-                if spec is None or kind is None or not spec.choices:
-                    continue
-                if value not in spec.choices:
-                    node["inputs"][name] = spec.choices[0]
-                    notes.append(
-                        f"{kind} '{value}' is not installed on {where}; "
-                        f"used '{spec.choices[0]}' instead"
-                    )
-                    log.warning("job uses %s: %s", workflow.name, notes[-1])
-        return notes
 
     async def cancel(self, job_id: str, by: str) -> Job:
         """Cancel a queued or running job.
@@ -428,20 +428,29 @@ class Engine(WorkflowPacks):
             job = job.evolve(state=JobState.DONE)
         if job.state.finished:
             raise NotAllowed(f"Job `{job_id}` has already finished ({job.state.value}).")
+        if self.sharing is not None and not self.sharing.leading:
+            return await self.sharing.cancel(job, by)
         result = await self.runner.cancel(job_id, by)
         return result or job
+
+    async def _cancel_here(self, job_id: str, by: str) -> Job:
+        return await self.cancel(job_id, by)
 
     def get_job(self, job_id: str) -> Job | None:
         return self.runner.job(job_id) or self.store.get(job_id)
 
     def queue_entries(self) -> list[QueueEntry]:
         """Running jobs (position 0) then waiting ones in fair order."""
-        entries = [QueueEntry(j, 0) for j in self.runner.active_jobs()]
-        entries += [QueueEntry(j, i) for i, j in enumerate(self.queue.order(), start=1)]
+        view = self._view()
+        active = view.active if view is not None else self.runner.active_jobs()
+        waiting = view.queue.order() if view is not None else self.queue.order()
+        entries = [QueueEntry(j, 0) for j in active]
+        entries += [QueueEntry(j, i) for i, j in enumerate(waiting, start=1)]
         return entries
 
     def position(self, job_id: str) -> int | None:
-        return self.runner.position(job_id)
+        view = self._view()
+        return view.position(job_id) if view is not None else self.runner.position(job_id)
 
     def backends(self) -> list[BackendStatus]:
         """Every ComfyUI backend: busy, idle or down, jobs it holds, health, last error."""
@@ -468,7 +477,7 @@ class Engine(WorkflowPacks):
 
         None when the job is not waiting or no job has finished yet to measure by.
         """
-        position = self.runner.position(job_id)
+        position = self.position(job_id)
         typical = self.typical_duration()
         if not position or typical is None:
             return None
@@ -486,8 +495,17 @@ class Engine(WorkflowPacks):
         if job is None:
             return None
         job = job.evolve(meta={**job.meta, **meta})
-        self.runner.replace(job)
+        if self.sharing is not None and not self.sharing.leading:
+            self.sharing.update_meta(job)
+        else:
+            self.runner.replace(job)
         return job
+
+    def _update_meta_here(self, job_id: str, meta: dict[str, Any]) -> None:
+        """Another process changed a job's meta (this one holds the job)."""
+        job = self.runner.job(job_id)
+        if job is not None:
+            self.runner.replace(job.evolve(meta={**job.meta, **meta}))
 
     async def saved(self, job_ids: Sequence[str]) -> None:
         """Wait until these jobs' final records are stored (their `result` update comes before

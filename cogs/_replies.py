@@ -64,6 +64,8 @@ class Replies:
     def open(self) -> None:
         """Follow the engine's updates, the replies stored before a restart, the tokens' ends."""
         self._unlisten = self.engine.listen(self._on_update)
+        if self.engine.sharing is not None:
+            self.engine.sharing.watch(self._on_holder)
         spawn(self._resume(), name="resume-replies")
         self._sweeper = spawn(self._sweep(), name="token-sweep")
         self.bot.shutdown_hooks.append(self._on_shutdown)
@@ -148,6 +150,11 @@ class Replies:
                     self.engine.update_meta(
                         job_id, reply={**stored.meta["reply"], "message_id": message_id}
                     )
+        if not self.engine.holds_jobs:
+            # another process holds the jobs: it runs them and follows their reply from here on
+            self._unregister(reply)
+            self.engine.hand_over(reply.job_ids)
+            return
         moved = False  # what happened while the acknowledgement was on its way
         for job in jobs:
             current = self.engine.get_job(job.id) or job
@@ -176,6 +183,26 @@ class Replies:
         for job_id in reply.job_ids:
             self._by_job[job_id] = reply.key
 
+    def _unregister(self, reply: Reply) -> None:
+        """Stop following a reply (another process follows it)."""
+        if reply.coalescer is not None:
+            spawn(reply.coalescer.close(), name=f"unfollow-{reply.key}")
+        if self.replies.get(reply.key) is reply:
+            del self.replies[reply.key]
+        for job_id in reply.job_ids:
+            if self._by_job.get(job_id) == reply.key:
+                del self._by_job[job_id]
+
+    def _on_holder(self, holding: bool) -> None:
+        """This process took the jobs (follow every stored reply) or let go of them (another
+        process follows them now)."""
+        if holding:
+            spawn(self._resume(), name="resume-replies")
+            return
+        for reply in list(self.replies.values()):
+            if not reply.finalizing:
+                self._unregister(reply)
+
     def _show(self, reply: Reply) -> None:
         """Render the reply's current state now, or deliver it if every job has finished."""
         if not reply.acked.is_set():
@@ -190,7 +217,7 @@ class Replies:
         key = self._by_job.get(update.job.id)
         reply = self.replies.get(key) if key else None
         if reply is None:
-            if update.job.meta.get("reply") and self.bot.is_ready():
+            if update.job.meta.get("reply") and self.bot.is_ready() and self.engine.holds_jobs:
                 self._follow_stored(update.job)
             return
         reply.latest[update.job.id] = update
@@ -345,6 +372,8 @@ class Replies:
     async def _resume(self) -> None:
         """After a restart: follow every stored reply again, deliver every undelivered result."""
         await self.bot.wait_until_ready()
+        if not self.engine.holds_jobs:
+            return  # the process that holds the jobs follows their replies
         self.engine.forget_expired_tokens()
         for job in self.engine.store.unfinished() + self.engine.undelivered():
             if job.meta.get("reply"):

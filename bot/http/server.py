@@ -128,7 +128,7 @@ async def serve(
     the store for the next start.
     """
     async with aiohttp.ClientSession() as session:
-        engine = Engine(session, settings)
+        engine = Engine(session, settings, role="api", detail="HTTP API")
         admission = Admission(engine, Policy(engine.store, settings, lambda: engine.workflows))
         metrics = Metrics(engine)
         try:

@@ -158,6 +158,11 @@ class HttpApi:
             self._send_webhook(job)
 
     def _send_webhook(self, job: Job) -> None:
+        sharing = self.engine.sharing
+        if sharing is not None and not self.engine.store.claim(
+            f"webhook:{job.id}", sharing.process_id
+        ):
+            return  # another process sharing the store sends it
         key = self.keys.get(str(job.meta.get("api_key", "")))
         if key is None:
             log.warning("job %s has a webhook but its key is gone; not sent", job.id)

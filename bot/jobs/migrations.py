@@ -103,6 +103,21 @@ STEPS: tuple[tuple[Change, ...], ...] = (
         lambda db: _add_column(db, "jams", "closed_at", "{real}"),
         lambda db: _add_column(db, "jam_entries", "posted", "INTEGER NOT NULL DEFAULT 0"),
     ),
+    (  # 3: the processes sharing the store (`bot.jobs.cluster`), and claims made once
+        """CREATE TABLE IF NOT EXISTS processes (
+            id TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            holds_jobs INTEGER NOT NULL DEFAULT 0,
+            started_at {real} NOT NULL,
+            seen_at {real} NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS claims (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            at {real} NOT NULL
+        )""",
+    ),
 )
 
 #: The step the code expects the database at.

@@ -38,6 +38,19 @@ class AuditEntry:
     at: float
 
 
+@dataclass(frozen=True)
+class ProcessInfo:
+    """A process sharing the store: its id (host:pid:random), role (`bot`, `api`, `cli`), what
+    it serves (`detail`, e.g. its Discord shard), whether it holds the jobs (`leading`)."""
+
+    id: str
+    role: str
+    detail: str
+    leading: bool
+    started_at: float
+    seen_at: float = 0.0
+
+
 class Store:
     """The store on a SQLite file, or on PostgreSQL for a `postgresql://` URL.
 
@@ -165,6 +178,61 @@ class Store:
             (owner_id, guild_id),
         ).one()
         return float(row["t"]) if row and row["t"] is not None else None
+
+    def queued_before(self, created_before: float) -> list[Job]:
+        """Queued jobs stored before `created_before` (a time.time())."""
+        return self._query("state = ? AND created_at < ?", [JobState.QUEUED.value, created_before])
+
+    # claims ---------------------------------------------------------------------------------
+    def claim(self, name: str, holder: str) -> bool:
+        """Take `name` for `holder` once: True for the first caller ever, False for any other
+        (e.g. the one process that sends a job's webhook, among several sharing the store)."""
+        result = self._db.execute(
+            "INSERT INTO claims (name, holder, at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
+            (name, holder, time.time()),
+        )
+        return result.rowcount == 1
+
+    # processes ------------------------------------------------------------------------------
+    def see_process(self, process: ProcessInfo) -> None:
+        """Record that a process sharing the store is alive (now), and what it does."""
+        self._db.execute(
+            "INSERT INTO processes (id, role, detail, holds_jobs, started_at, seen_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET role = excluded.role,"
+            " detail = excluded.detail, holds_jobs = excluded.holds_jobs,"
+            " seen_at = excluded.seen_at",
+            (
+                process.id,
+                process.role,
+                process.detail,
+                int(process.leading),
+                process.started_at,
+                time.time(),
+            ),
+        )
+
+    def forget_process(self, process_id: str) -> None:
+        self._db.execute("DELETE FROM processes WHERE id = ?", (process_id,))
+
+    def processes(self, seen_within: float = 10.0) -> list[ProcessInfo]:
+        """The processes seen in the last `seen_within` seconds (older rows are deleted)."""
+        self._db.execute("DELETE FROM processes WHERE seen_at < ?", (time.time() - 60.0,))
+        rows = self._db.execute(
+            "SELECT id, role, detail, holds_jobs, started_at, seen_at FROM processes"
+            " WHERE seen_at >= ? ORDER BY started_at",
+            (time.time() - seen_within,),
+        )
+        return [
+            ProcessInfo(
+                id=r["id"],
+                role=r["role"],
+                detail=r["detail"],
+                leading=bool(r["holds_jobs"]),
+                started_at=float(r["started_at"]),
+                seen_at=float(r["seen_at"]),
+            )
+            for r in rows
+        ]
 
     # settings -------------------------------------------------------------------------------
     def get_setting(self, scope: str, key: str, default: Any = None) -> Any:

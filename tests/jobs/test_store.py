@@ -224,10 +224,10 @@ def test_a_fresh_database_is_migrated_to_the_latest_step(target: Path | str) -> 
     Store(target).close()
     db = connect(target)
     try:
-        assert migrations.version(db) == migrations.LATEST == 2
-        assert migrations.migrate(db) == 2  # a second start applies nothing
+        assert migrations.version(db) == migrations.LATEST == 3
+        assert migrations.migrate(db) == 3  # a second start applies nothing
         rows = db.execute("SELECT version FROM schema_version ORDER BY version").rows
-        assert rows == [{"version": 1}, {"version": 2}]
+        assert rows == [{"version": 1}, {"version": 2}, {"version": 3}]
     finally:
         db.close()
 
