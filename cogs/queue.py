@@ -48,7 +48,7 @@ class Queue(commands.Cog):
         entries = self.bot.engine.queue_entries()
         here = [e for e in entries if e.job.guild_id == guild]
         elsewhere = len(entries) - len(here)
-        pool = self._backend_lines(entries)
+        pool = self._backend_lines(entries) + self._process_lines()
         if not entries:
             empty = "\n".join([*pool, "The queue is empty."])
             await interaction.response.send_message(empty, ephemeral=True)
@@ -88,6 +88,17 @@ class Queue(commands.Cog):
         waiting = sum(1 for e in entries if e.position > 0)
         lines.append(f"{waiting} job(s) waiting for a backend")
         return lines
+
+    def _process_lines(self) -> list[str]:
+        """With several processes on one store: how many, and which one holds the jobs."""
+        processes = self.bot.engine.processes()
+        if len(processes) < 2:
+            return []
+        line = f"🗄️ {len(processes)} processes share this queue"
+        holder = next((p for p in processes if p.leading), None)
+        if holder is not None:
+            line += f"; the jobs are held by {holder.detail or holder.role} (`{holder.id}`)"
+        return [line]
 
     @app_commands.command(name="cancel", description="Cancel your job (moderators: anyone's)")
     @app_commands.describe(job="Job id, or the id a group's reply shows (default: your latest)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import aiohttp
 
 from bot.errors import ComfyError
-from bot.jobs.store import Store
+from bot.jobs.store import ProcessInfo, Store
 from bot.settings import BackendSettings, Settings
 from bot.workflows import load_workflows
 from bot.workflows.nodemap import NodeMap
@@ -125,10 +126,12 @@ async def show_backends(settings: Settings, out: TextIO | None = None) -> int:
 
     out = out or sys.stdout
     done: dict[str, int] = {}
+    processes: list[ProcessInfo] = []
     if settings.storage.url or Path(settings.storage.path).exists():
         store = Store.open(settings.storage)
         try:
             done = store.done_by_backend()
+            processes = store.processes() if settings.storage.url else []
         finally:
             store.close()
     timeout = min(10.0, settings.comfyui.request_timeout)
@@ -160,8 +163,27 @@ async def show_backends(settings: Settings, out: TextIO | None = None) -> int:
         finally:
             await pool.close()
     header = ["NAME", "URL", "STATE", "VERSION", "DEVICE", "VRAM", "JOBS DONE", "LAST ERROR"]
+    _table(header, rows, out)
+    if processes:  # several processes on one PostgreSQL store: which one holds the jobs
+        print(file=out)
+        now = time.time()
+        _table(
+            ["PROCESS", "ROLE", "SERVES", "HOLDS THE JOBS", "SEEN"],
+            [
+                [p.id, p.role, p.detail or "-", "yes" if p.leading else "no", _ago(now - p.seen_at)]
+                for p in processes
+            ],
+            out,
+        )
+    return 1 if any(row[2] == "down" for row in rows) else 0
+
+
+def _ago(seconds: float) -> str:
+    return f"{max(0.0, seconds):.0f} s ago"
+
+
+def _table(header: list[str], rows: list[list[str]], out: TextIO) -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         print("  ".join([*cells, row[-1]]).rstrip(), file=out)
-    return 1 if any(row[2] == "down" for row in rows) else 0

@@ -175,6 +175,7 @@ class Cluster:
             return
         self.leading = True
         self._see()
+        self.store.hold_jobs(self.id)  # a holder that died still says so in its last record
         log.info("this process (%s) now holds the jobs", self.id)
         await self._on_lead()
 

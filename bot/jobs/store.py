@@ -211,6 +211,10 @@ class Store:
             ),
         )
 
+    def hold_jobs(self, process_id: str) -> None:
+        """Record that `process_id` holds the jobs now, and no other process."""
+        self._db.execute("UPDATE processes SET holds_jobs = 0 WHERE id <> ?", (process_id,))
+
     def forget_process(self, process_id: str) -> None:
         self._db.execute("DELETE FROM processes WHERE id = ?", (process_id,))
 
