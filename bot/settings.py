@@ -2,8 +2,9 @@
 
 Secrets come only from the environment (`DISCORD_TOKEN`, and header values written as
 `${NAME}` in `comfyui.backends[].headers`). `COMFYUI_URL` (one URL, or several separated by commas)
-replaces the ComfyUI backends of the file, and `COMFYCORD_DATABASE_URL` (a `postgresql://` URL)
-its `storage.url`. Every problem is reported with the file and key it concerns, e.g.
+replaces the ComfyUI backends of the file, `COMFYCORD_DATABASE_URL` (a `postgresql://` URL)
+its `storage.url`, and `COMFYCORD_SHARD_ID` / `COMFYCORD_SHARD_COUNT` its `discord.shard_id` /
+`discord.shard_count`. Every problem is reported with the file and key it concerns, e.g.
 `config/comfycord.yaml: limits.max_queued_per_member: Input should be a valid integer`.
 """
 
@@ -21,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -105,10 +107,33 @@ class ComfySettings(_Section):
 
 
 class DiscordSettings(_Section):
+    """How the bot meets Discord.
+
+    `shard_id` and `shard_count` (both or neither) make this process one shard of several: it
+    gets the events of the servers with `(server id >> 22) % shard_count == shard_id` only, so
+    several `comfycord run` processes can share the servers (and one database) between them.
+    """
+
     dev_guild: int | None = None
     owner_ids: tuple[int, ...] = ()
     progress_interval: float = Field(1.5, ge=0.2)
     sync_on_start: bool = False
+    shard_count: int | None = Field(None, ge=1)
+    shard_id: int | None = Field(None, ge=0, validate_default=True)
+
+    @field_validator("shard_id")
+    @classmethod
+    def _one_shard_of_all(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if "shard_count" not in info.data:  # shard_count is wrong itself, and says so
+            return value
+        count = info.data["shard_count"]
+        if value is None and count is not None:
+            raise ValueError(f"set it too when shard_count is set (0 to {count - 1})")
+        if value is not None and count is None:
+            raise ValueError("set shard_count too (how many shards there are in all)")
+        if value is not None and count is not None and value >= count:
+            raise ValueError(f"must be less than shard_count ({count}); shards count from 0")
+        return value
 
 
 #: How the URL of a PostgreSQL database starts (`storage.url`).
@@ -252,6 +277,17 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     if database_url := env.get("COMFYCORD_DATABASE_URL"):
         storage = data.get("storage")
         data["storage"] = {**(storage if isinstance(storage, dict) else {}), "url": database_url}
+    shards = {
+        key: value
+        for key, name in (
+            ("shard_id", "COMFYCORD_SHARD_ID"),
+            ("shard_count", "COMFYCORD_SHARD_COUNT"),
+        )
+        if (value := env.get(name))
+    }
+    if shards:
+        discord = data.get("discord")
+        data["discord"] = {**(discord if isinstance(discord, dict) else {}), **shards}
     token = env.get("DISCORD_TOKEN") or None
     try:
         settings = Settings.model_validate({**data, "discord_token": token})

@@ -41,6 +41,12 @@ Errors returned (HTTP status / Discord code), each recorded in ``fake.errors``:
   response carries ``X-RateLimit-Limit/Remaining/Reset/Reset-After/Bucket`` so discord.py's own
   limiter can avoid 429s. ``fake.rate_limited_count`` counts the 429s served.
 
+Sharding: ``add_guild(shard=(1, 2))`` adds a server whose id falls on that shard
+(``(guild_id >> 22) % shard_count``). A gateway session that IDENTIFYs with ``shard: [id, count]``
+is told of, and sent the events of, only its shard's servers (events outside a server go to
+shard 0); a session without ``shard`` gets everything. ``GET /gateway/bot`` answers
+``shards = fake.recommended_shards``.
+
 Helpers that play the user (``slash``, ``autocomplete``, ``click``, ``select``) raise
 ``FakeDiscordError`` for things the Discord client would never send (unknown option, value not in
 the choices, a command the member cannot see, a button that is not on the message).
@@ -78,6 +84,7 @@ __all__ = [
     "FakeAttachment",
     "FakeDiscord",
     "FakeDiscordError",
+    "FakeGuild",
     "FakeInteraction",
     "FakeMessage",
     "InteractionTimeout",
@@ -446,6 +453,9 @@ class FakeInteraction:
         self.modal: dict[str, Any] | None = None
         self.followups: list[FakeMessage] = []
         self.original_id: int | None = None
+        #: The ``shard`` each gateway session sent INTERACTION_CREATE to identified with (None
+        #: for a session without shards); empty when no connected session's shard holds the guild.
+        self.delivered_to: list[tuple[int, int] | None] = []
         self._awaiting_first_followup = False
 
     def __repr__(self) -> str:
@@ -571,12 +581,44 @@ class _Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+@dataclass(frozen=True)
+class FakeGuild:
+    """A server added with ``FakeDiscord.add_guild``: its id and its text channel's id."""
+
+    guild_id: int
+    channel_id: int
+    name: str
+
+    def shard(self, shard_count: int) -> int:
+        """The shard that receives this server's events when the bot runs ``shard_count``."""
+        return shard_of(self.guild_id, shard_count)
+
+
+@dataclass(eq=False)
+class _Guild:
+    """One server's own state: its roles (by id; @everyone's id is the server's), its members
+    (user id -> member without ``user``) and its Integrations overrides per command name."""
+
+    id: int
+    name: str
+    roles: dict[int, dict[str, Any]]
+    members: dict[int, dict[str, Any]]
+    overrides: dict[str, dict[int, bool]]
+    moderator_role_id: int = 0
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard a server's events go to, as Discord computes it."""
+    return (guild_id >> 22) % shard_count
+
+
 def _ceil_ms(seconds: float) -> float:
     return math.ceil(max(seconds, 0.0) * 1000) / 1000
 
 
 class FakeDiscord:
-    """The fake: one application (its bot user), one guild with channels, roles and members.
+    """The fake: one application (its bot user), one guild with channels, roles and members
+    (more with ``add_guild``).
 
     Attributes set up for tests: ``bot_token``, ``application_id`` (== the bot user's id),
     ``guild_id``, ``channel_id`` (text), ``nsfw_channel_id`` (age-restricted), ``owner_id`` (guild
@@ -596,6 +638,8 @@ class FakeDiscord:
         nonce_window: float = 300.0,
     ) -> None:
         self.token_lifetime = token_lifetime
+        #: What ``GET /gateway/bot`` recommends as the number of shards.
+        self.recommended_shards = 1
         self.nonce_window = nonce_window
         self.attachment_size_limit = attachment_size_limit
         self.ack_timeout = ack_timeout
@@ -647,11 +691,17 @@ class FakeDiscord:
         self.bot_token = self._make_token()
         self.public_key = secrets.token_hex(32)
         self.guild_name = "Fake Guild"
+        self._guilds: dict[int, _Guild] = {
+            self.guild_id: _Guild(
+                self.guild_id, self.guild_name, self._roles, self._members, self._command_overrides
+            )
+        }
 
         self._roles[self.guild_id] = self._role_payload(
             self.guild_id, "@everyone", PERM_EVERYONE_DEFAULT, position=0
         )
         self.moderator_role_id = self.add_role("Moderators", permissions=PERM_MANAGE_GUILD)
+        self._guilds[self.guild_id].moderator_role_id = self.moderator_role_id
         self.bot_role_id = self.add_role(
             "Bot", permissions=PERM_EVERYONE_DEFAULT | PERM_MANAGE_MESSAGES
         )
@@ -783,14 +833,15 @@ class FakeDiscord:
             "communication_disabled_until": None,
         }
 
-    def add_role(self, name: str, *, permissions: int = 0) -> int:
-        """Create a guild role; returns its id."""
+    def add_role(self, name: str, *, permissions: int = 0, guild_id: int | None = None) -> int:
+        """Create a role (in the first guild unless ``guild_id`` says); returns its id."""
+        guild = self._guild(guild_id)
         role_id = self._snowflake()
-        self._roles[role_id] = self._role_payload(
-            role_id, name, permissions, position=len(self._roles)
+        guild.roles[role_id] = self._role_payload(
+            role_id, name, permissions, position=len(guild.roles)
         )
         self._announce(
-            "GUILD_ROLE_CREATE", {"guild_id": str(self.guild_id), "role": self._roles[role_id]}
+            "GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": guild.roles[role_id]}
         )
         return role_id
 
@@ -822,13 +873,18 @@ class FakeDiscord:
         )
         return user_id
 
-    def add_channel(self, name: str, *, nsfw: bool = False) -> int:
-        """Create a text channel; returns its id."""
+    def add_channel(self, name: str, *, nsfw: bool = False, guild_id: int | None = None) -> int:
+        """Create a text channel (in the first guild unless ``guild_id`` says); returns its id."""
+        channel_id = self._new_channel(self._guild(guild_id).id, name, nsfw=nsfw)
+        self._announce("CHANNEL_CREATE", self._channels[channel_id])
+        return channel_id
+
+    def _new_channel(self, guild_id: int, name: str, *, nsfw: bool) -> int:
         channel_id = self._snowflake()
         self._channels[channel_id] = {
             "id": str(channel_id),
             "type": 0,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(guild_id),
             "name": name,
             "position": len(self._channels),
             "permission_overwrites": [],
@@ -839,8 +895,74 @@ class FakeDiscord:
             "last_message_id": None,
             "flags": 0,
         }
-        self._announce("CHANNEL_CREATE", self._channels[channel_id])
         return channel_id
+
+    def add_guild(
+        self, name: str = "Other Guild", *, shard: tuple[int, int] | None = None
+    ) -> FakeGuild:
+        """Add the bot to another server, with a text channel "general" and the owner (its
+        owner too), the moderator (Manage Server through a role) and the member as members.
+
+        With ``shard=(shard_id, shard_count)`` the server's id falls on that shard. A connected
+        bot whose shard holds it gets GUILD_CREATE, as when a bot is added to a server.
+        """
+        if shard is not None and not 0 <= shard[0] < shard[1]:
+            raise FakeDiscordError(f"no shard {shard[0]} of {shard[1]}")
+        guild_id = self._snowflake()
+        while shard is not None and shard_of(guild_id, shard[1]) != shard[0]:
+            # the shard is read from the timestamp bits: go on to the next millisecond's ids
+            self._last_snowflake = (((guild_id >> 22) + 1) << 22) - 1
+            guild_id = self._snowflake()
+        guild = _Guild(guild_id, name, {}, {}, {})
+        guild.roles[guild_id] = self._role_payload(
+            guild_id, "@everyone", PERM_EVERYONE_DEFAULT, position=0
+        )
+        self._guilds[guild_id] = guild
+        guild.moderator_role_id = self._new_role(guild, "Moderators", PERM_MANAGE_GUILD)
+        bot_role = self._new_role(guild, "Bot", PERM_EVERYONE_DEFAULT | PERM_MANAGE_MESSAGES)
+        guild.members[self.application_id] = self._new_member([bot_role])
+        guild.members[self.owner_id] = self._new_member([])
+        guild.members[self.moderator_id] = self._new_member([guild.moderator_role_id])
+        guild.members[self.member_id] = self._new_member([])
+        channel_id = self._new_channel(guild_id, "general", nsfw=False)
+        self._announce("GUILD_CREATE", self._guild_create_payload(guild_id))
+        return FakeGuild(guild_id=guild_id, channel_id=channel_id, name=name)
+
+    def _new_role(self, guild: _Guild, name: str, permissions: int) -> int:
+        role_id = self._snowflake()
+        guild.roles[role_id] = self._role_payload(
+            role_id, name, permissions, position=len(guild.roles)
+        )
+        return role_id
+
+    def _guild(self, guild_id: int | FakeGuild | None = None) -> _Guild:
+        """A server's state (the first guild's for None)."""
+        if isinstance(guild_id, FakeGuild):
+            guild_id = guild_id.guild_id
+        try:
+            return self._guilds[self.guild_id if guild_id is None else int(guild_id)]
+        except (KeyError, ValueError):
+            raise FakeDiscordError(f"unknown guild {guild_id}") from None
+
+    def _guild_of(self, channel_id: int) -> _Guild:
+        """The server a channel (or thread) belongs to."""
+        return self._guilds[int(self._channel(channel_id)["guild_id"])]
+
+    def _channel_in(self, guild: FakeGuild | int | None, channel_id: int | None) -> int:
+        """The channel a user action happens in: ``channel_id``, else the text channel of
+        ``guild`` (a ``FakeGuild``), else the first guild's ``channel_id``."""
+        if channel_id is not None:
+            return channel_id
+        if isinstance(guild, FakeGuild):
+            return guild.channel_id
+        if guild is not None and int(guild) != self.guild_id:
+            self._guild(guild)
+            return next(
+                int(c["id"])
+                for c in self._channels.values()
+                if c["guild_id"] == str(guild) and c["type"] == 0
+            )
+        return self.channel_id
 
     def set_channel_permissions(
         self, channel_id: int, target_id: int, *, allow: int = 0, deny: int = 0
@@ -848,7 +970,7 @@ class FakeDiscord:
         """Set a permission overwrite for a role or member (``target_id == guild_id`` is
         @everyone) on a channel."""
         channel = self._channel(channel_id)
-        kind = 0 if target_id in self._roles else 1
+        kind = 0 if target_id in self._guild_of(channel_id).roles else 1
         overwrites = [o for o in channel["permission_overwrites"] if o["id"] != str(target_id)]
         overwrites.append(
             {"id": str(target_id), "type": kind, "allow": str(allow), "deny": str(deny)}
@@ -856,28 +978,31 @@ class FakeDiscord:
         channel["permission_overwrites"] = overwrites
         self._announce("CHANNEL_UPDATE", channel)
 
-    def set_command_permission(self, name: str, target_id: int, *, allow: bool | None) -> None:
+    def set_command_permission(
+        self, name: str, target_id: int, *, allow: bool | None, guild_id: int | None = None
+    ) -> None:
         """What a server administrator does in Server Settings → Integrations: let a role or a
         member (``target_id == guild_id`` is @everyone) use the command ``name``, or keep them
         from it, whatever its ``default_member_permissions``; ``allow=None`` removes the
-        override. Administrators and the owner may always use every command."""
-        overrides = self._command_overrides.setdefault(name, {})
+        override. Administrators and the owner may always use every command. In the first guild
+        unless ``guild_id`` says."""
+        overrides = self._guild(guild_id).overrides.setdefault(name, {})
         if allow is None:
             overrides.pop(target_id, None)
         else:
             overrides[target_id] = allow
 
-    def _command_override(self, name: str, user_id: int) -> bool | None:
+    def _command_override(self, name: str, user_id: int, guild: _Guild) -> bool | None:
         """The Integrations override for this member, as Discord resolves it: the member's own,
         else any of their roles allowing (an allow beats a deny), else @everyone's."""
-        overrides = self._command_overrides.get(name, {})
+        overrides = guild.overrides.get(name, {})
         if user_id in overrides:
             return overrides[user_id]
-        roles = [int(r) for r in self._members[user_id]["roles"]]
+        roles = [int(r) for r in guild.members[user_id]["roles"]]
         verdicts = [overrides[r] for r in roles if r in overrides]
         if verdicts:
             return any(verdicts)
-        return overrides.get(self.guild_id)
+        return overrides.get(guild.id)
 
     def _channel(self, channel_id: int) -> dict[str, Any]:
         try:
@@ -885,17 +1010,21 @@ class FakeDiscord:
         except (KeyError, ValueError):
             raise FakeDiscordError(f"unknown channel {channel_id}") from None
 
-    def permissions(self, user_id: int, channel_id: int | None = None) -> int:
-        """A member's permission bits (in a channel, with its overwrites)."""
+    def permissions(
+        self, user_id: int, channel_id: int | None = None, *, guild_id: int | None = None
+    ) -> int:
+        """A member's permission bits (in a channel, with its overwrites; without one, in
+        ``guild_id``, by default the first guild)."""
+        guild = self._guild(guild_id) if channel_id is None else self._guild_of(channel_id)
         if user_id == self.owner_id:
             return PERM_ALL
-        member = self._members.get(user_id)
+        member = guild.members.get(user_id)
         if member is None:
             return 0
         role_ids = [int(r) for r in member["roles"]]
-        perms = int(self._roles[self.guild_id]["permissions"])
+        perms = int(guild.roles[guild.id]["permissions"])
         for role_id in role_ids:
-            perms |= int(self._roles[role_id]["permissions"])
+            perms |= int(guild.roles[role_id]["permissions"])
         if perms & PERM_ADMINISTRATOR:
             return PERM_ALL
         if channel_id is None:
@@ -904,7 +1033,7 @@ class FakeDiscord:
         if channel["type"] in THREAD_TYPES:  # a thread has its parent channel's permissions
             channel = self._channel(int(channel["parent_id"]))
         overwrites = {int(o["id"]): o for o in channel["permission_overwrites"]}
-        everyone = overwrites.get(self.guild_id)
+        everyone = overwrites.get(guild.id)
         if everyone:
             perms = (perms & ~int(everyone["deny"])) | int(everyone["allow"])
         allow = deny = 0
@@ -918,16 +1047,19 @@ class FakeDiscord:
             perms = (perms & ~int(own["deny"])) | int(own["allow"])
         return perms
 
-    def _member_payload(self, user_id: int, *, with_user: bool = True) -> dict[str, Any]:
-        payload = dict(self._members[user_id])
+    def _member_payload(
+        self, user_id: int, *, with_user: bool = True, guild_id: int | None = None
+    ) -> dict[str, Any]:
+        payload = dict(self._guild(guild_id).members[user_id])
         if with_user:
             payload["user"] = dict(self._users[user_id])
         return payload
 
-    def _guild_payload(self) -> dict[str, Any]:
+    def _guild_payload(self, guild_id: int | None = None) -> dict[str, Any]:
+        guild = self._guild(guild_id)
         return {
-            "id": str(self.guild_id),
-            "name": self.guild_name,
+            "id": str(guild.id),
+            "name": self.guild_name if guild.id == self.guild_id else guild.name,
             "icon": None,
             "splash": None,
             "discovery_splash": None,
@@ -951,28 +1083,28 @@ class FakeDiscord:
             "safety_alerts_channel_id": None,
             "vanity_url_code": None,
             "features": [],
-            "roles": list(self._roles.values()),
+            "roles": list(guild.roles.values()),
             "emojis": [],
             "stickers": [],
             "premium_progress_bar_enabled": False,
         }
 
-    def _guild_create_payload(self) -> dict[str, Any]:
+    def _guild_create_payload(self, guild_id: int | None = None) -> dict[str, Any]:
+        guild = self._guild(guild_id)
+        channels = [c for c in self._channels.values() if c["guild_id"] == str(guild.id)]
         return {
-            **self._guild_payload(),
+            **self._guild_payload(guild.id),
             "joined_at": _iso(_utcnow()),
             "large": False,
             "unavailable": False,
-            "member_count": len(self._members),
-            "members": [self._member_payload(uid) for uid in self._members],
+            "member_count": len(guild.members),
+            "members": [self._member_payload(uid, guild_id=guild.id) for uid in guild.members],
             "channels": [
                 {k: v for k, v in c.items() if k != "guild_id"}
-                for c in self._channels.values()
+                for c in channels
                 if c["type"] not in THREAD_TYPES
             ],
-            "threads": [
-                copy.deepcopy(c) for c in self._channels.values() if c["type"] in THREAD_TYPES
-            ],
+            "threads": [copy.deepcopy(c) for c in channels if c["type"] in THREAD_TYPES],
             "presences": [],
             "voice_states": [],
             "stage_instances": [],
@@ -990,11 +1122,14 @@ class FakeDiscord:
             result.extend(copy.deepcopy(c) for c in commands)
         return result
 
-    def command(self, name: str, *, guild: bool | None = None) -> dict[str, Any]:
-        """A registered top-level command by name (guild scope first unless ``guild`` says)."""
+    def command(
+        self, name: str, *, guild: bool | None = None, guild_id: int | None = None
+    ) -> dict[str, Any]:
+        """A registered top-level command by name (guild scope first unless ``guild`` says),
+        as members of ``guild_id`` (default: the first guild) see it."""
         scopes: list[list[dict[str, Any]]] = []
         if guild in (None, True):
-            scopes.append(self._guild_commands.get(self.guild_id, []))
+            scopes.append(self._guild_commands.get(self._guild(guild_id).id, []))
         if guild in (None, False):
             scopes.append(self._global_commands)
         for scope in scopes:
@@ -1002,7 +1137,11 @@ class FakeDiscord:
                 if command["name"] == name and command.get("type", 1) == 1:
                     return command
         registered = sorted({c["name"] for c in self.commands})
-        raise FakeDiscordError(f"no command /{name} is registered; registered: {registered}")
+        where = {None: "here or globally", True: "here", False: "globally"}[guild]
+        raise FakeDiscordError(
+            f"no command /{name} is registered {where} (guild {self._guild(guild_id).id}); "
+            f"registered anywhere: {registered}"
+        )
 
     def messages_in(
         self, channel_id: int | None = None, *, include_deleted: bool = False
@@ -1034,13 +1173,14 @@ class FakeDiscord:
         user_id: int | None = None,
         channel_id: int | None = None,
         files: Sequence[tuple[str, bytes, str]] = (),
+        guild: FakeGuild | int | None = None,
     ) -> FakeMessage:
-        """A member posts a message (with ``(filename, bytes, content_type)`` files) in a channel;
-        the bot gets MESSAGE_CREATE."""
+        """A member posts a message (with ``(filename, bytes, content_type)`` files) in a channel
+        (default: the text channel of ``guild``, else ``channel_id``); the bot gets
+        MESSAGE_CREATE."""
         user_id = self.member_id if user_id is None else user_id
-        channel_id = self.channel_id if channel_id is None else channel_id
-        self._channel(channel_id)
-        if user_id not in self._members:
+        channel_id = self._channel_in(guild, channel_id)
+        if user_id not in self._guild_of(channel_id).members:
             raise FakeDiscordError(f"user {user_id} is not a member of the guild")
         if not content and not files:
             raise FakeDiscordError("a message needs content or files")
@@ -1075,7 +1215,10 @@ class FakeDiscord:
         command = next(
             (
                 c
-                for scope in (self._guild_commands.get(self.guild_id, []), self._global_commands)
+                for scope in (
+                    self._guild_commands.get(self._guild_of(message.channel_id).id, []),
+                    self._global_commands,
+                )
                 for c in scope
                 if c["name"] == name and c.get("type") == 3
             ),
@@ -1223,8 +1366,10 @@ class FakeDiscord:
         attachments: Mapping[str, tuple[str, bytes, str]] | None = None,
         locale: str = "en-US",
         force: bool = False,
+        guild: FakeGuild | int | None = None,
     ) -> FakeInteraction:
-        """Dispatch a slash command (``name`` may be a path: ``"workflows enable"``).
+        """Dispatch a slash command (``name`` may be a path: ``"workflows enable"``) in
+        ``channel_id``, else in the text channel of ``guild``, else in ``channel_id``.
 
         ``options`` maps option names to values, converted by the registered option types
         (user/channel/role ids are resolved; an attachment option takes ``(filename, bytes,
@@ -1236,8 +1381,8 @@ class FakeDiscord:
             FakeDiscordError: unknown command or option, or a value Discord would refuse.
         """
         user_id = self.member_id if user_id is None else user_id
-        channel_id = self.channel_id if channel_id is None else channel_id
-        command, path, schema = self._resolve_path(name)
+        channel_id = self._channel_in(guild, channel_id)
+        command, path, schema = self._resolve_path(name, channel_id)
         if not force:
             self._check_available(command, user_id, channel_id)
         resolved: dict[str, dict[str, Any]] = {}
@@ -1278,6 +1423,7 @@ class FakeDiscord:
         locale: str = "en-US",
         force: bool = False,
         timeout: float | None = None,
+        guild: FakeGuild | int | None = None,
     ) -> list[dict[str, Any]]:
         """Dispatch an autocomplete for option ``focused`` (its typed text is
         ``options[focused]`` or ""), wait for the answer and return its choices.
@@ -1286,8 +1432,8 @@ class FakeDiscord:
             InteractionTimeout: no valid answer within ``ack_timeout``.
         """
         user_id = self.member_id if user_id is None else user_id
-        channel_id = self.channel_id if channel_id is None else channel_id
-        command, path, schema = self._resolve_path(name)
+        channel_id = self._channel_in(guild, channel_id)
+        command, path, schema = self._resolve_path(name, channel_id)
         if not force:
             self._check_available(command, user_id, channel_id)
         by_name = {o["name"]: o for o in schema}
@@ -1415,12 +1561,12 @@ class FakeDiscord:
         )
 
     def _resolve_path(
-        self, name: str
+        self, name: str, channel_id: int
     ) -> tuple[dict[str, Any], list[tuple[str, int]], list[dict[str, Any]]]:
         parts = name.split()
         if not parts:
             raise FakeDiscordError("empty command name")
-        command = self.command(parts[0])
+        command = self.command(parts[0], guild_id=self._guild_of(channel_id).id)
         schema: list[dict[str, Any]] = command.get("options") or []
         path: list[tuple[str, int]] = []
         for part in parts[1:]:
@@ -1458,17 +1604,18 @@ class FakeDiscord:
         return data
 
     def _check_available(self, command: dict[str, Any], user_id: int, channel_id: int) -> None:
-        if user_id not in self._members:
+        guild = self._guild_of(channel_id)
+        if user_id not in guild.members:
             raise FakeDiscordError(f"user {user_id} is not a member of the guild")
         contexts = command.get("contexts")
         if contexts is not None and 0 not in contexts:
             raise CommandUnavailable(f"/{command['name']} is not available in guilds")
         if command.get("nsfw") and not self._channel(channel_id).get("nsfw"):
             raise CommandUnavailable(f"/{command['name']} is age-restricted: only in NSFW channels")
-        perms = self.permissions(user_id)
+        perms = self.permissions(user_id, guild_id=guild.id)
         if perms & PERM_ADMINISTRATOR or user_id == self.owner_id:
             return
-        override = self._command_override(command["name"], user_id)
+        override = self._command_override(command["name"], user_id, guild)
         if override is not None:
             if not override:
                 raise CommandUnavailable(
@@ -1569,17 +1716,22 @@ class FakeDiscord:
             resolved.setdefault("attachments", {})[str(attachment.id)] = attachment.to_payload()
             return str(attachment.id)
         target = int(value)
+        guild = self._guild_of(channel_id)
         if kind in (OPT_USER, OPT_MENTIONABLE) and target in self._users:
             resolved.setdefault("users", {})[str(target)] = dict(self._users[target])
-            if target in self._members:
-                member = self._member_payload(target, with_user=False)
+            if target in guild.members:
+                member = self._member_payload(target, with_user=False, guild_id=guild.id)
                 member["permissions"] = str(self.permissions(target, channel_id))
                 resolved.setdefault("members", {})[str(target)] = member
             return str(target)
-        if kind in (OPT_ROLE, OPT_MENTIONABLE) and target in self._roles:
-            resolved.setdefault("roles", {})[str(target)] = dict(self._roles[target])
+        if kind in (OPT_ROLE, OPT_MENTIONABLE) and target in guild.roles:
+            resolved.setdefault("roles", {})[str(target)] = dict(guild.roles[target])
             return str(target)
-        if kind == OPT_CHANNEL and target in self._channels:
+        if (
+            kind == OPT_CHANNEL
+            and target in self._channels
+            and self._channels[target]["guild_id"] == str(guild.id)
+        ):
             channel = self._channels[target]
             types = option.get("channel_types")
             if types and channel["type"] not in types:
@@ -1612,9 +1764,9 @@ class FakeDiscord:
         name: str | None = None,
         custom_id: str | None = None,
     ) -> FakeInteraction:
-        if user_id not in self._members:
-            raise FakeDiscordError(f"user {user_id} is not a member of the guild")
-        self._channel(channel_id)
+        guild = self._guild_of(channel_id)
+        if user_id not in guild.members:
+            raise FakeDiscordError(f"user {user_id} is not a member of the guild {guild.id}")
         it = FakeInteraction(
             self,
             id=self._snowflake(),
@@ -1626,7 +1778,7 @@ class FakeDiscord:
             custom_id=custom_id,
             source_message_id=None if message is None else message.id,
         )
-        member = self._member_payload(user_id)
+        member = self._member_payload(user_id, guild_id=guild.id)
         member["permissions"] = str(self.permissions(user_id, channel_id))
         channel = dict(self._channels[channel_id])
         channel["permissions"] = member["permissions"]
@@ -1635,8 +1787,8 @@ class FakeDiscord:
             "application_id": str(self.application_id),
             "type": itype,
             "data": data,
-            "guild_id": str(self.guild_id),
-            "guild": {"id": str(self.guild_id), "locale": "en-US", "features": []},
+            "guild_id": str(guild.id),
+            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
             "channel_id": str(channel_id),
             "channel": channel,
             "member": member,
@@ -1646,7 +1798,7 @@ class FakeDiscord:
             "locale": locale,
             "guild_locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": str(guild.id)},
             "context": 0,
             "attachment_size_limit": self.attachment_size_limit,
         }
@@ -1656,7 +1808,8 @@ class FakeDiscord:
         self._interactions[it.id] = it
         self._by_token[it.token] = it
         it.dispatched_at = time.monotonic()
-        await self._dispatch("INTERACTION_CREATE", payload, required=True)
+        sent = await self._dispatch("INTERACTION_CREATE", payload, required=True)
+        it.delivered_to = [None if s.shard is None else (s.shard[0], s.shard[1]) for s in sent]
         return it
 
     # ------------------------------------------------------------------ gateway
@@ -1679,7 +1832,10 @@ class FakeDiscord:
         *,
         required: bool = False,
         intent: int | None = None,
-    ) -> None:
+    ) -> list[_Session]:
+        """Send an event to every live session whose shard holds its guild (and that has the
+        ``intent``); returns those sessions. With ``required``, first wait (up to 5 s) for a
+        bot to be connected at all."""
         sessions = [s for s in self._sessions.values() if not s.invalid]
         if not sessions and required:
             try:
@@ -1689,10 +1845,16 @@ class FakeDiscord:
             except TimeoutError:
                 raise FakeDiscordError(f"no bot is connected to the gateway for {event}") from None
             sessions = [s for s in self._sessions.values() if not s.invalid]
+        guild_id = _event_guild(event, data)
+        sent = []
         for session in sessions:
             if intent is not None and not session.intents & intent:
                 continue
+            if not _on_shard(session, guild_id):
+                continue
             await self._send_event(session, event, data)
+            sent.append(session)
+        return sent
 
     async def _send_event(self, session: _Session, event: str, data: dict[str, Any]) -> None:
         async with session.lock:
@@ -1747,6 +1909,7 @@ class FakeDiscord:
             id=secrets.token_hex(16), intents=int(d.get("intents", 0)), shard=d.get("shard")
         )
         session.ws = ws
+        guild_ids = [g for g in self._guilds if _on_shard(session, g)]
         ready: dict[str, Any] = {
             "v": 10,
             "user": {
@@ -1755,7 +1918,7 @@ class FakeDiscord:
                 "mfa_enabled": False,
                 "flags": 0,
             },
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(g), "unavailable": True} for g in guild_ids],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
@@ -1770,7 +1933,8 @@ class FakeDiscord:
         if session.shard is not None:
             ready["shard"] = session.shard
         await self._send_event(session, "READY", ready)
-        await self._send_event(session, "GUILD_CREATE", self._guild_create_payload())
+        for guild_id in guild_ids:
+            await self._send_event(session, "GUILD_CREATE", self._guild_create_payload(guild_id))
         self._sessions[session.id] = session
         session.ready = True
         self.identify_count += 1
@@ -1798,7 +1962,10 @@ class FakeDiscord:
     ) -> None:
         if session is None:
             return
-        members = [self._member_payload(uid) for uid in self._members]
+        guild = self._guilds.get(_int_or_zero(d.get("guild_id")))
+        if guild is None or not _on_shard(session, guild.id):
+            return
+        members = [self._member_payload(uid, guild_id=guild.id) for uid in guild.members]
         ids = d.get("user_ids")
         if ids:
             wanted = {int(i) for i in (ids if isinstance(ids, list) else [ids])}
@@ -1806,7 +1973,7 @@ class FakeDiscord:
         query = d.get("query") or ""
         members = [m for m in members if m["user"]["username"].startswith(query)]
         chunk: dict[str, Any] = {
-            "guild_id": str(self.guild_id),
+            "guild_id": str(guild.id),
             "members": members,
             "chunk_index": 0,
             "chunk_count": 1,
@@ -2093,10 +2260,19 @@ class FakeDiscord:
         if request.match_info.get("application_id") != str(self.application_id):
             raise _not_found(10002, "Application")
 
-    def _check_guild(self, request: web.Request) -> None:
+    def _check_guild(self, request: web.Request) -> _Guild:
+        """The server of the request's ``guild_id`` (the first guild for routes without one).
+
+        Raises:
+            _ApiError: 403 / 50001, the bot is in no such server.
+        """
         guild_id = request.match_info.get("guild_id")
-        if guild_id is not None and guild_id != str(self.guild_id):
+        if guild_id is None:
+            return self._guild()
+        guild = self._guilds.get(_int_or_zero(guild_id))
+        if guild is None:
             raise _ApiError(403, 50001, "Missing Access")
+        return guild
 
     # ------------------------------------------------------------------ users, app, guild
 
@@ -2132,7 +2308,7 @@ class FakeDiscord:
                 "interactions_endpoint_url": None,
                 "redirect_uris": [],
                 "tags": [],
-                "approximate_guild_count": 1,
+                "approximate_guild_count": len(self._guilds),
             }
         )
 
@@ -2142,34 +2318,45 @@ class FakeDiscord:
     async def _get_gateway_bot(self, request: web.Request) -> web.Response:
         limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
         return self._json(
-            {"url": self.gateway_url.rstrip("/"), "shards": 1, "session_start_limit": limit}
+            {
+                "url": self.gateway_url.rstrip("/"),
+                "shards": self.recommended_shards,
+                "session_start_limit": limit,
+            }
         )
 
     async def _get_guild(self, request: web.Request) -> web.Response:
-        self._check_guild(request)
-        return self._json({**self._guild_payload(), "approximate_member_count": len(self._members)})
+        guild = self._check_guild(request)
+        return self._json(
+            {**self._guild_payload(guild.id), "approximate_member_count": len(guild.members)}
+        )
 
     async def _get_guild_channels(self, request: web.Request) -> web.Response:
-        self._check_guild(request)
-        return self._json([c for c in self._channels.values() if c["type"] not in THREAD_TYPES])
+        guild = self._check_guild(request)
+        return self._json(
+            [
+                c
+                for c in self._channels.values()
+                if c["guild_id"] == str(guild.id) and c["type"] not in THREAD_TYPES
+            ]
+        )
 
     async def _get_guild_roles(self, request: web.Request) -> web.Response:
-        self._check_guild(request)
-        return self._json(list(self._roles.values()))
+        return self._json(list(self._check_guild(request).roles.values()))
 
     async def _list_members(self, request: web.Request) -> web.Response:
-        self._check_guild(request)
+        guild = self._check_guild(request)
         limit = min(int(request.query.get("limit", "1")), 1000)
         after = int(request.query.get("after", "0"))
-        ids = sorted(uid for uid in self._members if uid > after)[:limit]
-        return self._json([self._member_payload(uid) for uid in ids])
+        ids = sorted(uid for uid in guild.members if uid > after)[:limit]
+        return self._json([self._member_payload(uid, guild_id=guild.id) for uid in ids])
 
     async def _get_member(self, request: web.Request) -> web.Response:
-        self._check_guild(request)
+        guild = self._check_guild(request)
         user_id = _int(request.match_info["user_id"])
-        if user_id not in self._members:
+        if user_id not in guild.members:
             raise _not_found(10007, "Member")
-        return self._json(self._member_payload(user_id))
+        return self._json(self._member_payload(user_id, guild_id=guild.id))
 
     async def _get_channel(self, request: web.Request) -> web.Response:
         return self._json(self._api_channel(request))
@@ -2190,9 +2377,9 @@ class FakeDiscord:
 
     def _scope(self, request: web.Request) -> tuple[int | None, list[dict[str, Any]]]:
         self._check_app(request)
-        self._check_guild(request)
+        guild = self._check_guild(request)
         if "guild_id" in request.match_info:
-            return self.guild_id, self._guild_commands.setdefault(self.guild_id, [])
+            return guild.id, self._guild_commands.setdefault(guild.id, [])
         return None, self._global_commands
 
     async def _list_commands(self, request: web.Request) -> web.Response:
@@ -2245,7 +2432,7 @@ class FakeDiscord:
         payload, _ = await self._read_body(request)
         updated = {**commands[index], **payload}
         candidate = [*commands[:index], updated, *commands[index + 1 :]]
-        guild_id = None if "guild_id" not in request.match_info else self.guild_id
+        guild_id, _ = self._scope(request)
         commands[:] = self._validate_commands(candidate, guild_id)
         return self._json(commands[index])
 
@@ -2497,13 +2684,14 @@ class FakeDiscord:
         if message.webhook_id is not None:
             payload["webhook_id"] = str(message.webhook_id)
             payload["application_id"] = str(self.application_id)
+        guild_id = self._channels[message.channel_id]["guild_id"]
         interaction = self._interactions.get(message.interaction_id or 0)
         if interaction is not None:
             metadata: dict[str, Any] = {
                 "id": str(interaction.id),
                 "type": interaction.type,
                 "user": dict(self._users[interaction.user_id]),
-                "authorizing_integration_owners": {"0": str(self.guild_id)},
+                "authorizing_integration_owners": {"0": guild_id},
             }
             if interaction.name:
                 metadata["name"] = interaction.name
@@ -2513,8 +2701,10 @@ class FakeDiscord:
                 metadata["original_response_message_id"] = str(interaction.original_id)
             payload["interaction_metadata"] = metadata
         if for_gateway:
-            payload["guild_id"] = str(self.guild_id)
-            payload["member"] = self._member_payload(message.author_id, with_user=False)
+            payload["guild_id"] = guild_id
+            payload["member"] = self._member_payload(
+                message.author_id, with_user=False, guild_id=int(guild_id)
+            )
         return payload
 
     def _prepare(
@@ -2689,7 +2879,7 @@ class FakeDiscord:
                 {
                     "id": str(message.id),
                     "channel_id": str(message.channel_id),
-                    "guild_id": str(self.guild_id),
+                    "guild_id": self._channels[message.channel_id]["guild_id"],
                 },
             )
 
@@ -2955,7 +3145,7 @@ class FakeDiscord:
         thread: dict[str, Any] = {
             "id": str(thread_id),
             "type": kind,
-            "guild_id": str(self.guild_id),
+            "guild_id": parent["guild_id"],
             "parent_id": str(parent_id),
             "owner_id": str(self.application_id),
             "name": payload["name"],
@@ -2991,6 +3181,31 @@ class FakeDiscord:
 
 
 # ---------------------------------------------------------------------- validation helpers
+
+
+def _event_guild(event: str, data: Mapping[str, Any]) -> int | None:
+    """The server a gateway event belongs to (None: none, as for a direct message)."""
+    raw = data.get("id") if event in ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE") else None
+    raw = raw if raw is not None else data.get("guild_id")
+    return None if raw is None else int(raw)
+
+
+def _on_shard(session: _Session, guild_id: int | None) -> bool:
+    """Whether a session gets the events of this server: all of them without shards; else those
+    of its shard's servers, and the ones outside any server on shard 0."""
+    if session.shard is None:
+        return True
+    shard_id, shard_count = session.shard
+    if guild_id is None:
+        return shard_id == 0
+    return shard_of(guild_id, shard_count) == shard_id
+
+
+def _int_or_zero(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _int(value: str) -> int:
