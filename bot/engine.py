@@ -127,10 +127,21 @@ class Engine(WorkflowPacks):
                 emit_here=self._emit_here,
                 cancel_here=self._cancel_here,
                 update_meta_here=lambda job_id, meta: self._update_meta_here(job_id, meta),
+                workflows_changed=self._workflows_changed_elsewhere,
             )
             if url and is_postgres_url(url)
             else None
         )
+
+    def _workflows_changed(self) -> None:
+        super()._workflows_changed()
+        if self.sharing is not None:
+            self.sharing.tell_workflows_changed()
+
+    def _workflows_changed_elsewhere(self) -> None:
+        """Another process sharing the store saved or removed a pack (in the same folder)."""
+        self.reload_workflows()
+        super()._workflows_changed()
 
     @property
     def holds_jobs(self) -> bool:

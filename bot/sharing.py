@@ -68,12 +68,14 @@ class Sharing:
         emit_here: Callable[[JobUpdate], None],
         cancel_here: Callable[[str, str], Awaitable[Job]],
         update_meta_here: Callable[[str, dict[str, Any]], None],
+        workflows_changed: Callable[[], None],
     ) -> None:
         self.store = store
         self.runner = runner
         self._emit_here = emit_here
         self._cancel_here = cancel_here
         self._update_meta_here = update_meta_here
+        self._workflows_changed = workflows_changed
         self.cluster = Cluster(
             url,
             store,
@@ -194,8 +196,15 @@ class Sharing:
                 message["job"] = record
         self.cluster.send(message)
 
+    def tell_workflows_changed(self) -> None:
+        """A pack was saved or removed here: the others load the workflows folder again."""
+        self.cluster.send({"k": "workflows"})
+
     def _on_message(self, message: Message) -> None:
         kind = message.get("k")
+        if kind == "workflows":
+            self._workflows_changed()
+            return
         if kind == "update":
             if not self.leading:
                 self._relayed(message)

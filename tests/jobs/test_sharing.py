@@ -18,7 +18,7 @@ import pytest
 from bot.engine import Engine, JobRequest, JobState
 from bot.errors import LimitReached
 from bot.settings import Settings
-from tests.conftest import Recorder, make_settings
+from tests.conftest import Recorder, make_settings, shipped_copy
 from tests.fakes.comfyui import FakeComfyUI
 
 pytestmark = pytest.mark.usefixtures("pg_cluster")
@@ -174,3 +174,23 @@ async def test_a_webhook_is_claimed_by_one_process_only(shared: Settings) -> Non
             two.store.claim("webhook:abc", "two"),
         ]
         assert claims == [True, False]
+
+
+async def test_a_pack_removed_in_one_process_is_gone_in_the_others(
+    shared: Settings, tmp_path: Path
+) -> None:
+    folder = shipped_copy(tmp_path / "packs")
+    settings = shared.model_copy(
+        update={"workflows": shared.workflows.model_copy(update={"dir": folder})}
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        started(session, settings, "bot") as (bot, _),
+        started(session, settings, "api") as (api, _),
+    ):
+        told: list[bool] = []
+        bot.watch_workflows(lambda: told.append(True))
+        assert "sd15-img2img" in bot.workflows
+        api.delete_workflow("sd15-img2img")
+        await until(lambda: bool(told), timeout=5.0)
+        assert "sd15-img2img" not in bot.workflows
