@@ -270,9 +270,13 @@ async def run_bot(settings: Settings) -> int:
     assert settings.discord_token
     use_discord_endpoints()
     async with aiohttp.ClientSession() as session:
-        engine = Engine(session, settings)
+        # one shard of several when the settings say so (`sync` needs no shard)
+        shard_id, shard_count = settings.discord.shard_id, settings.discord.shard_count
+        detail = "Discord" if shard_count is None else f"Discord shard {shard_id}"
+        engine = Engine(session, settings, role="bot", detail=detail)
         try:
-            async with ComfyBot(engine, settings) as bot, contextlib.AsyncExitStack() as http:
+            bot = ComfyBot(engine, settings, shard_id=shard_id, shard_count=shard_count)
+            async with bot, contextlib.AsyncExitStack() as http:
                 if settings.http.enabled:
                     from bot.http.server import serving
 
