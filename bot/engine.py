@@ -502,14 +502,13 @@ class Engine(WorkflowPacks):
         return self.store.recent(owner_id=owner_id, guild_id=guild_id, limit=limit)
 
     def update_meta(self, job_id: str, **meta: Any) -> Job | None:
+        if self.sharing is not None and not self.sharing.leading:
+            return self.sharing.update_meta(job_id, meta)
         job = self.get_job(job_id)
         if job is None:
             return None
         job = job.evolve(meta={**job.meta, **meta})
-        if self.sharing is not None and not self.sharing.leading:
-            self.sharing.update_meta(job)
-        else:
-            self.runner.replace(job)
+        self.runner.replace(job)
         return job
 
     def _update_meta_here(self, job_id: str, meta: dict[str, Any]) -> None:

@@ -160,11 +160,13 @@ class Sharing:
         else:
             self.cluster.send({"k": "queued", "ids": list(job_ids)})
 
-    def update_meta(self, job: Job) -> None:
-        """A follower's change of a job's meta: stored now, and sent to the holder, whose copy
-        would otherwise write over it."""
-        self.store.save(job)
-        self.cluster.send({"k": "meta", "id": job.id, "meta": job.meta})
+    def update_meta(self, job_id: str, meta: dict[str, Any]) -> Job | None:
+        """A follower's change of a job's meta: added to the stored record now, and sent to the
+        holder, whose copy would otherwise write over it."""
+        job = self.store.merge_meta(job_id, meta)
+        if job is not None:
+            self.cluster.send({"k": "meta", "id": job_id, "meta": meta})
+        return job
 
     async def cancel(self, job: Job, by: str) -> Job:
         """Ask the holder to cancel a job; the job as the store has it once it did (or after
@@ -244,7 +246,6 @@ class Sharing:
             for name in ("position", "node_index", "node_count", "node_title", "step", "steps")
             if name in message
         }
-        self._view = None
         self._emit_here(JobUpdate(job, kind, note=message.get("note"), **fields))
 
     # the queue as the store has it ----------------------------------------------------------

@@ -317,7 +317,8 @@ class JamCog(
     # the clock --------------------------------------------------------------------------------
     async def _run_clock(self) -> None:
         await self.bot.wait_until_ready()
-        for jam in self.jams.active():  # what came in while the bot was away
+        # what came in while the bot was away (the process holding the jobs sees to it)
+        for jam in self.jams.active() if self.bot.engine.holds_jobs else ():
             if jam.state is JamState.VOTING:
                 self._sweep(jam)
                 self._show_late(jam.id)

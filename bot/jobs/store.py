@@ -125,6 +125,19 @@ class Store:
             ),
         )
 
+    def merge_meta(self, job_id: str, meta: dict[str, Any]) -> Job | None:
+        """Add `meta` to a stored job's meta, leaving the rest of its record as stored (another
+        process may be writing it); the job as it now is, None if there is no such job."""
+        with self.transaction():
+            lock = " FOR UPDATE" if self._db.dialect.name == "postgresql" else ""
+            row = self._db.execute(f"SELECT data FROM jobs WHERE id = ?{lock}", (job_id,)).one()
+            if row is None:
+                return None
+            job = Job.from_dict(json.loads(row["data"]))
+            job = job.evolve(meta={**job.meta, **meta})
+            self.save(job)
+        return job
+
     def get(self, job_id: str) -> Job | None:
         row = self._db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).one()
         return Job.from_dict(json.loads(row["data"])) if row else None

@@ -21,7 +21,7 @@ from bot.errors import ConfigError
 from bot.jobs import migrations
 from bot.jobs.db import connect, redact
 from bot.jobs.model import Job, JobState
-from bot.jobs.store import Store
+from bot.jobs.store import ProcessInfo, Store
 from bot.settings import load_settings
 from tests.conftest import make_settings, running_engine
 from tests.fakes.comfyui import FakeComfyUI
@@ -184,6 +184,39 @@ def test_writes_outside_a_transaction_are_seen_by_another_connection(target: Pat
     finally:
         first.close()
         second.close()
+
+
+def test_meta_merged_by_one_connection_keeps_the_state_another_wrote(target: Path | str) -> None:
+    holder, follower = Store(target), Store(target)
+    try:
+        holder.save(job(1, meta={"reply": {"key": "k"}}))
+        holder.save(job(1, state=JobState.RUNNING, meta={"reply": {"key": "k"}}))
+        merged = follower.merge_meta("job1", {"seen": True})
+        assert merged is not None and merged.state is JobState.RUNNING
+        stored = holder.get("job1")
+        assert stored is not None and stored.state is JobState.RUNNING
+        assert stored.meta == {"reply": {"key": "k"}, "seen": True}
+        assert follower.merge_meta("nope", {"seen": True}) is None
+    finally:
+        holder.close()
+        follower.close()
+
+
+def test_a_claim_is_had_once_and_processes_are_listed_while_seen(target: Path | str) -> None:
+    one, two = Store(target), Store(target)
+    try:
+        assert one.claim("webhook:j", "one") and not two.claim("webhook:j", "two")
+        one.see_process(ProcessInfo("a", "bot", "Discord shard 0", True, 1.0))
+        two.see_process(ProcessInfo("b", "api", "HTTP API", False, 2.0))
+        two.hold_jobs("b")
+        listed = {p.id: (p.role, p.leading) for p in one.processes()}
+        assert listed == {"a": ("bot", False), "b": ("api", False)}
+        assert not one.processes(seen_within=-1.0)
+        two.forget_process("b")
+        assert [p.id for p in one.processes()] == ["a"]
+    finally:
+        one.close()
+        two.close()
 
 
 def test_a_memory_store_is_sqlite_and_its_own(tmp_path: Path) -> None:
