@@ -23,7 +23,9 @@ high enough for them to queue and run the whole burst).
 
 Every line also gives the lost jobs (a reply left without its image, a job with no result),
 the duplicated ones (a result posted twice, a prompt run twice), the jobs the store has done,
-which process held the jobs, and the CPU time of all the bot processes per job. The fakes, the
+which process held the jobs, the CPU time of all the bot processes per job, how long sending
+the commands took, and the head (first command to first prompt) and tail (last prompt's end
+to last result on Discord) of the burst. The fakes, the
 database and the bots share the machine, so on a small one the figures are noisy.
 """
 
