@@ -25,8 +25,8 @@ Every line also gives the lost jobs (a reply left without its image, a job with 
 the duplicated ones (a result posted twice, a prompt run twice), the jobs the store has done,
 which process held the jobs, the CPU time of all the bot processes per job, how long sending
 the commands took, and the head (first command to first prompt) and tail (last prompt's end
-to last result on Discord) of the burst. The fakes, the
-database and the bots share the machine, so on a small one the figures are noisy.
+to last result on Discord) of the burst. The fakes, the database and the bots share the
+machine, so on a small one the figures are noisy.
 """
 
 from __future__ import annotations
@@ -149,7 +149,9 @@ async def started_bots(
         except TimeoutError:
             logs = "\n".join(b.log[-2000:] for b in bots)
             raise RuntimeError(f"the bots did not come up:\n{logs}") from None
-        await asyncio.sleep(1.0)  # the others' heartbeats and the first sweep settle
+        # discord.py is ready 2 s after its last GUILD_CREATE (guild_ready_timeout); until then
+        # the holder does not follow the replies of the others' jobs (it does once ready)
+        await asyncio.sleep(3.0)
         yield bots
     finally:
         for bot in bots:
@@ -216,18 +218,15 @@ async def burst(
                 "limits": {"max_queued_per_member": jobs, "max_running_per_member": jobs},
                 "log_level": "WARNING",
             }
-            async with (
-                installed_fake() as fake,
-                started_bots(folder, fake, url, config, count) as bots,
-            ):
-                guilds = guilds_for(fake, count)
-                await asyncio.sleep(0.5)  # the new servers reach their shards
-                holder = next(p for p in processes(url) if p.leading).detail
-                # add_member adds to the main server only: these three are in every server
-                users = [fake.owner_id, fake.moderator_id, fake.member_id]
-                return await measure(
-                    fake, bots, servers, guilds, users, url, jobs, gpu_seconds, holder
-                )
+            async with installed_fake() as fake:
+                guilds = guilds_for(fake, count)  # before the bots, who get them on IDENTIFY
+                async with started_bots(folder, fake, url, config, count) as bots:
+                    holder = next(p for p in processes(url) if p.leading).detail
+                    # add_member adds to the main server only: these three are in every server
+                    users = [fake.owner_id, fake.moderator_id, fake.member_id]
+                    return await measure(
+                        fake, bots, servers, guilds, users, url, jobs, gpu_seconds, holder
+                    )
     finally:
         for server in servers:
             await server.stop()
