@@ -16,9 +16,10 @@ from tests.conftest import ROOT
 PACKAGES = ("bot", "cogs")
 MAX_LINES = 600
 #: Where a function may import: the command line loads what each command needs (`serve` never
-#: loads discord.py), the bot loads the HTTP API only when it is enabled, and the store loads
-#: the PostgreSQL driver only when its settings name a PostgreSQL database.
-LAZY_IMPORTS = {"bot.__main__", "bot.app", "bot.jobs.db"}
+#: loads discord.py), the bot loads the HTTP API only when it is enabled, and the store and the
+#: processes sharing it load the PostgreSQL driver only when the settings name a PostgreSQL
+#: database.
+LAZY_IMPORTS = {"bot.__main__", "bot.app", "bot.jobs.db", "bot.jobs.cluster"}
 LAZY_PACKAGES = ("bot.cli.",)
 
 
