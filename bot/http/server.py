@@ -109,6 +109,7 @@ async def serving(
         host, port = runner.addresses[0][:2]
         api.address = f"http://{host}:{port}"
         log.info("HTTP API on %s", api.address)
+        api.start()
         yield api
     finally:
         await runner.cleanup()

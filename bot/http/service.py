@@ -7,6 +7,7 @@ import base64
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Iterator
 
 import aiohttp
@@ -21,6 +22,7 @@ from bot.http.models import JobInfo, OutputInfo, Progress
 from bot.http.urls import guarded_session
 from bot.http.webhooks import Webhooks
 from bot.jams import Jams
+from bot.jobs.cluster import new_process_id
 from bot.jobs.model import Job, JobState
 from bot.jobs.runner import JobUpdate
 from bot.metrics import Metrics
@@ -29,6 +31,7 @@ from bot.settings import Settings
 log = logging.getLogger(__name__)
 
 PROGRESS_KINDS = ("submitted", "retrying", "started", "progress")
+WEBHOOKS_LOOK_BACK = 86400.0  # seconds: jobs finished this recently get their webhook at start
 
 
 class HttpApi:
@@ -47,8 +50,12 @@ class HttpApi:
         )
         self.webhooks = Webhooks(
             self.outbound,
+            engine.store,
+            self._webhook_secret,
             attempts=settings.http.webhook_attempts,
             backoff=settings.http.webhook_backoff,
+            timeout=settings.http.url_timeout,
+            holder=engine.sharing.process_id if engine.sharing is not None else new_process_id(),
         )
         self.address: str | None = None  # where it listens, once serving
         self.latest: dict[str, JobUpdate] = {}
@@ -56,6 +63,17 @@ class HttpApi:
         self._unlisten = engine.listen(self._on_update)
         # the last hour, for the operations view (sampled while the server serves)
         self.history = History(engine, metrics.busy_seconds)
+
+    def start(self) -> None:
+        """Send the webhooks kept in the store, and keep those of jobs that finished while no
+        API listened (e.g. during a restart, or on another process without the API)."""
+        for job in self.engine.store.finished_without_webhook(time.time() - WEBHOOKS_LOOK_BACK):
+            self._send_webhook(job)
+        self.webhooks.start()
+
+    def _webhook_secret(self, key_name: str) -> str | None:
+        key = self.keys.get(key_name)
+        return key.webhook_secret if key is not None else None
 
     async def close(self) -> None:
         self._unlisten()
@@ -158,11 +176,6 @@ class HttpApi:
             self._send_webhook(job)
 
     def _send_webhook(self, job: Job) -> None:
-        sharing = self.engine.sharing
-        if sharing is not None and not self.engine.store.claim(
-            f"webhook:{job.id}", sharing.process_id
-        ):
-            return  # another process sharing the store sends it
         key = self.keys.get(str(job.meta.get("api_key", "")))
         if key is None:
             log.warning("job %s has a webhook but its key is gone; not sent", job.id)
@@ -170,7 +183,7 @@ class HttpApi:
         info = self.job_info(job, self.base_url(None))
         event = "done" if job.state is JobState.DONE else "failed"
         payload = {"event": event, "job": info.model_dump(mode="json")}
-        self.webhooks.send(str(job.meta["webhook"]), key.webhook_secret, payload, job.id)
+        self.webhooks.send(str(job.meta["webhook"]), key.name, payload, job.id)
 
 
 def data_url(data: bytes, mime: str) -> str:

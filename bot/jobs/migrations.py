@@ -103,7 +103,7 @@ STEPS: tuple[tuple[Change, ...], ...] = (
         lambda db: _add_column(db, "jams", "closed_at", "{real}"),
         lambda db: _add_column(db, "jam_entries", "posted", "INTEGER NOT NULL DEFAULT 0"),
     ),
-    (  # 3: the processes sharing the store (`bot.jobs.cluster`), and claims made once
+    (  # 3: the processes sharing the store (`bot.jobs.cluster`), and the webhooks to send
         """CREATE TABLE IF NOT EXISTS processes (
             id TEXT PRIMARY KEY,
             role TEXT NOT NULL,
@@ -112,11 +112,19 @@ STEPS: tuple[tuple[Change, ...], ...] = (
             started_at {real} NOT NULL,
             seen_at {real} NOT NULL
         )""",
-        """CREATE TABLE IF NOT EXISTS claims (
-            name TEXT PRIMARY KEY,
-            holder TEXT NOT NULL,
-            at {real} NOT NULL
+        """CREATE TABLE IF NOT EXISTS webhook_outbox (
+            job_id TEXT PRIMARY KEY,
+            url TEXT NOT NULL,
+            key_name TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at {real} NOT NULL,
+            holder TEXT,
+            lease_until {real},
+            created_at {real} NOT NULL
         )""",
+        "CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox(state, next_at)",
     ),
 )
 

@@ -51,6 +51,17 @@ class ProcessInfo:
     seen_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """A webhook kept to send: where, under which API key's secret, the body, tries so far."""
+
+    job_id: str
+    url: str
+    key_name: str
+    payload: str
+    attempts: int
+
+
 class Store:
     """The store on a SQLite file, or on PostgreSQL for a `postgresql://` URL.
 
@@ -196,16 +207,6 @@ class Store:
         """Queued jobs stored before `created_before` (a time.time())."""
         return self._query("state = ? AND created_at < ?", [JobState.QUEUED.value, created_before])
 
-    # claims ---------------------------------------------------------------------------------
-    def claim(self, name: str, holder: str) -> bool:
-        """Take `name` for `holder` once: True for the first caller ever, False for any other
-        (e.g. the one process that sends a job's webhook, among several sharing the store)."""
-        result = self._db.execute(
-            "INSERT INTO claims (name, holder, at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
-            (name, holder, time.time()),
-        )
-        return result.rowcount == 1
-
     # processes ------------------------------------------------------------------------------
     def see_process(self, process: ProcessInfo) -> None:
         """Record that a process sharing the store is alive (now), and what it does."""
@@ -250,6 +251,73 @@ class Store:
             )
             for r in rows
         ]
+
+    # webhooks to send -----------------------------------------------------------------------
+    def add_webhook(self, job_id: str, url: str, key_name: str, payload: str) -> bool:
+        """Keep a webhook to send for a job (once: False if it is kept already)."""
+        now = time.time()
+        result = self._db.execute(
+            "INSERT INTO webhook_outbox (job_id, url, key_name, payload, state, attempts,"
+            " next_at, created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)"
+            " ON CONFLICT(job_id) DO NOTHING",
+            (job_id, url, key_name, payload, now, now),
+        )
+        return result.rowcount == 1
+
+    def due_webhooks(self, now: float, limit: int = 20) -> list[Webhook]:
+        """Webhooks to send now: pending, due, and not leased by a process sending them."""
+        rows = self._db.execute(
+            "SELECT job_id, url, key_name, payload, attempts FROM webhook_outbox"
+            " WHERE state = 'pending' AND next_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+            " ORDER BY next_at LIMIT ?",
+            (now, now, limit),
+        )
+        return [Webhook(**row) for row in rows]
+
+    def next_webhook_at(self) -> float | None:
+        """When the next pending webhook is due (None: none is pending)."""
+        row = self._db.execute(
+            "SELECT MIN(next_at) AS t FROM webhook_outbox WHERE state = 'pending'"
+        ).one()
+        return float(row["t"]) if row and row["t"] is not None else None
+
+    def lease_webhook(self, job_id: str, holder: str, until: float) -> bool:
+        """Take a due webhook to send it, until `until` (False: another process has it)."""
+        now = time.time()
+        result = self._db.execute(
+            "UPDATE webhook_outbox SET holder = ?, lease_until = ? WHERE job_id = ?"
+            " AND state = 'pending' AND (lease_until IS NULL OR lease_until < ?)",
+            (holder, until, job_id, now),
+        )
+        return result.rowcount == 1
+
+    def webhook_tried(self, job_id: str, state: str, attempts: int, next_at: float) -> None:
+        """After an attempt: `sent`, `failed` (for good), or `pending` again at `next_at`."""
+        self._db.execute(
+            "UPDATE webhook_outbox SET state = ?, attempts = ?, next_at = ?, holder = NULL,"
+            " lease_until = NULL WHERE job_id = ?",
+            (state, attempts, next_at, job_id),
+        )
+
+    def webhook_state(self, job_id: str) -> tuple[str, int] | None:
+        """A kept webhook's state and attempts so far."""
+        row = self._db.execute(
+            "SELECT state, attempts FROM webhook_outbox WHERE job_id = ?", (job_id,)
+        ).one()
+        return (str(row["state"]), int(row["attempts"])) if row else None
+
+    def finished_without_webhook(self, since: float) -> list[Job]:
+        """Finished jobs created after `since` that name a webhook none was kept for."""
+        states = [s.value for s in JobState if s.finished]
+        marks = ",".join("?" * len(states))
+        rows = self._db.execute(
+            "SELECT j.data FROM jobs j LEFT JOIN webhook_outbox w ON w.job_id = j.id"
+            f" WHERE j.state IN ({marks}) AND j.created_at > ? AND w.job_id IS NULL"
+            " AND j.data LIKE ?",
+            (*states, since, '%"webhook":%'),
+        )
+        jobs = [Job.from_dict(json.loads(r["data"])) for r in rows]
+        return [j for j in jobs if j.meta.get("webhook")]
 
     # settings -------------------------------------------------------------------------------
     def get_setting(self, scope: str, key: str, default: Any = None) -> Any:

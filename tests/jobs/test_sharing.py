@@ -163,19 +163,6 @@ async def test_an_api_process_lets_go_of_the_jobs_when_a_bot_comes_up(
             assert done.job.state is JobState.DONE
 
 
-async def test_a_webhook_is_claimed_by_one_process_only(shared: Settings) -> None:
-    async with (
-        aiohttp.ClientSession() as session,
-        started(session, shared, "api") as (one, _),
-        started(session, shared, "api") as (two, _),
-    ):
-        claims = [
-            one.store.claim("webhook:abc", "one"),
-            two.store.claim("webhook:abc", "two"),
-        ]
-        assert claims == [True, False]
-
-
 async def test_a_pack_removed_in_one_process_is_gone_in_the_others(
     shared: Settings, tmp_path: Path
 ) -> None:

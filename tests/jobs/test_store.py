@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -202,10 +203,9 @@ def test_meta_merged_by_one_connection_keeps_the_state_another_wrote(target: Pat
         follower.close()
 
 
-def test_a_claim_is_had_once_and_processes_are_listed_while_seen(target: Path | str) -> None:
+def test_processes_are_listed_while_seen(target: Path | str) -> None:
     one, two = Store(target), Store(target)
     try:
-        assert one.claim("webhook:j", "one") and not two.claim("webhook:j", "two")
         one.see_process(ProcessInfo("a", "bot", "Discord shard 0", True, 1.0))
         two.see_process(ProcessInfo("b", "api", "HTTP API", False, 2.0))
         two.hold_jobs("b")
@@ -214,6 +214,33 @@ def test_a_claim_is_had_once_and_processes_are_listed_while_seen(target: Path | 
         assert not one.processes(seen_within=-1.0)
         two.forget_process("b")
         assert [p.id for p in one.processes()] == ["a"]
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_webhook_is_kept_once_and_leased_to_one_process_at_a_time(target: Path | str) -> None:
+    one, two = Store(target), Store(target)
+    try:
+        assert one.add_webhook("j1", "http://example.org/hook", "app", '{"a": 1}')
+        assert not two.add_webhook("j1", "http://example.org/other", "app", "{}")
+        now = time.time()
+        [due] = two.due_webhooks(now + 1)
+        assert (due.job_id, due.url, due.key_name, due.payload) == (
+            "j1",
+            "http://example.org/hook",
+            "app",
+            '{"a": 1}',
+        )
+        assert one.lease_webhook("j1", "one", now + 60)
+        assert not two.lease_webhook("j1", "two", now + 60)
+        assert two.due_webhooks(now + 1) == []  # leased
+        one.webhook_tried("j1", "pending", 1, now - 1)  # failed once, due again
+        assert two.lease_webhook("j1", "two", now - 0.5)  # a lease that ran out...
+        assert one.lease_webhook("j1", "one", now + 60)  # ...is taken by another process
+        one.webhook_tried("j1", "sent", 2, now)
+        assert two.webhook_state("j1") == ("sent", 2)
+        assert two.due_webhooks(now + 1) == [] and two.next_webhook_at() is None
     finally:
         one.close()
         two.close()
