@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_scale_out [--processes 1,2,4] [--backends 8]
         [--jobs 200] [--busy] [--busy-only] [--busy-backends 4,8] [--gpu-seconds 2.0]
-        [--size 64]
+        [--size 64] [--api]
 
 Each case starts a throwaway PostgreSQL server in a temporary folder (Debian's binaries, as the
 tests do), a fresh database on it, the fake Discord and K fake ComfyUI servers, then P bot
@@ -20,6 +20,8 @@ high enough for them to queue and run the whole burst).
   of GPU time per prompt (`--gpu-seconds`, 2 by default) and K of `--busy-backends` (4 and 8),
   J = 5·K. The share of each backend is the time it spent on prompts within the burst over the
   burst; the mean and the lowest, and the makespan against J·T/K (T as measured on the fakes).
+  `--api` adds a `comfycord serve` process on the same store, which takes every third job of
+  these bursts over HTTP (an API job counts when the store has it done).
 
 Every line also gives the lost jobs (a reply left without its image, a job with no result),
 the duplicated ones (a result posted twice, a prompt run twice), the jobs the store has done,
@@ -43,17 +45,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 
 from benchmarks.bench_pool import Burst, bench_workflows
 from benchmarks.bench_throughput import cpu_seconds_of, delivered
+from bot.http.keys import KeyStore
 from bot.jobs.model import JobState
 from bot.jobs.store import ProcessInfo, Store
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeGuild, FakeInteraction, shard_of
 from tests.fakes.discord_fixtures import installed_fake
 from tests.pg import Cluster, binaries
-from tests.process import bot_env
+from tests.process import ApiProcess, bot_env
 
 
 class Bot:
@@ -196,8 +200,51 @@ def guilds_for(fake: FakeDiscord, count: int) -> list[FakeGuild | None]:
     ]
 
 
+@dataclass
+class Api:
+    """A `comfycord serve` process sharing the store, its key, and the harness's session."""
+
+    process: ApiProcess
+    key: str
+    session: aiohttp.ClientSession
+
+    async def submit(self, n: int) -> str:
+        url = f"{self.process.url}/v1/workflows/bench/jobs"
+        headers = {"Authorization": f"Bearer {self.key}"}
+        body = {"prompt": f"burst {n}", "steps": 1}
+        async with self.session.post(url, json=body, headers=headers) as response:
+            if response.status != 202:
+                raise RuntimeError(f"the API refused a job: {await response.text()}")
+            return str((await response.json())["jobs"][0]["id"])
+
+
+@contextlib.asynccontextmanager
+async def started_api(
+    folder: Path, fake: FakeDiscord, url: str, config: dict[str, Any]
+) -> AsyncIterator[Api]:
+    process = ApiProcess(folder / "api", fake, config)
+    async with aiohttp.ClientSession() as session:
+        try:
+            await process.start(session)
+            store = Store(url)
+            try:
+                key = KeyStore(store).create("bench").secret
+            finally:
+                store.close()
+            yield Api(process, key, session)
+        finally:
+            await process.stop()
+
+
 async def burst(
-    cluster: Cluster, *, count: int, backends: int, jobs: int, gpu_seconds: float, size: int
+    cluster: Cluster,
+    *,
+    count: int,
+    backends: int,
+    jobs: int,
+    gpu_seconds: float,
+    size: int,
+    api: bool = False,
 ) -> Figures:
     url = cluster.new_database()
     servers = [FakeComfyUI(step_delay=0.0, job_seconds=gpu_seconds) for _ in range(backends)]
@@ -220,12 +267,20 @@ async def burst(
             }
             async with installed_fake() as fake:
                 guilds = guilds_for(fake, count)  # before the bots, who get them on IDENTIFY
-                async with started_bots(folder, fake, url, config, count) as bots:
+                async with (
+                    started_bots(folder, fake, url, config, count) as bots,
+                    contextlib.AsyncExitStack() as stack,
+                ):
+                    serve = (
+                        await stack.enter_async_context(started_api(folder, fake, url, config))
+                        if api
+                        else None
+                    )
                     holder = next(p for p in processes(url) if p.leading).detail
                     # add_member adds to the main server only: these three are in every server
                     users = [fake.owner_id, fake.moderator_id, fake.member_id]
                     return await measure(
-                        fake, bots, servers, guilds, users, url, jobs, gpu_seconds, holder
+                        fake, bots, servers, guilds, users, url, jobs, gpu_seconds, holder, serve
                     )
     finally:
         for server in servers:
@@ -242,24 +297,39 @@ async def measure(
     jobs: int,
     gpu_seconds: float,
     holder: str,
+    api: Api | None = None,
 ) -> Figures:
+    """The burst: every third job over the API when there is one, the others in Discord."""
     backends = len(servers)
     cpu_before = sum(cpu_seconds_of(b.pid) for b in bots)
     interactions: list[FakeInteraction] = []
+    over_http: list[str] = []
     start = time.monotonic()
     for n in range(jobs):
+        if api is not None and n % 3 == 2:
+            over_http.append(await api.submit(n))
+            continue
         guild = guilds[n % len(guilds)]
         user = users[(n // len(guilds)) % len(users)]
         options = {"prompt": f"burst {n}", "steps": 1}
         interactions.append(await fake.slash("imagine", options, user_id=user, guild=guild))
     sent = time.monotonic() - start
     pending = list(interactions)
+    waiting = set(over_http)
     deadline = start + jobs * max(gpu_seconds, 0.05) * 3 / backends + 90
-    while pending and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-        pending = [it for it in pending if not delivered(it)]
-        for bot in bots:
-            bot.check_alive()
+    store = Store(url)
+    try:
+        while (pending or waiting) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            pending = [it for it in pending if not delivered(it)]
+            for job_id in list(waiting):
+                job = store.get(job_id)
+                if job is not None and job.state is JobState.DONE:
+                    waiting.discard(job_id)
+            for bot in bots:
+                bot.check_alive()
+    finally:
+        store.close()
     end = time.monotonic()
     if pending:
         shown = [it.original.content if it.original else "no reply" for it in pending]
@@ -285,7 +355,7 @@ async def measure(
     # a prompt run twice, or a job sent again as another prompt (more runs than jobs)
     ran_twice = max(len(runs) - prompts, len(runs) - jobs, 0)
     duplicated = sum(n - 1 for n in posted.values()) + ran_twice
-    lost = max(len(pending), jobs - len(posted))
+    lost = max(len(pending), len(interactions) - len(posted)) + len(waiting)
     return Figures(
         backends,
         jobs,
@@ -325,7 +395,8 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 print("  " + figures.line(), flush=True)
         if args.busy or args.busy_only:
-            print(f"GPU busy share: 2 processes, T={args.gpu_seconds}s, J=5*K")
+            also = " and the API (every third job)" if args.api else ""
+            print(f"GPU busy share: 2 bot processes{also}, T={args.gpu_seconds}s, J=5*K")
             for backends in (int(k) for k in args.busy_backends.split(",")):
                 figures = await burst(
                     cluster,
@@ -334,6 +405,7 @@ async def run(args: argparse.Namespace) -> None:
                     jobs=5 * backends,
                     gpu_seconds=args.gpu_seconds,
                     size=args.size,
+                    api=args.api,
                 )
                 print("  " + figures.line(), flush=True)
     finally:
@@ -350,6 +422,11 @@ def main() -> None:
     parser.add_argument("--busy-backends", default="4,8", help="K for the busy share")
     parser.add_argument("--gpu-seconds", type=float, default=2.0, help="T for the busy share")
     parser.add_argument("--size", type=int, default=64, help="image width and height, px")
+    parser.add_argument(
+        "--api",
+        action="store_true",
+        help="the busy share with a `comfycord serve` too, taking every third job",
+    )
     args = parser.parse_args()
     if args.gpu_seconds <= 0:
         parser.error("--gpu-seconds must be above 0")

@@ -7,13 +7,16 @@ Faults are injected from outside, the way an operator meets them: SIGKILL at any
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 
 from bot.jobs.model import Job
@@ -117,6 +120,52 @@ class BotProcess:
             return store.recent(limit=1000)
         finally:
             store.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ApiProcess:
+    """A `comfycord serve` process on `config` (a settings mapping), listening on a free port;
+    the fake Discord's endpoints are in its environment, its token is not."""
+
+    def __init__(self, folder: Path, fake: FakeDiscord, config: dict[str, Any]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.port = free_port()
+        config = {**config, "http": {"host": "127.0.0.1", "port": self.port}}
+        self.config = folder / "comfycord.yaml"
+        self.config.write_text(yaml.safe_dump(config), encoding="utf-8")
+        self.env = bot_env(fake, self.config)
+        self.env.pop("DISCORD_TOKEN")
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        with open(self.folder / "api.log", "wb") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "serve", cwd=ROOT, env=self.env, stdout=out, stderr=out
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.returncode is None, (self.folder / "api.log").read_text()
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{self.url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+        raise AssertionError("the API did not come up:\n" + (self.folder / "api.log").read_text())
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
 
 
 def result_messages(fake: FakeDiscord) -> dict[str, list[FakeMessage]]:

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
 from bot.http.keys import KeyStore
 from bot.jobs.model import Job, JobState
@@ -27,7 +23,7 @@ from bot.jobs.store import ProcessInfo, Store
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeGuild, FakeInteraction, FakeMessage, shard_of
 from tests.fakes.discord_fixtures import installed_fake
-from tests.process import ROOT, BotProcess, bot_env, stale
+from tests.process import ROOT, ApiProcess, BotProcess, stale
 
 pytestmark = pytest.mark.usefixtures("pg_cluster")
 
@@ -45,51 +41,6 @@ async def gpus(count: int) -> AsyncIterator[list[FakeComfyUI]]:
     finally:
         for server in servers:
             await server.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class ApiProcess:
-    """A `comfycord serve` process on the shared settings."""
-
-    def __init__(self, folder: Path, fake: FakeDiscord, config: dict[str, Any]) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder = folder
-        self.port = free_port()
-        config = {**config, "http": {"host": "127.0.0.1", "port": self.port}}
-        self.config = folder / "comfycord.yaml"
-        self.config.write_text(yaml.safe_dump(config), encoding="utf-8")
-        self.env = bot_env(fake, self.config)
-        self.env.pop("DISCORD_TOKEN")
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, session: aiohttp.ClientSession) -> None:
-        with open(self.folder / "api.log", "wb") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "serve", cwd=ROOT, env=self.env, stdout=out, stderr=out
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.returncode is None, (self.folder / "api.log").read_text()
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"{self.url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-        raise AssertionError("the API did not come up:\n" + (self.folder / "api.log").read_text())
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
 
 
 def stored_jobs(url: str) -> list[Job]:
@@ -226,9 +177,9 @@ async def test_two_bots_and_an_api_on_one_database_lose_nothing_when_one_bot_is_
             try:
                 await fake.wait_for(settled, timeout=60, interval=0.1)
             except TimeoutError:
-                jobs = [(j.id, j.state.value, j.delivered) for j in stored_jobs(pg_url)]
+                states = [(j.id, j.state.value, j.delivered) for j in stored_jobs(pg_url)]
                 logs = "\n".join(b.log for b in bots)
-                raise AssertionError(f"not settled: {jobs}\n{logs}") from None
+                raise AssertionError(f"not settled: {states}\n{logs}") from None
             await asyncio.sleep(1.0)  # a second post would show up now
 
             jobs = stored_jobs(pg_url)
