@@ -31,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from bot.errors import ConfigError
 from bot.jobs.db import redact
 from bot.jobs.store import ProcessInfo, Store
 from bot.tasks import spawn
@@ -46,6 +47,7 @@ LEAD_POLL = 0.25  # seconds between two tries for the lock, and between health c
 HEARTBEAT = 1.0
 PRESENT = 5.0  # a process not seen for this long is taken as gone
 SWEEP = 2.0
+RIVAL_WAIT = PRESENT + 1.0  # how long a bot waits for a process on its shard to be gone
 MAX_PAYLOAD = 7000  # below PostgreSQL's 8000 bytes, with room for the envelope
 
 Message = dict[str, Any]
@@ -53,6 +55,12 @@ Message = dict[str, Any]
 
 def new_process_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _same_shard(one: str, other: str) -> bool:
+    """Whether two bot processes (their `detail`) would get the same servers' events: both
+    the same shard, or either without shards (it gets every server's)."""
+    return one == other or "shard" not in one or "shard" not in other
 
 
 class Cluster:
@@ -94,7 +102,12 @@ class Cluster:
     # lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         """Listen, say this process is here, and start asking for the jobs (if it may hold
-        them); returns at once, the first try for the lock included."""
+        them); returns at once, the first try for the lock included.
+
+        Raises:
+            ConfigError: another bot process serves the same Discord shard on this database.
+        """
+        await self._check_place()
         self._listener = await self._connect()
         await self._listener.execute(f"LISTEN {CHANNEL}")
         self._sender = await self._connect()
@@ -130,6 +143,26 @@ class Cluster:
         import psycopg
 
         return await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+
+    async def _check_place(self) -> None:
+        """Each Discord shard is served by one bot process: two would both answer every
+        command. A process on this one that has just died is still listed for `PRESENT`
+        seconds (a restart), so it is given that long to be gone."""
+        if self.role != "bot":
+            return
+        deadline = time.monotonic() + RIVAL_WAIT
+        while rivals := [
+            p
+            for p in self.processes()
+            if p.role == "bot" and p.id != self.id and _same_shard(p.detail, self.detail)
+        ]:
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"another comfycord run process ({rivals[0].id}) serves {rivals[0].detail} "
+                    "on this database: give each process its own discord.shard_id, with the "
+                    "same discord.shard_count"
+                )
+            await asyncio.sleep(0.25)
 
     # presence -------------------------------------------------------------------------------
     def _see(self) -> None:

@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 
 from bot.engine import Engine, JobRequest, JobState
-from bot.errors import LimitReached
+from bot.errors import ConfigError, LimitReached
+from bot.jobs import cluster
 from bot.settings import Settings
 from tests.conftest import Recorder, make_settings, shipped_copy
 from tests.fakes.comfyui import FakeComfyUI
@@ -26,9 +27,9 @@ pytestmark = pytest.mark.usefixtures("pg_cluster")
 
 @contextlib.asynccontextmanager
 async def started(
-    session: aiohttp.ClientSession, settings: Settings, role: str
+    session: aiohttp.ClientSession, settings: Settings, role: str, detail: str = ""
 ) -> AsyncIterator[tuple[Engine, Recorder]]:
-    engine = Engine(session, settings, role=role)
+    engine = Engine(session, settings, role=role, detail=detail or role)
     recorder = Recorder()
     engine.listen(recorder)
     await engine.start()
@@ -124,10 +125,10 @@ async def test_when_the_holder_stops_another_process_takes_its_jobs_and_runs_eac
     shared: Settings, comfy: FakeComfyUI
 ) -> None:
     async with aiohttp.ClientSession() as session:
-        second = Engine(session, shared, role="bot")
+        second = Engine(session, shared, role="bot", detail="Discord shard 1")
         heard = Recorder()
         second.listen(heard)
-        async with started(session, shared, "bot") as (first, _):
+        async with started(session, shared, "bot", "Discord shard 0") as (first, _):
             await second.start()
             assert first.holds_jobs and not second.holds_jobs
             comfy.pause()
@@ -181,3 +182,29 @@ async def test_a_pack_removed_in_one_process_is_gone_in_the_others(
         api.delete_workflow("sd15-img2img")
         await until(lambda: bool(told), timeout=5.0)
         assert "sd15-img2img" not in bot.workflows
+
+
+async def test_a_second_bot_process_on_the_same_shard_is_refused(
+    shared: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster, "RIVAL_WAIT", 0.5)
+    async with (
+        aiohttp.ClientSession() as session,
+        started(session, shared, "bot", "Discord shard 0"),
+        started(session, shared, "bot", "Discord shard 1"),  # another shard is welcome
+    ):
+        twin = Engine(session, shared, role="bot", detail="Discord shard 0")
+        try:
+            with pytest.raises(ConfigError, match="serves Discord shard 0"):
+                await twin.start()
+            assert len(twin.processes()) == 2  # it never said it was there
+        finally:
+            await twin.stop()
+            twin.close_store()
+        unsharded = Engine(session, shared, role="bot", detail="Discord")
+        try:
+            with pytest.raises(ConfigError, match=r"own discord\.shard_id"):
+                await unsharded.start()  # it would get every shard's events
+        finally:
+            await unsharded.stop()
+            unsharded.close_store()
