@@ -136,13 +136,15 @@ async def test_two_bots_and_an_api_on_one_database_lose_nothing_when_one_bot_is_
             crowd = [fake.add_member(f"member{n}") for n in range(4)]
             its = await imagine_burst(fake, None, crowd, "main")
             its += await imagine_burst(fake, other, [fake.member_id, fake.owner_id], "second")
+            over_http: list[str] = []
             for n in range(API_JOBS):
                 async with session.post(
                     f"{api.url}/v1/workflows/sd15-txt2img/jobs",
                     json={"prompt": f"api {n}", "steps": 3},
                     headers={"Authorization": f"Bearer {key}"},
                 ) as response:
-                    assert response.status in (200, 201, 202), await response.text()
+                    assert response.status == 202, await response.text()
+                    over_http += [job["id"] for job in (await response.json())["jobs"]]
 
             def some_done() -> bool:
                 return sum(j.state is JobState.DONE for j in stored_jobs(pg_url)) >= 4
@@ -189,6 +191,15 @@ async def test_two_bots_and_an_api_on_one_database_lose_nothing_when_one_bot_is_
                 if job.meta.get("reply"):
                     assert len(posted.get(job.id, [])) == 1, (job.id, posted.get(job.id))
             assert set(posted) <= {j.id for j in jobs}
+            # the API serves what the holder made: the job and its image
+            for job_id in over_http:
+                headers = {"Authorization": f"Bearer {key}"}
+                async with session.get(f"{api.url}/v1/jobs/{job_id}", headers=headers) as r:
+                    assert (await r.json())["state"] == "done"
+                async with session.get(
+                    f"{api.url}/v1/jobs/{job_id}/outputs/0", headers=headers
+                ) as r:
+                    assert r.status == 200 and (await r.read()).startswith(b"\x89PNG")
             # the survivor holds the jobs now, and each job ran on one GPU at a time
             survivor = next(b for b in bots if b is not killed)
             holders = [p for p in processes(pg_url) if p.leading]
