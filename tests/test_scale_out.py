@@ -3,7 +3,8 @@ shards 0 and 1, each with its own server) and one `comfycord serve`, four GPUs.
 
 A burst comes in through both shards and the API; one process is killed (SIGKILL) in the middle
 of it, either the one holding the jobs or the other bot. Every job must still be run, every
-Discord result posted exactly once, every reply left finished, every API job done.
+Discord result posted exactly once, every reply left finished, every API job done. Then the
+killed process starts again on its shard, and its new commands are answered once too.
 """
 
 from __future__ import annotations
@@ -70,16 +71,57 @@ def results_by_job(fake: FakeDiscord, channels: list[int]) -> dict[str, list[Fak
     return found
 
 
+async def settled(
+    fake: FakeDiscord, url: str, bots: list[BotProcess], its: list[FakeInteraction], count: int
+) -> None:
+    """Wait until the store has `count` jobs, all finished, the Discord ones delivered, and no
+    acknowledged reply is left showing progress."""
+
+    def done() -> bool:
+        jobs = stored_jobs(url)
+        acked = [it for it in its if it.original is not None]
+        return (
+            len(jobs) == count
+            and all(j.state.finished for j in jobs)
+            and all(j.delivered for j in jobs if j.meta.get("reply"))
+            and not [it for it in acked if stale(it)]
+        )
+
+    try:
+        await fake.wait_for(done, timeout=60, interval=0.1)
+    except TimeoutError:
+        states = [(j.id, j.state.value, j.delivered) for j in stored_jobs(url)]
+        logs = "\n".join(b.log for b in bots)
+        raise AssertionError(f"not settled: {states}\n{logs}") from None
+    await asyncio.sleep(1.0)  # a second post would show up now
+
+
+def each_posted_once(fake: FakeDiscord, url: str, channels: list[int]) -> list[Job]:
+    """Every job done, and each Discord job's result posted exactly once; the jobs."""
+    jobs = stored_jobs(url)
+    assert all(j.state is JobState.DONE for j in jobs), [j.error for j in jobs]
+    posted = results_by_job(fake, channels)
+    for job in jobs:
+        if job.meta.get("reply"):
+            assert len(posted.get(job.id, [])) == 1, (job.id, posted.get(job.id))
+    assert set(posted) <= {j.id for j in jobs}
+    return jobs
+
+
 def pid_of(bot: BotProcess) -> int:
     assert bot.proc is not None
     return bot.proc.pid
 
 
 async def imagine_burst(
-    fake: FakeDiscord, guild: FakeGuild | None, users: list[int], label: str
+    fake: FakeDiscord,
+    guild: FakeGuild | None,
+    users: list[int],
+    label: str,
+    count: int = JOBS_PER_SHARD,
 ) -> list[FakeInteraction]:
     its = []
-    for n in range(JOBS_PER_SHARD):
+    for n in range(count):
         options = {"prompt": f"{label} {n}", "steps": 3}
         its.append(await fake.slash("imagine", options, user_id=users[n % len(users)], guild=guild))
     return its
@@ -165,32 +207,8 @@ async def test_two_bots_and_an_api_on_one_database_lose_nothing_when_one_bot_is_
             )
             await killed.kill()
 
-            def settled() -> bool:
-                jobs = stored_jobs(pg_url)
-                discord_jobs = [j for j in jobs if j.meta.get("reply")]
-                acked = [it for it in its if it.original is not None]
-                return (
-                    len(jobs) == 2 * JOBS_PER_SHARD + API_JOBS
-                    and all(j.state.finished for j in jobs)
-                    and all(j.delivered for j in discord_jobs)
-                    and not [it for it in acked if stale(it)]
-                )
-
-            try:
-                await fake.wait_for(settled, timeout=60, interval=0.1)
-            except TimeoutError:
-                states = [(j.id, j.state.value, j.delivered) for j in stored_jobs(pg_url)]
-                logs = "\n".join(b.log for b in bots)
-                raise AssertionError(f"not settled: {states}\n{logs}") from None
-            await asyncio.sleep(1.0)  # a second post would show up now
-
-            jobs = stored_jobs(pg_url)
-            assert all(j.state is JobState.DONE for j in jobs), [j.error for j in jobs]
-            posted = results_by_job(fake, [fake.channel_id, other.channel_id])
-            for job in jobs:
-                if job.meta.get("reply"):
-                    assert len(posted.get(job.id, [])) == 1, (job.id, posted.get(job.id))
-            assert set(posted) <= {j.id for j in jobs}
+            await settled(fake, pg_url, bots, its, 2 * JOBS_PER_SHARD + API_JOBS)
+            jobs = each_posted_once(fake, pg_url, [fake.channel_id, other.channel_id])
             # the API serves what the holder made: the job and its image
             for job_id in over_http:
                 headers = {"Authorization": f"Bearer {key}"}
@@ -207,6 +225,15 @@ async def test_two_bots_and_an_api_on_one_database_lose_nothing_when_one_bot_is_
             received = [p["prompt_id"] for s in servers for p in s.prompts_received]
             assert len(set(received)) == len(received)
             assert len(received) <= len(jobs) + 4  # at most the ones running at the kill, again
+
+            # the killed process comes back on its shard; the survivor keeps the jobs
+            await killed.start()
+            its += await imagine_burst(fake, None, crowd, "main again", 2)
+            its += await imagine_burst(fake, other, [fake.member_id], "second again", 2)
+            await settled(fake, pg_url, bots, its, 2 * JOBS_PER_SHARD + API_JOBS + 4)
+            each_posted_once(fake, pg_url, [fake.channel_id, other.channel_id])
+            holders = [p for p in processes(pg_url) if p.leading]
+            assert [int(p.id.split(":")[1]) for p in holders] == [pid_of(survivor)]
         finally:
             for bot in bots:
                 await bot.stop()
