@@ -83,11 +83,12 @@ class Engine(WorkflowPacks):
         pool: Pool | None = None,
         store: Store | None = None,
         workflows: Mapping[str, Workflow] | None = None,
-        role: str = "bot",
+        role: str = "api",
         detail: str = "",
     ) -> None:
-        """`role` says what this process is (`bot`, `api`, `cli`) to the others sharing its
-        store, when `storage.url` names a PostgreSQL database (see `bot.sharing`)."""
+        """`role` says what this process is (`bot` for a Discord process, else `api`) to the
+        others sharing its store, when `storage.url` names a PostgreSQL database (see
+        `bot.sharing`), and `detail` what it serves (a bot's Discord shard)."""
         self.settings = settings
         self.pool = pool or Pool.from_settings(session, settings.comfyui)
         self.store = store or Store.open(settings.storage)
