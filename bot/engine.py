@@ -18,7 +18,7 @@ import math
 import random
 import statistics
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -466,6 +466,10 @@ class Engine(WorkflowPacks):
 
     def backends(self) -> list[BackendStatus]:
         """Every ComfyUI backend: busy, idle or down, jobs it holds, health, last error."""
+        view = self._view()
+        if view is not None:  # another process holds the jobs: what the store says it gave
+            held = Counter(j.backend for j in view.active)
+            return [b.status(held[b.name]) for b in self.pool]
         return [b.status(self.runner.load(b)) for b in self.pool]
 
     def typical_duration(self) -> float | None:

@@ -96,6 +96,8 @@ async def test_the_queue_and_the_limits_are_the_holders_as_the_store_has_them(
         api.sharing.forget_view()  # type: ignore[union-attr]
         assert [e.position for e in api.queue_entries()] == [0, 1, 2]
         assert api.position(jobs[2].id) == 2
+        [backend] = api.backends()
+        assert backend.running == 1  # the job the holder gave it, as the store says
         with pytest.raises(LimitReached):
             await api.submit(request("one too many"))
         comfy.resume()
