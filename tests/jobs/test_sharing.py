@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
+import psycopg
 import pytest
 
 from bot.engine import Engine, JobRequest, JobState
@@ -210,3 +211,28 @@ async def test_a_second_bot_process_on_the_same_shard_is_refused(
         finally:
             await unsharded.stop()
             unsharded.close_store()
+
+
+async def test_after_the_database_cut_every_session_one_process_holds_the_jobs_again(
+    shared: Settings, comfy: FakeComfyUI, pg_url: str
+) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        started(session, shared, "bot", "Discord shard 0") as (bot, _),
+        started(session, shared, "api") as (api, heard),
+    ):
+        assert bot.holds_jobs
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        await until(lambda: not bot.holds_jobs, timeout=5.0)  # it found its session gone
+        await until(lambda: bot.holds_jobs, timeout=10.0)  # and took the lock again
+        for engine in (bot, api):  # each store finds its connection cut once, then reconnects
+            with contextlib.suppress(psycopg.OperationalError):
+                engine.store.get("nothing")
+        [job] = await api.submit(request("after the cut"))
+        [done] = await heard.finished(job.id, timeout=20.0)
+        assert done.job.state is JobState.DONE, done.job.error
+        assert not api.holds_jobs
