@@ -20,6 +20,7 @@ from bot.engine import Engine, JobRequest, JobState
 from bot.errors import ConfigError, LimitReached
 from bot.jobs import cluster
 from bot.settings import Settings
+from tests.cli.test_cli import run_cli
 from tests.conftest import Recorder, make_settings, shipped_copy
 from tests.fakes.comfyui import FakeComfyUI
 
@@ -236,3 +237,27 @@ async def test_after_the_database_cut_every_session_one_process_holds_the_jobs_a
         [done] = await heard.finished(job.id, timeout=20.0)
         assert done.job.state is JobState.DONE, done.job.error
         assert not api.holds_jobs
+
+
+async def test_comfycord_backends_lists_the_processes_and_which_holds_the_jobs(
+    shared: Settings, comfy: FakeComfyUI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "shared.yaml"
+    config.write_text(
+        f"storage:\n  url: '{shared.storage.url}'\ncomfyui:\n  url: '{comfy.url}'\n",
+        encoding="utf-8",
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        started(session, shared, "bot", "Discord shard 1") as (bot, _),
+        started(session, shared, "api", "HTTP API") as (api, _),
+    ):
+        assert await run_cli("--config", str(config), "backends") == 0
+    out = capsys.readouterr().out.splitlines()
+    header = next(n for n, line in enumerate(out) if line.startswith("PROCESS"))
+    rows = {line.split()[0]: line for line in out[header + 1 :] if line.strip()}
+    assert bot.sharing is not None and api.sharing is not None
+    holder = rows[bot.sharing.process_id]
+    assert " bot " in holder and "Discord shard 1" in holder and " yes " in holder
+    other = rows[api.sharing.process_id]
+    assert " api " in other and "HTTP API" in other and " no " in other
