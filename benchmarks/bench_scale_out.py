@@ -52,12 +52,12 @@ from benchmarks.bench_pool import Burst, bench_workflows
 from benchmarks.bench_throughput import cpu_seconds_of, delivered
 from bot.http.keys import KeyStore
 from bot.jobs.model import JobState
-from bot.jobs.store import ProcessInfo, Store
+from bot.jobs.store import Store
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeGuild, FakeInteraction, shard_of
 from tests.fakes.discord_fixtures import installed_fake
 from tests.pg import Cluster, binaries
-from tests.process import ApiProcess, bot_env
+from tests.process import ApiProcess, bot_env, shared_processes
 
 
 class Bot:
@@ -108,14 +108,6 @@ class Bot:
             await self.proc.wait()
 
 
-def processes(url: str) -> list[ProcessInfo]:
-    store = Store(url)
-    try:
-        return store.processes()
-    finally:
-        store.close()
-
-
 def done_in_store(url: str, limit: int) -> int:
     store = Store(url)
     try:
@@ -145,7 +137,7 @@ async def started_bots(
                 return False
             if not any(c["name"] == "imagine" for c in fake.commands):
                 return False
-            seen = [p for p in processes(url) if p.role == "bot"]
+            seen = [p for p in shared_processes(url) if p.role == "bot"]
             return len(seen) == count and sum(p.leading for p in seen) == 1
 
         try:
@@ -276,7 +268,7 @@ async def burst(
                         if api
                         else None
                     )
-                    holder = next(p for p in processes(url) if p.leading).detail
+                    holder = next(p for p in shared_processes(url) if p.leading).detail
                     # add_member adds to the main server only: these three are in every server
                     users = [fake.owner_id, fake.moderator_id, fake.member_id]
                     return await measure(

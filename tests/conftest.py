@@ -141,10 +141,11 @@ def spy_success(comfy: FakeComfyUI) -> list[float]:
 
 @contextlib.asynccontextmanager
 async def running_engine(
-    session: aiohttp.ClientSession, settings: Settings
+    session: aiohttp.ClientSession, settings: Settings, *, role: str = "api", detail: str = ""
 ) -> AsyncIterator[tuple[Engine, Recorder]]:
-    """A started engine and a recorder of its updates; stopped (store closed) on exit."""
-    engine = Engine(session, settings)
+    """A started engine and a recorder of its updates; stopped (store closed) on exit. `role`
+    and `detail` say what it is to the other engines sharing a PostgreSQL store."""
+    engine = Engine(session, settings, role=role, detail=detail)
     recorder = Recorder()
     engine.listen(recorder)
     await engine.start()

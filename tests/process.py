@@ -20,7 +20,7 @@ import aiohttp
 import yaml
 
 from bot.jobs.model import Job
-from bot.jobs.store import Store
+from bot.jobs.store import ProcessInfo, Store
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage
 
@@ -166,6 +166,24 @@ class ApiProcess:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+
+
+def stored_jobs(url: str) -> list[Job]:
+    """Every job in the store at `url` (a PostgreSQL database several processes share)."""
+    store = Store(url)
+    try:
+        return store.recent(limit=1000)
+    finally:
+        store.close()
+
+
+def shared_processes(url: str) -> list[ProcessInfo]:
+    """The processes sharing the store at `url`, as they last recorded themselves."""
+    store = Store(url)
+    try:
+        return store.processes()
+    finally:
+        store.close()
 
 
 def result_messages(fake: FakeDiscord) -> dict[str, list[FakeMessage]]:

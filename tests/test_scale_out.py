@@ -20,11 +20,11 @@ import pytest
 
 from bot.http.keys import KeyStore
 from bot.jobs.model import Job, JobState
-from bot.jobs.store import ProcessInfo, Store
+from bot.jobs.store import Store
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, FakeGuild, FakeInteraction, FakeMessage, shard_of
 from tests.fakes.discord_fixtures import installed_fake
-from tests.process import ROOT, ApiProcess, BotProcess, stale
+from tests.process import ROOT, ApiProcess, BotProcess, shared_processes, stale, stored_jobs
 
 pytestmark = pytest.mark.usefixtures("pg_cluster")
 
@@ -42,22 +42,6 @@ async def gpus(count: int) -> AsyncIterator[list[FakeComfyUI]]:
     finally:
         for server in servers:
             await server.stop()
-
-
-def stored_jobs(url: str) -> list[Job]:
-    store = Store(url)
-    try:
-        return store.recent(limit=1000)
-    finally:
-        store.close()
-
-
-def processes(url: str) -> list[ProcessInfo]:
-    store = Store(url)
-    try:
-        return store.processes()
-    finally:
-        store.close()
 
 
 def results_by_job(fake: FakeDiscord, channels: list[int]) -> dict[str, list[FakeMessage]]:
@@ -172,7 +156,7 @@ async def test_two_bots_and_an_api_on_one_database_lose_nothing_when_one_bot_is_
             keys = Store(pg_url)
             key = KeyStore(keys).create("scale").secret
             keys.close()
-            holders = [p for p in processes(pg_url) if p.leading]
+            holders = [p for p in shared_processes(pg_url) if p.leading]
             assert len(holders) == 1 and holders[0].role == "bot"
 
             crowd = [fake.add_member(f"member{n}") for n in range(4)]
@@ -220,7 +204,7 @@ async def test_two_bots_and_an_api_on_one_database_lose_nothing_when_one_bot_is_
                     assert r.status == 200 and (await r.read()).startswith(b"\x89PNG")
             # the survivor holds the jobs now, and each job ran on one GPU at a time
             survivor = next(b for b in bots if b is not killed)
-            holders = [p for p in processes(pg_url) if p.leading]
+            holders = [p for p in shared_processes(pg_url) if p.leading]
             assert [int(p.id.split(":")[1]) for p in holders] == [pid_of(survivor)]
             received = [p["prompt_id"] for s in servers for p in s.prompts_received]
             assert len(set(received)) == len(received)
@@ -232,7 +216,7 @@ async def test_two_bots_and_an_api_on_one_database_lose_nothing_when_one_bot_is_
             its += await imagine_burst(fake, other, [fake.member_id], "second again", 2)
             await settled(fake, pg_url, bots, its, 2 * JOBS_PER_SHARD + API_JOBS + 4)
             each_posted_once(fake, pg_url, [fake.channel_id, other.channel_id])
-            holders = [p for p in processes(pg_url) if p.leading]
+            holders = [p for p in shared_processes(pg_url) if p.leading]
             assert [int(p.id.split(":")[1]) for p in holders] == [pid_of(survivor)]
         finally:
             for bot in bots:

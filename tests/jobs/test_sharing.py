@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -21,25 +21,17 @@ from bot.errors import ConfigError, LimitReached
 from bot.jobs import cluster
 from bot.settings import Settings
 from tests.cli.test_cli import run_cli
-from tests.conftest import Recorder, make_settings, shipped_copy
+from tests.conftest import Recorder, make_settings, running_engine, shipped_copy
 from tests.fakes.comfyui import FakeComfyUI
 
 pytestmark = pytest.mark.usefixtures("pg_cluster")
 
 
-@contextlib.asynccontextmanager
-async def started(
+def started(
     session: aiohttp.ClientSession, settings: Settings, role: str, detail: str = ""
-) -> AsyncIterator[tuple[Engine, Recorder]]:
-    engine = Engine(session, settings, role=role, detail=detail or role)
-    recorder = Recorder()
-    engine.listen(recorder)
-    await engine.start()
-    try:
-        yield engine, recorder
-    finally:
-        await engine.stop()
-        engine.close_store()
+) -> contextlib.AbstractAsyncContextManager[tuple[Engine, Recorder]]:
+    """An engine of this role (and shard) on the shared store, started, and its updates."""
+    return running_engine(session, settings, role=role, detail=detail or role)
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
