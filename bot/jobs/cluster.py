@@ -28,6 +28,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +92,7 @@ class Cluster:
         self._on_message = on_message
         self._on_lead = on_lead
         self._on_demote = on_demote
-        self._outbox: list[Message] = []
+        self._outbox: deque[Message] = deque()
         self._wake_sender = asyncio.Event()
         self._sender: psycopg.AsyncConnection[Any] | None = None
         self._listener: psycopg.AsyncConnection[Any] | None = None
@@ -138,6 +139,15 @@ class Cluster:
                     await conn.close()
         with contextlib.suppress(Exception):
             self.store.forget_process(self.id)
+
+    async def _reconnect(
+        self, old: psycopg.AsyncConnection[Any] | None
+    ) -> psycopg.AsyncConnection[Any]:
+        """A new connection in place of `old`, which is closed (it is broken, or soon will be)."""
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
+        return await self._connect()
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         import psycopg
@@ -201,7 +211,7 @@ class Cluster:
         if self._stopping or not self._may_lead():
             return
         if self._lock is None or self._lock.closed or self._lock.broken:
-            self._lock = await self._connect()
+            self._lock = await self._reconnect(self._lock)
         cursor = await self._lock.execute("SELECT pg_try_advisory_lock(%s)", (LEAD_LOCK,))
         row = await cursor.fetchone()
         if not row or not row[0]:
@@ -254,19 +264,20 @@ class Cluster:
                 log.warning("could not tell the other processes: %s", exc)
                 await asyncio.sleep(LEAD_POLL)
                 with contextlib.suppress(Exception):
-                    self._sender = await self._connect()
+                    self._sender = await self._reconnect(self._sender)
 
     async def _flush(self) -> None:
         while self._outbox and self._sender is not None:
-            batch: list[Message] = []
+            batch: list[str] = []  # the messages as JSON, each encoded once
             size = 0
             while self._outbox:
                 text = json.dumps(self._outbox[0], separators=(",", ":"))
                 if batch and size + len(text) > MAX_PAYLOAD:
                     break
-                batch.append(self._outbox.pop(0))
+                self._outbox.popleft()
+                batch.append(text)
                 size += len(text) + 1
-            payload = json.dumps({"from": self.id, "m": batch}, separators=(",", ":"))
+            payload = f'{{"from":{json.dumps(self.id)},"m":[{",".join(batch)}]}}'
             await self._sender.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
 
     async def _listen(self) -> None:
@@ -281,7 +292,7 @@ class Cluster:
                 log.warning("stopped hearing the other processes (%s); listening again", exc)
                 await asyncio.sleep(LEAD_POLL)
                 with contextlib.suppress(Exception):
-                    self._listener = await self._connect()
+                    self._listener = await self._reconnect(self._listener)
                     await self._listener.execute(f"LISTEN {CHANNEL}")
 
     def _receive(self, payload: str) -> None:
